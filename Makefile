@@ -1,0 +1,99 @@
+# Every target that needs Python depends on the venv stamp, so on a fresh clone
+# `make train SEED=42` and `make test` are the only two commands a user needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+
+# Run knobs (documented in README "Command line").
+SEED        ?=
+PROFILE     ?=
+CONFIG      ?= configs/default.yaml
+OUTPUT_DIR  ?=
+RESUME      ?=
+ARGS        ?=
+NPROC       ?= 1
+NNODES      ?= 1
+NODE_RANK   ?= 0
+MASTER_ADDR ?= 127.0.0.1
+MASTER_PORT ?= 29500
+RDZV        ?= static
+MAX_RESTARTS ?= 0
+TESTS       ?= tests
+PYTEST_ARGS ?=
+
+# Variables that must exist before the interpreter (and CUDA) start: setting them inside
+# train.py would be too late for this process. torchrun passes them on to every rank.
+export PYTHONHASHSEED ?= 0
+export CUBLAS_WORKSPACE_CONFIG ?= :4096:8
+export PYTHONUNBUFFERED := 1
+
+TRAIN_FLAGS = --config $(CONFIG) \
+	$(if $(SEED),--seed $(SEED)) \
+	$(if $(PROFILE),--profile $(PROFILE)) \
+	$(if $(OUTPUT_DIR),--output-dir $(OUTPUT_DIR)) \
+	$(if $(RESUME),--resume $(RESUME)) \
+	$(ARGS)
+
+# A plain interpreter for one process; torchrun as soon as there is more than one
+# process, more than one node, or restarts to supervise.
+ifeq ($(NNODES),1)
+TORCHRUN_TOPOLOGY = --standalone --nproc_per_node=$(NPROC)
+else ifeq ($(RDZV),c10d)
+TORCHRUN_TOPOLOGY = --nnodes=$(NNODES) --nproc_per_node=$(NPROC) --rdzv-backend=c10d \
+	--rdzv-endpoint=$(MASTER_ADDR):$(MASTER_PORT) --rdzv-id=$(or $(RDZV_ID),template)
+else
+TORCHRUN_TOPOLOGY = --nnodes=$(NNODES) --node-rank=$(NODE_RANK) --nproc_per_node=$(NPROC) \
+	--master-addr=$(MASTER_ADDR) --master-port=$(MASTER_PORT)
+endif
+ifeq ($(NPROC)$(NNODES)$(MAX_RESTARTS),110)
+LAUNCH = $(PY)
+else
+LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
+endif
+
+.PHONY: help setup train verify diagnose test test-fast lint lock clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements.lock requirements-dev.lock
+	@test -n "$(PYTHON_BOOT)" || { echo "error: python3.11 not found" >&2; exit 1; }
+	@$(PYTHON_BOOT) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || \
+		echo "warning: $(PYTHON_BOOT) is not Python 3.11; the pins were made for 3.11" >&2
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv from the lock (re-installs only when the lock changes)
+
+train: $(STAMP) ## Train: make train SEED=42 [PROFILE=eval] [NPROC=2] [CONFIG=..] [ARGS="k=v"]
+	$(LAUNCH) train.py $(TRAIN_FLAGS)
+
+verify: $(STAMP) ## Train twice and compare losses and weights bitwise: make verify SEED=42 PROFILE=debug
+	$(PY) -m engine.verify --nproc $(NPROC) -- $(TRAIN_FLAGS)
+
+diagnose: $(STAMP) ## Print every seed stream per rank and check it against the plan: make diagnose NPROC=2
+	$(LAUNCH) -m seeding.diagnose $(if $(SEED),--seed $(SEED))
+
+test: $(STAMP) ## Run the test suite (what CI runs)
+	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Run the tests not marked slow
+	$(PY) -m pytest $(TESTS) -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+lock: ## Re-resolve requirements.in into the lock files (needs the network)
+	rm -rf .lock-venv && $(PYTHON_BOOT) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -r requirements.in -r requirements-dev.in
+	.lock-venv/bin/python scripts/write_lock.py
+	rm -rf .lock-venv
+
+clean: ## Remove runs/ and caches (keeps .venv)
+	rm -rf runs .pytest_cache .ruff_cache

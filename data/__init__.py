@@ -1,0 +1,12 @@
+"""Datasets and the seeded data pipeline. Every module in this package is imported on first use,
+so a new dataset is one file with a `@register_dataset("name")` builder."""
+
+import importlib
+import pkgutil
+
+from data.registry import DATASETS, DatasetSplits, register_dataset
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["DATASETS", "DatasetSplits", "register_dataset"]

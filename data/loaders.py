@@ -1,0 +1,134 @@
+"""Seeded DataLoaders: wires a dataset to the seed plan (sampler, per-sample augmentation, workers).
+
+Why one object per split with an `epoch(...)` method: the sampler's epoch, the workers' epoch and
+the resume offset must change together, every epoch. Making `epoch()` the only way to get an
+iterator means no training loop can forget `set_epoch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from data.registry import DATASETS, DatasetSplits
+from engine.config import DataConfig
+from seeding import (
+    EVAL_LANE,
+    TRAIN_LANE,
+    SampleKey,
+    SampleRandomness,
+    SeededDistributedSampler,
+    SeedPlan,
+    WorkerSeeder,
+    bind_transform,
+)
+
+
+class SeededAugmentedDataset(Dataset):
+    """Receives `SampleKey(index, epoch)`, positions the augmentation stream, then transforms."""
+
+    def __init__(
+        self,
+        source: Dataset,
+        transform: Any,
+        randomness: SampleRandomness,
+        worker_seeder: WorkerSeeder,
+    ) -> None:
+        self.source = source
+        self.transform = transform
+        self.randomness = randomness
+        self.worker_seeder = worker_seeder
+        bind_transform(transform, randomness)
+
+    def __len__(self) -> int:
+        return len(self.source)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, int]:
+        self.worker_seeder.enter_epoch(key.epoch)
+        self.randomness.reseed(key.epoch, key.index)
+        image, label = self.source[key.index]
+        return self.transform(image=image)["image"], label
+
+
+@dataclass
+class SeededLoader:
+    loader: DataLoader
+    sampler: SeededDistributedSampler
+    worker_seeder: WorkerSeeder
+    batch_size: int
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Any]:
+        """The batches of `epoch` for this rank, skipping the first `start_batch` unloaded."""
+        self.sampler.set_epoch(
+            epoch, start=min(start_batch * self.batch_size, self.sampler.num_samples)
+        )
+        self.worker_seeder.epoch = epoch
+        return iter(self.loader)
+
+    def batches_per_epoch(self) -> int:
+        return -(-self.sampler.num_samples // self.batch_size)
+
+    @property
+    def samples_per_rank(self) -> int:
+        return self.sampler.num_samples
+
+
+@dataclass
+class DataBundle:
+    train: SeededLoader
+    val: SeededLoader
+    num_classes: int
+    train_size: int
+
+
+def _seeded_loader(
+    source: Dataset,
+    transform: Any,
+    plan: SeedPlan,
+    config: DataConfig,
+    world_size: int,
+    rank: int,
+    train: bool,
+    pin_memory: bool,
+) -> SeededLoader:
+    worker_seeder = WorkerSeeder(plan)
+    randomness = SampleRandomness(plan.augment_key(), lane=TRAIN_LANE if train else EVAL_LANE)
+    dataset = SeededAugmentedDataset(source, transform, randomness, worker_seeder)
+    sampler = SeededDistributedSampler(
+        dataset, plan, num_replicas=world_size, rank=rank, shuffle=train, even_shards=train
+    )
+    generator = torch.Generator()
+    generator.manual_seed(plan.seed("loader", 0 if train else 1))
+    workers = config.num_workers
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=config.persistent_workers and workers > 0,
+        worker_init_fn=worker_seeder if workers > 0 else None,
+        generator=generator,
+        pin_memory=pin_memory,
+        drop_last=False,
+    )
+    return SeededLoader(loader, sampler, worker_seeder, config.batch_size)
+
+
+def build_data(
+    config: DataConfig, plan: SeedPlan, world_size: int, rank: int, pin_memory: bool
+) -> DataBundle:
+    splits: DatasetSplits = DATASETS[config.name](config)
+    train_source = splits.train
+    if config.subset is not None:
+        train_source = Subset(splits.train, range(min(config.subset, len(splits.train))))  # type: ignore[arg-type]
+    train = _seeded_loader(
+        train_source, splits.train_transform, plan, config, world_size, rank, True, pin_memory
+    )
+    val = _seeded_loader(
+        splits.val, splits.eval_transform, plan, config, world_size, rank, False, pin_memory
+    )
+    return DataBundle(train, val, splits.num_classes, len(train_source))  # type: ignore[arg-type]

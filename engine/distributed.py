@@ -1,0 +1,109 @@
+"""Process topology from torchrun's environment, and the few collectives the trainer needs.
+
+Why the global rank everywhere: RANK is unique across nodes; LOCAL_RANK repeats on every node
+(seeding from it makes GPU 0 of each node draw the same streams). LOCAL_RANK only picks the GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from engine.errors import UserError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    nodes: int
+    device: torch.device
+    backend: str | None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    try:
+        return default if value is None else int(value)
+    except ValueError:
+        raise UserError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def topology_from_env() -> tuple[int, int, int, int]:
+    """(rank, world size, local rank, nodes) as torchrun sets them; a single process without it."""
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    local_world_size = _env_int("LOCAL_WORLD_SIZE", world_size)
+    nodes = max(1, world_size // max(1, local_world_size))
+    return rank, world_size, local_rank, nodes
+
+
+def choose_device(requested: str, local_rank: int) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("trainer.device=cuda but CUDA is not available on this machine")
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if local_rank >= torch.cuda.device_count():
+        raise UserError(
+            f"LOCAL_RANK {local_rank} has no GPU: only {torch.cuda.device_count()} visible"
+        )
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(requested_device: str) -> DistContext:
+    """Join the process group (gloo on CPU, NCCL on CUDA) when launched by torchrun."""
+    rank, world_size, local_rank, nodes = topology_from_env()
+    device = choose_device(requested_device, local_rank)
+    backend = None
+    if world_size > 1:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=10))
+    return DistContext(rank, world_size, local_rank, nodes, device, backend)
+
+
+def shutdown(context: DistContext) -> None:
+    if context.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_gather_objects(context: DistContext, value: Any) -> list[Any]:
+    if not context.distributed:
+        return [value]
+    gathered: list[Any] = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def broadcast_object(context: DistContext, value: Any) -> Any:
+    if not context.distributed:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def all_reduce_sum(context: DistContext, tensor: torch.Tensor) -> torch.Tensor:
+    if context.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier(context: DistContext) -> None:
+    if context.distributed:
+        dist.barrier()

@@ -1,0 +1,71 @@
+"""manifest.json: everything needed to tell how a run was made and to check a rerun against it."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import albumentations
+import numpy
+import torch
+import torchvision
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def library_versions() -> dict[str, Any]:
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "torchvision": torchvision.__version__,
+        "albumentations": albumentations.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def git_state() -> dict[str, Any]:
+    """Commit and dirty flag of the code that ran; None where this is not a git checkout."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """A digest of the weights themselves (names, dtypes, shapes, bytes), not of a file format."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def command_line() -> list[str]:
+    return [sys.executable, *sys.argv]

@@ -1,0 +1,71 @@
+"""Run outputs for humans and tools: metrics.jsonl and TensorBoard events (rank 0 only).
+
+Why both: metrics.jsonl is trivially machine-readable (the benchmark aggregates it); TensorBoard
+is what people look at. On resume, records past the checkpoint's step are dropped from both, so a
+resumed run's logs read like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+from engine.atomic import atomic_write_text
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.writer: SummaryWriter | None = None
+        if not enabled:
+            return
+        if resume_step is not None:
+            self._truncate_after(resume_step)
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+
+    def _truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        kept = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+
+    def log(self, kind: str, step: int, values: dict[str, float], **context: Any) -> None:
+        if not self.enabled:
+            return
+        record = {"kind": kind, "step": step, **context, **values}
+        with self.path.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+        assert self.writer is not None
+        for name, value in values.items():
+            self.writer.add_scalar(f"{kind}/{name}", value, step)
+
+    def log_hparams(self, hyperparameters: dict[str, Any], final_metrics: dict[str, float]) -> None:
+        """Hyperparameters with the final metrics, in the run's own event file (HParams tab)."""
+        if not self.enabled:
+            return
+        assert self.writer is not None
+        plain = {
+            k: v if isinstance(v, int | float | str | bool) else str(v)
+            for k, v in hyperparameters.items()
+        }
+        metric_tags = {f"final/{name}": value for name, value in final_metrics.items()}
+        experiment, session_start, session_end = hparams(plain, metric_tags)
+        file_writer = self.writer._get_file_writer()
+        for summary in (experiment, session_start, session_end):
+            file_writer.add_summary(summary)
+        for tag, value in metric_tags.items():
+            self.writer.add_scalar(tag, value)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()

@@ -1,0 +1,56 @@
+"""Optimizer and learning-rate schedule.
+
+Why the schedule horizon is stored, not recomputed: `trainer.epochs` and `trainer.max_steps` are
+stopping criteria that may change on resume. If the cosine horizon followed them, a resumed run
+would take a different learning rate at every later step. The horizon is fixed when the run starts
+(`trainer.epochs` x batches per epoch) and travels in the checkpoint; past it the rate stays at its
+final value.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from engine.config import OptimConfig
+
+
+def build_optimizer(config: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on BatchNorm/bias parameters: the usual recipe for convnets.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if config.name == "sgd":
+        return torch.optim.SGD(
+            groups,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov and config.momentum > 0,
+        )
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+class ScheduleHorizon:
+    """The LR factor at a step: cosine from 1 to 0 over `horizon` steps, then flat."""
+
+    def __init__(self, kind: str, horizon: int) -> None:
+        self.kind = kind
+        self.horizon = max(1, horizon)
+
+    def __call__(self, step: int) -> float:
+        if self.kind == "none":
+            return 1.0
+        progress = min(step, self.horizon) / self.horizon
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: OptimConfig, horizon: int
+) -> tuple[torch.optim.lr_scheduler.LambdaLR, ScheduleHorizon]:
+    factor = ScheduleHorizon(config.scheduler, horizon)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), factor

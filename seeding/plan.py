@@ -1,0 +1,125 @@
+"""The seed plan: which seed every named stream gets on every rank, for every parallel strategy.
+
+One table says which mesh axes each stream varies along; every strategy is only a mapping from a
+process's position to (dp, tp, pp) coordinates. Two ranks share a stream exactly when their
+coordinates agree on that stream's axes, so "identical where it must be, distinct where it must be"
+is a property of the table, not of scattered `seed + rank` arithmetic.
+
+| stream  | varies along | why                                                                 |
+|---------|--------------|---------------------------------------------------------------------|
+| init    | pp           | replicas and tensor shards start from the same weights; each        |
+|         |              | pipeline stage initialises its own layers                           |
+| dropout | dp           | torch stream of the forward pass: one per data-parallel replica,    |
+|         |              | shared inside a model/tensor-parallel group (the same sample must   |
+|         |              | see the same mask on every shard of the model)                      |
+| host    | dp           | python/numpy in the training process: per data-parallel replica     |
+| worker  | dp (+worker, | python/numpy/torch inside DataLoader workers: per replica, worker   |
+|         |   epoch)     | and epoch                                                           |
+| loader  | dp           | private generator of the DataLoader (never the global torch RNG)    |
+| sampler | (+epoch)     | shuffle order: the same permutation on every rank, new each epoch   |
+| augment | (+epoch,     | per-sample augmentation: a pure function of (base, epoch, index)    |
+|         |   index)     |                                                                     |
+
+The trainer uses `data_parallel(rank)` with the *global* rank: seeding from LOCAL_RANK would give
+GPU 0 of every node the same streams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from seeding.derive import check_base_seed, derive_key, derive_seed
+
+STREAM_AXES: dict[str, tuple[str, ...]] = {
+    "init": ("pp",),
+    "dropout": ("dp",),
+    "host": ("dp",),
+    "worker": ("dp",),
+    "loader": ("dp",),
+    "sampler": (),
+    "augment": (),
+}
+
+# Coordinates a stream takes at the point of use, beyond the mesh axes (for the manifest).
+STREAM_EXTRA_COORDINATES: dict[str, tuple[str, ...]] = {
+    "worker": ("worker_id", "epoch"),
+    "sampler": ("epoch",),
+    "augment": ("epoch", "index"),
+}
+
+STRATEGIES = ("data_parallel", "model_parallel", "tensor_parallel", "hybrid")
+
+
+@dataclass(frozen=True)
+class MeshCoordinates:
+    """A process's position in a (data, tensor, pipeline)-parallel mesh."""
+
+    dp: int = 0
+    tp: int = 0
+    pp: int = 0
+
+    def along(self, axes: tuple[str, ...]) -> tuple[int, ...]:
+        return tuple(getattr(self, axis) for axis in axes)
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """All seeds of one process. Pure: the same inputs give the same plan on any machine."""
+
+    base: int
+    strategy: str
+    coordinates: MeshCoordinates
+
+    def seed(self, stream: str, *extra: int) -> int:
+        """The 64-bit seed of `stream` for this process, at the given extra coordinates."""
+        axes = STREAM_AXES[stream]
+        return derive_seed(self.base, stream, *self.coordinates.along(axes), *extra)
+
+    def augment_key(self) -> tuple[int, int]:
+        """The 128-bit Philox key of per-sample augmentation (identical on every rank)."""
+        return derive_key(self.base, "augment", *self.coordinates.along(STREAM_AXES["augment"]))
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as plain values, for manifest.json (`seeds.ranks[r].streams`)."""
+        streams: dict[str, Any] = {}
+        for stream, axes in STREAM_AXES.items():
+            entry: dict[str, Any] = {
+                "keyed_by": dict(zip(axes, self.coordinates.along(axes), strict=True)),
+                "varies_with": list(STREAM_EXTRA_COORDINATES.get(stream, ())),
+            }
+            if stream == "augment":
+                entry["philox_key"] = list(self.augment_key())
+            elif stream in STREAM_EXTRA_COORDINATES:
+                entry["seed_at_zero"] = self.seed(stream, *[0] * len(entry["varies_with"]))
+            else:
+                entry["seed"] = self.seed(stream)
+            streams[stream] = entry
+        return {
+            "strategy": self.strategy,
+            "coordinates": vars(self.coordinates),
+            "streams": streams,
+        }
+
+
+def hybrid(base: int, dp: int, tp: int, pp: int) -> SeedPlan:
+    return SeedPlan(check_base_seed(base), "hybrid", MeshCoordinates(dp=dp, tp=tp, pp=pp))
+
+
+def data_parallel(base: int, rank: int) -> SeedPlan:
+    """Every process is a replica: dropout, host and worker streams per global rank."""
+    return SeedPlan(check_base_seed(base), "data_parallel", MeshCoordinates(dp=rank))
+
+
+def model_parallel(base: int, dp_rank: int, mp_rank: int) -> SeedPlan:
+    """The model is split into stages: torch streams shared inside the model-parallel group."""
+    return SeedPlan(
+        check_base_seed(base), "model_parallel", MeshCoordinates(dp=dp_rank, pp=mp_rank)
+    )
+
+
+def tensor_parallel(base: int, dp_rank: int, tp_rank: int) -> SeedPlan:
+    """Operations are split across ranks: every stream identical inside a tensor-parallel group."""
+    return SeedPlan(
+        check_base_seed(base), "tensor_parallel", MeshCoordinates(dp=dp_rank, tp=tp_rank)
+    )
