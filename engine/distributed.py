@@ -78,7 +78,9 @@ def init_distributed(requested_device: str) -> DistContext:
 
 
 def shutdown(context: DistContext) -> None:
+    """Leave together: with gloo, a rank that tears down while another still writes can hang."""
     if context.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -7,13 +7,11 @@ import platform
 import subprocess
 import sys
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import albumentations
-import numpy
 import torch
-import torchvision
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,16 +20,24 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _installed(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def library_versions() -> dict[str, Any]:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a TorchVersion object, which weights_only loads refuse
         "cuda": torch.version.cuda,
         "cudnn": cudnn,
-        "torchvision": torchvision.__version__,
-        "albumentations": albumentations.__version__,
-        "numpy": numpy.__version__,
+        # Read from package metadata: importing torchvision only for its version costs ~1.3 s.
+        "torchvision": _installed("torchvision"),
+        "albumentations": _installed("albumentations"),
+        "numpy": _installed("numpy"),
     }
 
 

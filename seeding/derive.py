@@ -51,5 +51,10 @@ def derive_key(base: int, stream: str, *coordinates: int) -> tuple[int, int]:
 
 
 def numpy_legacy_seed(seed: int) -> np.ndarray:
-    """Entropy for `np.random.seed`, which accepts only 32-bit words: all 64 bits, as two words."""
-    return np.array([seed & 0xFFFFFFFF, seed >> 32], dtype=np.uint32)
+    """Entropy for `np.random.seed` (32-bit words only), expanded so numpy differs from python.
+
+    `random.seed(s)` and `np.random.seed([s & 0xFFFFFFFF, s >> 32])` both feed MT19937's
+    init_by_array the same words and would produce the *same* stream; hashing the seed through a
+    SeedSequence first gives numpy its own.
+    """
+    return np.random.SeedSequence(seed).generate_state(4, np.uint32)

@@ -54,11 +54,12 @@ class PhiloxRandom(random.Random):
 
     def seed(self, a: Any = None, version: int = 2) -> None:
         """Ignored: the stream is positioned by `SampleRandomness.reseed`, not by seeding."""
-        self._words = []
+        self.restart()
 
     def restart(self) -> None:
-        """Forget buffered words after the bit generator was repositioned."""
+        """Forget buffered words and gauss()'s cached second value after repositioning."""
         self._words = []
+        self.gauss_next = None
 
     def _next_word(self) -> int:
         if not self._words:
