@@ -50,7 +50,7 @@ def _find_run_dir(output_dir: Path) -> Path:
 def _train(label: str, command: list[str], output_dir: Path) -> Path:
     print(f"verify: {label}: {' '.join(command[1:])}", flush=True)
     done = subprocess.run(
-        command + ["--output-dir", str(output_dir)], cwd=REPO_ROOT, capture_output=True, text=True
+        [*command, "--output-dir", str(output_dir)], cwd=REPO_ROOT, capture_output=True, text=True
     )
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
@@ -121,7 +121,7 @@ def main() -> int:
     flags += ["trainer.log_every_steps=1"] + (
         [f"trainer.max_steps={arguments.steps}"] if arguments.steps else []
     )
-    command = _launcher(arguments.nproc) + [arguments.entry, *flags]
+    command = [*_launcher(arguments.nproc), arguments.entry, *flags]
     workdir = Path(arguments.workdir or tempfile.mkdtemp(prefix="verify-"))
     try:
         first = _train("run 1/2", command, workdir / "run1")

@@ -93,7 +93,7 @@ def test_config_that_is_not_a_mapping(tmp_path: Path) -> None:
 
 
 def test_wrong_type_in_file(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="'data.num_workers'.*got 'two'"):
+    with pytest.raises(UserError, match=r"'data.num_workers'.*got 'two'"):
         load_config(write(tmp_path, "x.yaml", "data:\n  num_workers: two\n"))
 
 
