@@ -1,0 +1,61 @@
+"""train.py with two test-only models registered, to prove the checks can fail.
+
+- `planted_put`: the small CNN plus a `Tensor.put_` in forward, an op with no deterministic
+  implementation (it raises under the debug profile even on CPU; eval must record it).
+- `planted_divergence`: the small CNN whose logits get noise from os.urandom from the
+  PLANTED_DIVERGE_AT-th training forward on: two runs agree until then and differ after.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.config import ModelConfig
+from models import register_model
+from models.smallcnn import SmallCNN
+
+
+class PutModel(SmallCNN):
+    def forward(self, images: Tensor) -> Tensor:
+        scratch = torch.zeros(4, device=images.device)
+        scratch.put_(
+            torch.tensor([1], device=images.device), torch.tensor([1.0], device=images.device)
+        )
+        return super().forward(images)
+
+
+class DivergingModel(SmallCNN):
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.calls = 0
+        self.diverge_at = int(os.environ.get("PLANTED_DIVERGE_AT", "5"))
+
+    def forward(self, images: Tensor) -> Tensor:
+        logits = super().forward(images)
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.diverge_at:
+                noise = np.frombuffer(os.urandom(4 * logits.numel()), dtype=np.uint32) / 2**32
+                logits = logits + 1e-3 * torch.from_numpy(noise.astype(np.float32)).view_as(logits)
+        return logits
+
+
+@register_model("planted_put")
+def _put(config: ModelConfig, num_classes: int, image_size: int) -> PutModel:
+    return PutModel(num_classes, config.width, config.dropout)
+
+
+@register_model("planted_divergence")
+def _diverging(config: ModelConfig, num_classes: int, image_size: int) -> DivergingModel:
+    return DivergingModel(num_classes, config.width, config.dropout)
+
+
+if __name__ == "__main__":
+    sys.argv = ["train.py", *sys.argv[1:]]
+    runpy.run_path("train.py", run_name="__main__")

@@ -1,0 +1,188 @@
+"""Determinism profiles: effective flags read back from torch, planted nondeterminism, make verify."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.config import load_config
+from engine.determinism import apply_determinism, effective_flags
+from tests.conftest import REPO_ROOT, TINY, assert_same_weights, launch_env, run_train
+
+DEFAULT = REPO_ROOT / "configs" / "default.yaml"
+
+
+@pytest.fixture
+def restore_torch_flags() -> Iterator[None]:
+    before = effective_flags()
+    yield
+    torch.use_deterministic_algorithms(
+        before["deterministic_algorithms"], warn_only=before["deterministic_warn_only"]
+    )
+    torch.backends.cudnn.deterministic = before["cudnn_deterministic"]
+    torch.backends.cudnn.benchmark = before["cudnn_benchmark"]
+    torch.backends.cuda.matmul.allow_tf32 = before["cuda_matmul_allow_tf32"]
+    torch.backends.cudnn.allow_tf32 = before["cudnn_allow_tf32"]
+    torch.set_float32_matmul_precision(before["float32_matmul_precision"])
+
+
+EXPECTED_FLAGS = {
+    "debug": {
+        "deterministic_algorithms": True,
+        "deterministic_warn_only": False,
+        "cudnn_deterministic": True,
+        "cudnn_benchmark": False,
+        "cuda_matmul_allow_tf32": False,
+        "cudnn_allow_tf32": False,
+        "float32_matmul_precision": "highest",
+    },
+    "eval": {
+        "deterministic_algorithms": True,
+        "deterministic_warn_only": True,
+        "cudnn_deterministic": True,
+        "cudnn_benchmark": False,
+        "cuda_matmul_allow_tf32": False,
+        "cudnn_allow_tf32": False,
+        "float32_matmul_precision": "highest",
+    },
+    "production": {
+        "deterministic_algorithms": False,
+        "deterministic_warn_only": False,
+        "cudnn_deterministic": False,
+        "cudnn_benchmark": True,
+        "cuda_matmul_allow_tf32": True,
+        "cudnn_allow_tf32": True,
+        "float32_matmul_precision": "high",
+    },
+}
+
+
+@pytest.mark.parametrize("profile", sorted(EXPECTED_FLAGS))
+def test_each_profile_sets_its_flags(profile: str, restore_torch_flags: None) -> None:
+    config = load_config(DEFAULT, profile=profile)
+    apply_determinism(config.determinism, torch.device("cpu"))
+    flags = effective_flags()
+    for name, value in EXPECTED_FLAGS[profile].items():
+        assert flags[name] == value, name
+
+
+@pytest.mark.slow
+def test_eval_records_a_planted_nondeterministic_op_and_debug_raises(tmp_path: Path) -> None:
+    evaluated = run_train(
+        tmp_path / "eval",
+        "--profile",
+        "eval",
+        "model.name=planted_put",
+        entry="tests/helpers/planted_train.py",
+    )
+    report = json.loads((evaluated.run_dir / "determinism.json").read_text())
+    # 24 training steps + 2 epoch-end evaluations of 4 batches (the final evaluation reuses the last).
+    assert report["nondeterministic_ops"] == {"put_": 24 + 2 * 4}
+    assert report["verdict"].startswith("not bitwise reproducible") and "put_" in report["verdict"]
+    assert (
+        evaluated.manifest()["determinism"]["nondeterministic_ops"]
+        == report["nondeterministic_ops"]
+    )
+    assert "put_" in evaluated.process.stdout  # rank 0 prints the verdict at the end
+
+    debugged = run_train(
+        tmp_path / "debug",
+        "--profile",
+        "debug",
+        "model.name=planted_put",
+        entry="tests/helpers/planted_train.py",
+        check=False,
+    )
+    assert debugged.returncode == 2
+    last = debugged.process.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: profile 'debug': put_ has no deterministic implementation")
+    assert "Traceback" not in debugged.process.stderr
+
+
+@pytest.mark.slow
+def test_production_on_cpu_reports_data_stream_reproducibility_and_hash_seed(
+    tmp_path: Path,
+) -> None:
+    env = launch_env()
+    env.pop("PYTHONHASHSEED")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--output-dir",
+            str(tmp_path),
+            "--profile",
+            "production",
+            *TINY,
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(next(tmp_path.glob("*/production/seed*/determinism.json")).read_text())
+    assert report["verdict"].startswith("reproducible data stream only")
+    assert (
+        report["effective"]["cudnn_benchmark"] is True
+        and report["effective"]["deterministic_algorithms"] is False
+    )
+    assert report["effective"]["amp_dtype"] is None  # AMP applies on CUDA only
+    assert report["environment"]["hash_seed"]["ok"] is False
+    assert any("PYTHONHASHSEED" in note for note in report["notes"])
+    assert "warning: PYTHONHASHSEED is unset" in done.stderr
+
+
+@pytest.mark.slow
+def test_eval_two_processes_bitwise_identical(tmp_path: Path) -> None:
+    first = run_train(tmp_path / "a", "--profile", "eval", nproc=2)
+    second = run_train(tmp_path / "b", "--profile", "eval", nproc=2)
+    assert_same_weights(first.weights(), second.weights())
+
+
+def _verify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.verify", "--steps", "8", *args],
+        cwd=REPO_ROOT,
+        env=launch_env(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_verify_reports_identical_for_a_correct_run() -> None:
+    done = subprocess.run(
+        ["make", "verify", "SEED=3", f"ARGS={' '.join(TINY)}"],
+        cwd=REPO_ROOT,
+        env={**launch_env(), "VERIFY_STEPS": "8"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "IDENTICAL" in done.stdout
+
+
+@pytest.mark.slow
+def test_verify_finds_the_first_divergence_of_a_planted_one() -> None:
+    done = _verify(
+        "--entry",
+        "tests/helpers/planted_train.py",
+        "--",
+        *TINY,
+        "model.name=planted_divergence",
+        env={"PLANTED_DIVERGE_AT": "5"},
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "DIVERGED" in done.stdout
+    assert "first differing loss at step 5:" in done.stdout
+    assert "first differing tensor: " in done.stdout and "max abs difference" in done.stdout
