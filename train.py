@@ -18,7 +18,7 @@ from engine.determinism import apply_determinism, nondeterministic_op_in
 from engine.distributed import init_distributed, shutdown
 from engine.errors import UserError, run_reporting_user_errors
 from engine.outputs import RunOutputs
-from engine.resume import decide_resume
+from engine.resume import check_same_computation, computation_fingerprint, decide_resume
 from engine.rundir import run_directory
 from engine.trainer import Trainer
 from models import build_model
@@ -34,6 +34,9 @@ def main() -> None:
 
     # 2. Plan: join the process group, then fix every seed and determinism switch before any draw.
     context = init_distributed(config.trainer.device)
+    fingerprint = computation_fingerprint(config, context.world_size, context.device.type)
+    if checkpoint is not None:
+        check_same_computation(checkpoint, fingerprint)
     plan = seeding.data_parallel(config.seed, context.rank)  # the global rank, never LOCAL_RANK
     determinism_notes = apply_determinism(config.determinism, context.device)
     seeding.seed_host_globals(plan)
@@ -45,10 +48,12 @@ def main() -> None:
     model = build_model(config.model, data.num_classes, config.data.image_size)
     seeding.enter_dropout_stream(plan)
     resume_step = (checkpoint["step"] if checkpoint else 0) if resume.continuing else None
-    outputs = RunOutputs(run_dir, config, context, plan, arguments, determinism_notes, resume_step)
+    outputs = RunOutputs(
+        run_dir, config, context, plan, arguments, determinism_notes, resume_step, fingerprint
+    )
     trainer = Trainer(config, context, model, data, outputs)
     if checkpoint is not None:
-        trainer.restore(checkpoint, outputs.fingerprint(trainer))
+        trainer.restore(checkpoint)
 
     # 4. Loop: train until trainer.epochs or trainer.max_steps, checkpointing on the way.
     outputs.start(trainer)

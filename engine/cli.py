@@ -58,7 +58,7 @@ def parse_args(argv: list[str]) -> Arguments:
     parser.add_argument("--resume", default=None, metavar="PATH|auto", help="continue a run")
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="(default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    namespace = parser.parse_args(argv)
+    namespace = parser.parse_intermixed_args(argv)  # overrides may stand before and after flags
     for item in namespace.overrides:
         if "=" not in item:
             raise UserError(f"malformed override {item!r}: expected dotted.key=value")

@@ -23,7 +23,6 @@ from engine.distributed import DistContext, all_gather_objects
 from engine.manifest import command_line, git_state, library_versions, now_iso, state_dict_sha256
 from engine.metrics import MetricsLogger
 from engine.rundir import write_json
-from engine.trainer import computation_fingerprint
 from seeding import SeedPlan
 from seeding.hashseed import hash_seed_warning
 
@@ -46,8 +45,10 @@ class RunOutputs:
         arguments: Arguments,
         determinism_notes: list[str],
         resume_step: int | None,
+        fingerprint: dict[str, Any],
     ) -> None:
         self.run_dir = run_dir
+        self.fingerprint = fingerprint  # what a checkpoint must match to be resumed
         self.config = config
         self.context = context
         self.determinism_notes = list(determinism_notes)
@@ -148,7 +149,7 @@ class RunOutputs:
         )
 
     def save_checkpoint(self, trainer: Trainer) -> None:
-        payload = trainer.checkpoint_payload(self.fingerprint(trainer))
+        payload = trainer.checkpoint_payload(self.fingerprint)
         if payload is not None:
             payload["seeds"] = self.seeds
             payload["config"] = self.config.model_dump(mode="json")
@@ -160,11 +161,6 @@ class RunOutputs:
                 self.config.trainer.keep_checkpoints,
             )
         trainer.last_checkpoint_step = trainer.state.step
-
-    def fingerprint(self, trainer: Trainer) -> dict[str, Any]:
-        return computation_fingerprint(
-            self.config, self.context.world_size, self.context.device.type
-        )
 
     # ----------------------------------------------------------------- end
     def finish(self, trainer: Trainer, status: str = "completed", error: str | None = None) -> None:

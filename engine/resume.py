@@ -12,8 +12,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.checkpoint import newest_complete
+from engine.config import Config
 from engine.errors import UserError
 from engine.rundir import holds_a_run, refuse_to_overwrite
 
@@ -45,3 +47,56 @@ def decide_resume(request: str | None, run_dir: Path) -> ResumeDecision:
     if not path.is_file():
         raise UserError(f"--resume: checkpoint not found: {path}")
     return ResumeDecision(path, continuing=holds_a_run(run_dir))
+
+
+# Settings that may differ between a checkpoint and the run resuming it: stopping criteria and
+# how the work is scheduled, none of which changes a single number computed.
+RESUMABLE_CHANGES = (
+    "trainer.epochs",
+    "trainer.max_steps",
+    "trainer.checkpoint_every_steps",
+    "trainer.keep_checkpoints",
+    "trainer.log_every_steps",
+    "trainer.fault_at_step",
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "data.persistent_workers",
+    "determinism.anomaly_detection",
+)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def computation_fingerprint(config: Config, world_size: int, device_type: str) -> dict[str, Any]:
+    """Every setting that changes what is computed (seed, model, data, batch size, world size, ...)."""
+    flat = _flatten(config.model_dump(mode="json"))
+    for key in (*RESUMABLE_CHANGES, "name"):
+        flat.pop(key, None)
+    flat["world_size"] = world_size
+    flat["device_type"] = device_type
+    return flat
+
+
+def first_difference(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    for key in sorted(set(saved) | set(current)):
+        if saved.get(key) != current.get(key):
+            return f"{key} differs (checkpoint {saved.get(key)!r}, now {current.get(key)!r})"
+    return None
+
+
+def check_same_computation(checkpoint: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse, before anything is written, to continue a checkpoint under a different computation."""
+    difference = first_difference(checkpoint["fingerprint"], current)
+    if difference is not None:
+        raise UserError(
+            f"cannot resume: {difference}; only stopping criteria and loader settings may change"
+        )

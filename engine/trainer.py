@@ -22,55 +22,11 @@ from data.loaders import DataBundle
 from engine.config import Config
 from engine.determinism import amp_dtype
 from engine.distributed import DistContext, all_gather_objects, all_reduce_sum
-from engine.errors import UserError
 from engine.optim import build_optimizer, build_scheduler
 from seeding import capture_rng_state, restore_rng_state
 
 if TYPE_CHECKING:
     from engine.outputs import RunOutputs
-
-# Settings that may differ between a checkpoint and the run resuming it: stopping criteria and
-# how the work is scheduled, none of which changes a single number computed.
-RESUMABLE_CHANGES = (
-    "trainer.epochs",
-    "trainer.max_steps",
-    "trainer.checkpoint_every_steps",
-    "trainer.keep_checkpoints",
-    "trainer.log_every_steps",
-    "trainer.fault_at_step",
-    "data.root",
-    "data.download",
-    "data.num_workers",
-    "data.persistent_workers",
-    "determinism.anomaly_detection",
-)
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def computation_fingerprint(config: Config, world_size: int, device_type: str) -> dict[str, Any]:
-    """Every setting that changes what is computed (seed, model, data, batch size, world size, ...)."""
-    flat = _flatten(config.model_dump(mode="json"))
-    for key in (*RESUMABLE_CHANGES, "name"):
-        flat.pop(key, None)
-    flat["world_size"] = world_size
-    flat["device_type"] = device_type
-    return flat
-
-
-def first_difference(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
-    for key in sorted(set(saved) | set(current)):
-        if saved.get(key) != current.get(key):
-            return f"{key} differs (checkpoint {saved.get(key)!r}, now {current.get(key)!r})"
-    return None
 
 
 @dataclass
@@ -293,12 +249,8 @@ class Trainer:
             "fingerprint": fingerprint,
         }
 
-    def restore(self, payload: dict[str, Any], fingerprint: dict[str, Any]) -> None:
-        difference = first_difference(payload["fingerprint"], fingerprint)
-        if difference is not None:
-            raise UserError(
-                f"cannot resume: {difference}; only stopping criteria and loader settings may change"
-            )
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue from a checkpoint already checked by `engine.resume.check_same_computation`."""
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.horizon = int(payload["schedule_horizon"])

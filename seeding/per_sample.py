@@ -67,7 +67,11 @@ class PhiloxRandom(random.Random):
         return self._words.pop()
 
     def random(self) -> float:
-        return (self._next_word() >> 11) * _TWO_POW_MINUS_53
+        # Inlined _next_word: albumentations calls this several times per sample.
+        words = self._words
+        if not words:
+            words = self._words = self._bit_generator.random_raw(self._BLOCK).tolist()
+        return (words.pop() >> 11) * _TWO_POW_MINUS_53
 
     def getrandbits(self, k: int) -> int:
         if k < 0:

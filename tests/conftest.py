@@ -97,7 +97,8 @@ def run_train(
     timeout: float = 300,
 ) -> RunResult:
     launcher = [sys.executable] if nproc == 1 else torchrun(nproc)
-    command = [*launcher, entry, "--output-dir", str(output_dir), *args, *(TINY if tiny else ())]
+    # The tiny job first, so that a test's own overrides win (the last value of a key wins).
+    command = [*launcher, entry, "--output-dir", str(output_dir), *(TINY if tiny else ()), *args]
     process = subprocess.run(
         command, cwd=REPO_ROOT, env=launch_env(env), capture_output=True, text=True, timeout=timeout
     )
