@@ -73,8 +73,33 @@ def init_distributed(requested_device: str) -> DistContext:
     backend = None
     if world_size > 1:
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=timedelta(minutes=10))
+        dist.init_process_group(
+            backend=backend,
+            store=_store_for_this_attempt(rank, world_size),
+            rank=rank,
+            world_size=world_size,
+            timeout=_TIMEOUT,
+        )
     return DistContext(rank, world_size, local_rank, nodes, device, backend)
+
+
+_TIMEOUT = timedelta(minutes=10)
+
+
+def _store_for_this_attempt(rank: int, world_size: int) -> dist.Store:
+    """torchrun's store, with keys namespaced by the restart attempt.
+
+    Why: after a worker dies, `torchrun --max-restarts` starts the group again against the *same*
+    TCPStore (measured with torch 2.7.1 and --standalone), so the previous attempt's keys, among
+    them the dead ranks' gloo addresses, are still there; a new rank can read a stale address and
+    connect to nothing (seen: "Gloo connectFullMesh failed", or a hang). A prefix per attempt gives
+    each attempt a clean namespace.
+    """
+    store, _, _ = next(
+        dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=_TIMEOUT)
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"attempt-{attempt}", store)
 
 
 def shutdown(context: DistContext) -> None:
