@@ -55,7 +55,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup train verify diagnose test test-fast lint lock clean
+.PHONY: help setup train verify diagnose bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,6 +78,9 @@ verify: $(STAMP) ## Train twice and compare losses and weights bitwise: make ver
 
 diagnose: $(STAMP) ## Print every seed stream per rank and check it against the plan: make diagnose NPROC=2
 	$(LAUNCH) -m seeding.diagnose $(if $(SEED),--seed $(SEED))
+
+bench-seeding: $(STAMP) ## Measure per-sample augmentation seeding (us/sample, share of loading time)
+	$(PY) -m benchmarks.per_sample_seeding
 
 test: $(STAMP) ## Run the test suite (what CI runs)
 	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
