@@ -1,0 +1,131 @@
+"""Your own images: `<data.root>/train/<class>/*` and `<data.root>/val/<class>/*`.
+
+Any size and any format PIL reads. Every file is checked once when the dataset is built, so a
+corrupt or unreadable image stops the run with one line naming it before training starts (or, with
+`data.skip_bad_files=true`, is skipped with a warning and a count). Augmentation goes through the
+per-sample seeding like every dataset: a pure function of (seed, epoch, index).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from data.registry import DatasetSplits, register_dataset
+from engine.config import DataConfig
+from engine.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageFiles(Dataset):
+    def __init__(self, samples: list[tuple[Path, int]]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB")), label
+        except (OSError, UnidentifiedImageError) as error:
+            raise UserError(f"cannot read image {path}: {error}") from None
+
+
+def _readable(path: Path) -> str | None:
+    """None if PIL can decode the file, else the reason."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        return str(error) or type(error).__name__
+    return None
+
+
+def _scan_split(split_dir: Path, skip_bad_files: bool) -> tuple[list[str], list[tuple[Path, int]]]:
+    if not split_dir.is_dir():
+        raise UserError(
+            f"image folder split not found: {split_dir} (expected {split_dir}/<class>/<images>)"
+        )
+    classes = sorted(
+        entry.name
+        for entry in split_dir.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if not classes:
+        raise UserError(f"no class folders in {split_dir}")
+    samples: list[tuple[Path, int]] = []
+    skipped = []
+    for label, name in enumerate(classes):
+        files = sorted(
+            p for p in (split_dir / name).rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+        if not files:
+            raise UserError(f"class folder {split_dir / name} is empty")
+        for path in files:
+            problem = _readable(path)
+            if problem is None:
+                samples.append((path, label))
+            elif skip_bad_files:
+                skipped.append(path)
+            else:
+                raise UserError(
+                    f"cannot read image {path}: {problem} (data.skip_bad_files=true skips such files)"
+                )
+    if skipped:
+        print(
+            f"warning: skipped {len(skipped)} unreadable file(s) in {split_dir}, e.g. {skipped[0]}",
+            file=sys.stderr,
+        )
+    return classes, samples
+
+
+def train_pipeline(size: int) -> A.Compose:
+    return A.Compose(
+        [
+            A.RandomResizedCrop(size=(size, size), scale=(0.35, 1.0)),
+            A.HorizontalFlip(p=0.5),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=0.5),
+            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            A.ToTensorV2(),
+        ]
+    )
+
+
+def eval_pipeline(size: int) -> A.Compose:
+    return A.Compose(
+        [
+            A.SmallestMaxSize(max_size=round(size * 8 / 7)),
+            A.CenterCrop(size, size),
+            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            A.ToTensorV2(),
+        ]
+    )
+
+
+@register_dataset("imagefolder")
+def build_imagefolder(config: DataConfig) -> DatasetSplits:
+    root = Path(config.root)
+    train_classes, train_samples = _scan_split(root / "train", config.skip_bad_files)
+    val_classes, val_samples = _scan_split(root / "val", config.skip_bad_files)
+    if train_classes != val_classes:
+        only_train = sorted(set(train_classes) - set(val_classes))
+        only_val = sorted(set(val_classes) - set(train_classes))
+        raise UserError(
+            f"train and val classes differ: only in train {only_train}, only in val {only_val}"
+        )
+    return DatasetSplits(
+        train=ImageFiles(train_samples),
+        val=ImageFiles(val_samples),
+        num_classes=len(train_classes),
+        train_transform=train_pipeline(config.image_size),
+        eval_transform=eval_pipeline(config.image_size),
+    )

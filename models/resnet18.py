@@ -1,0 +1,28 @@
+"""torchvision's ResNet-18, with a CIFAR-style stem for small inputs.
+
+For images of 64 pixels or less, the 7x7 stride-2 stem and the max-pool would shrink a 32x32 input
+to 8x8 before the first block; a 3x3 stride-1 stem without max-pool is the usual recipe. Weights
+start random (no download). Safe under deterministic mode on CUDA: the final AdaptiveAvgPool2d has
+output size 1, which dispatches to `mean`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models import resnet18
+
+from engine.config import ModelConfig
+from models.registry import register_model
+
+SMALL_IMAGE = 64
+
+
+@register_model("resnet18")
+def build_resnet18(config: ModelConfig, num_classes: int, image_size: int) -> nn.Module:
+    model = resnet18(weights=None, num_classes=num_classes)
+    if image_size <= SMALL_IMAGE:
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    if config.dropout > 0:
+        model.fc = nn.Sequential(nn.Dropout(config.dropout), model.fc)
+    return model
