@@ -55,7 +55,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup train verify diagnose bench-seeding test test-fast lint lock clean
+.PHONY: help setup train verify benchmark diagnose bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,6 +75,12 @@ train: $(STAMP) ## Train: make train SEED=42 [PROFILE=eval] [NPROC=2] [CONFIG=..
 
 verify: $(STAMP) ## Train twice and compare losses and weights bitwise: make verify SEED=42 PROFILE=debug
 	$(PY) -m engine.verify --nproc $(NPROC) -- $(TRAIN_FLAGS)
+
+SEEDS       ?=
+JOBS        ?= 1
+benchmark: $(STAMP) ## Several seeds -> mean ± std report: make benchmark SEEDS="0 1 2 3 4" [PROFILE=eval] [JOBS=2]
+	$(PY) -m engine.benchmark --seeds $(SEEDS) --profile $(or $(PROFILE),eval) --config $(CONFIG) \
+		--output-dir $(or $(OUTPUT_DIR),runs) --jobs $(JOBS) --nproc $(NPROC) -- $(ARGS)
 
 diagnose: $(STAMP) ## Print every seed stream per rank and check it against the plan: make diagnose NPROC=2
 	$(LAUNCH) -m seeding.diagnose $(if $(SEED),--seed $(SEED))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from engine.atomic import atomic_write_text
 from engine.checkpoint import remove_stale_temporaries, save_checkpoint
 from engine.cli import Arguments
+from engine.clock import seconds_since_process_start
 from engine.config import Config, config_to_yaml
 from engine.determinism import NondeterminismRecorder, determinism_report
 from engine.distributed import DistContext, all_gather_objects
@@ -54,7 +54,6 @@ class RunOutputs:
         self.determinism_notes = list(determinism_notes)
         self.recorder = NondeterminismRecorder()
         self.started = now_iso()
-        self.started_clock = time.perf_counter()
         self.seeds = {
             "base": config.seed,
             "strategy": plan.strategy,
@@ -172,7 +171,8 @@ class RunOutputs:
             status=status,
             error=error,
             end_time=now_iso(),
-            wall_time_s=round(time.perf_counter() - self.started_clock, 3),
+            wall_time_s=round(seconds_since_process_start(), 3),
+            time_to_first_step_s=trainer.first_step_at,
             final_step=trainer.state.step,
             final_epoch=trainer.state.epoch,
             final_metrics=final,

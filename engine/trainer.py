@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from data.loaders import DataBundle
+from engine.clock import seconds_since_process_start
 from engine.config import Config
 from engine.determinism import amp_dtype
 from engine.distributed import DistContext, all_gather_objects, all_reduce_sum
@@ -83,6 +84,7 @@ class Trainer:
         self.last_eval: dict[str, float] | None = None
         self.last_eval_step = -1
         self.last_checkpoint_step = -1
+        self.first_step_at: float | None = None  # seconds since process start
 
     # ----------------------------------------------------------------- schedule
     def batches_per_epoch(self) -> int:
@@ -125,6 +127,8 @@ class Trainer:
             if self.state.batch_in_epoch >= per_epoch:
                 break
             loss = self.train_step(images, labels)
+            if self.first_step_at is None:
+                self.first_step_at = round(seconds_since_process_start(), 3)
             self.state.batch_in_epoch += 1
             self.state.step += 1
             if self.state.step % self.config.trainer.log_every_steps == 0:
