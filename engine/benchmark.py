@@ -261,6 +261,7 @@ def plot_curves(path: Path, results: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     curves = {
         r["seed"]: epoch_curves(Path(r["run_dir"])) for r in results if r["status"] == "completed"
@@ -293,6 +294,7 @@ def plot_curves(path: Path, results: list[dict[str, Any]]) -> None:
             )
         axis.set_title(title)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     figure.tight_layout()

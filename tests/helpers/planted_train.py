@@ -2,6 +2,7 @@
 
 - `planted_put`: the small CNN plus a `Tensor.put_` in forward, an op with no deterministic
   implementation (it raises under the debug profile even on CPU; eval must record it).
+- PLANTED_FAIL_SEED=k makes the run with `--seed k` fail (benchmark test).
 - `planted_divergence`: the small CNN whose logits get noise from os.urandom from the
   PLANTED_DIVERGE_AT-th training forward on: two runs agree until then and differ after.
 """
@@ -56,6 +57,20 @@ def _diverging(config: ModelConfig, num_classes: int, image_size: int) -> Diverg
     return DivergingModel(num_classes, config.width, config.dropout)
 
 
+def _fail_if_planted() -> None:
+    """PLANTED_FAIL_SEED=k: the run with --seed k fails with a one-line error (benchmark test)."""
+    planted = os.environ.get("PLANTED_FAIL_SEED")
+    arguments = sys.argv[1:]
+    if (
+        planted is not None
+        and "--seed" in arguments
+        and arguments[arguments.index("--seed") + 1] == planted
+    ):
+        print(f"error: planted failure for seed {planted}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    _fail_if_planted()
     sys.argv = ["train.py", *sys.argv[1:]]
     runpy.run_path("train.py", run_name="__main__")
