@@ -55,7 +55,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup train verify benchmark diagnose bench-seeding test test-fast lint lock clean
+.PHONY: help setup train verify benchmark diagnose docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -94,9 +94,48 @@ test: $(STAMP) ## Run the test suite (what CI runs)
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest $(TESTS) -m "not slow" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff and hadolint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
+
+# ----------------------------------------------------------------------------- container
+IMAGE       ?= reproducible-ddp-template:latest
+BASE_IMAGE  ?= pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
+HOST_RUNS   ?= $(abspath $(or $(OUTPUT_DIR),runs))
+HOST_DATA   ?= $(abspath datasets)
+GPUS        ?= all
+# The container never runs as root: the caller's ids, or 1000 when the caller is root.
+CONTAINER_UID ?= $(if $(filter 0,$(shell id -u)),1000,$(shell id -u))
+CONTAINER_GID ?= $(if $(filter 0,$(shell id -u)),1000,$(shell id -g))
+# --ipc=host: DataLoader workers share batches through /dev/shm, which is 64 MB by default.
+# --user: files written to the mounted run and dataset folders belong to the calling user.
+DOCKER_RUN = docker run --rm --gpus $(GPUS) --ipc=host --user $(CONTAINER_UID):$(CONTAINER_GID) \
+	-v $(HOST_RUNS):/workspace/runs -v $(HOST_DATA):/workspace/datasets
+CONTAINER_FLAGS = --config $(CONFIG) $(if $(SEED),--seed $(SEED)) $(if $(PROFILE),--profile $(PROFILE)) \
+	--output-dir runs $(if $(RESUME),--resume $(RESUME)) $(ARGS)
+
+docker-build: ## Build the image (BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime)
+	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg USER_UID=$(CONTAINER_UID) \
+		--build-arg USER_GID=$(CONTAINER_GID) --build-arg GIT_COMMIT=$(shell git rev-parse HEAD 2>/dev/null) \
+		-t $(IMAGE) .
+
+docker-train: ## Train in the container: make docker-train SEED=42 NPROC=8 PROFILE=eval
+	mkdir -p $(HOST_RUNS) $(HOST_DATA)
+	$(if $(filter 0,$(shell id -u)),chown $(CONTAINER_UID):$(CONTAINER_GID) $(HOST_RUNS) $(HOST_DATA))
+	$(DOCKER_RUN) $(IMAGE) torchrun --standalone --nproc_per_node=$(NPROC) \
+		--max-restarts=$(MAX_RESTARTS) train.py $(CONTAINER_FLAGS)
+
+docker-test: ## Run the fast tests inside the container
+	$(DOCKER_RUN) $(IMAGE) python -m pytest tests -m "not slow" -q
+
+docker-shell: ## A shell in the container, with runs/ and datasets/ mounted
+	mkdir -p $(HOST_RUNS) $(HOST_DATA)
+	$(if $(filter 0,$(shell id -u)),chown $(CONTAINER_UID):$(CONTAINER_GID) $(HOST_RUNS) $(HOST_DATA))
+	$(DOCKER_RUN) -it $(IMAGE) bash
+
+hadolint: $(STAMP) ## Lint the Dockerfile
+	$(VENV)/bin/hadolint Dockerfile
 
 lock: ## Re-resolve requirements.in into the lock files (needs the network)
 	rm -rf .lock-venv && $(PYTHON_BOOT) -m venv .lock-venv

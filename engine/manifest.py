@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import subprocess
 import sys
@@ -60,6 +61,8 @@ def git_state() -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
+    if commit is None:  # the container has no .git; its build records the commit instead
+        commit = os.environ.get("TEMPLATE_GIT_COMMIT")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
