@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts.container_requirements import PROVIDED_BY_BASE_IMAGE, install_list, locked
 from tests.conftest import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from container_requirements import PROVIDED_BY_BASE_IMAGE, install_list, locked  # noqa: E402
 
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 
