@@ -88,6 +88,9 @@ diagnose: $(STAMP) ## Print every seed stream per rank and check it against the 
 bench-seeding: $(STAMP) ## Measure per-sample augmentation seeding (us/sample, share of loading time)
 	$(PY) -m benchmarks.per_sample_seeding
 
+bench-speed: $(STAMP) ## Template vs a plain PyTorch loop, per profile (samples/s, first step): writes runs/bench-speed/
+	$(PY) -m benchmarks.speed $(ARGS)
+
 test: $(STAMP) ## Run the test suite (what CI runs)
 	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
 

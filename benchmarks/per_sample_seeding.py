@@ -1,11 +1,12 @@
 """How much per-sample augmentation seeding costs: `make bench-seeding`.
 
-Measures, per sample, on the default 32x32 synthetic pipeline:
-- the reseed alone (this template's in-place Philox repositioning) and the naive construction
-  (SeedSequence + new generators + Compose.set_random_state per sample), for comparison;
-- data loading per sample (dataset __getitem__: read, augment, to tensor) with and without reseed,
-  and the share of loading time that the reseed costs.
-Interleaved repetitions, medians reported (machines are noisy). Targets: <= 15 us and <= 5 %.
+Measures, per sample, on the default 32x32 synthetic pipeline, loading a sample (read, augment,
+to tensor) three ways: unseeded (the pipeline's own generators), with this template's per-sample
+seeding (Philox repositioned in place + the python facade), and with the naive construction
+(SeedSequence + new generators + Compose.set_random_state per sample). The cost of seeding is the
+difference to unseeded loading, end to end: a reseed measured alone in a tight loop (cache-hot)
+looks several times cheaper than it is. Interleaved repetitions; minimums reported (the cost of the
+code, not of a noisy machine). Targets of the seeding issue: <= 15 us and <= 5 % of loading.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def per_call_us(function: Callable[[int], object], count: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=4000)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--json", default=None, help="also write the numbers here")
     arguments = parser.parse_args()
 
@@ -54,48 +55,51 @@ def main() -> None:
     def seeded_item(index: int) -> object:
         return dataset[SampleKey(index, 1)]
 
-    def reseed_only(index: int) -> None:
-        randomness.reseed(1, index)
-
     key = plan.augment_key()
 
-    def naive_reseed(index: int) -> None:
+    def naive_item(index: int) -> object:
         sequence = np.random.SeedSequence(entropy=[key[0], key[1]], spawn_key=(1, index))
         generator = np.random.Generator(np.random.PCG64(sequence))
         transform.set_random_state(generator, random.Random(int(sequence.generate_state(1)[0])))
+        return unseeded_item(index)
+
+    def own_generators() -> None:
+        transform.set_random_state(np.random.default_rng(0), random.Random(0))
+
+    def bound_to_template() -> None:
+        transform.set_random_state(randomness.numpy, randomness.python)
 
     cases = {
-        "reseed": reseed_only,
-        "naive_reseed": naive_reseed,
-        "load_unseeded": unseeded_item,
-        "load_seeded": seeded_item,
+        "load_unseeded": (own_generators, unseeded_item),
+        "load_seeded": (bound_to_template, seeded_item),
+        "load_naive": (own_generators, naive_item),
     }
     timings: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(arguments.repeats):
-        for name, function in cases.items():
+        for name, (prepare, function) in cases.items():
+            prepare()
             timings[name].append(per_call_us(function, arguments.samples))
-        randomness.reseed(0, 0)
-        transform.set_random_state(randomness.numpy, randomness.python)  # undo the naive rebinding
-    median = {name: statistics.median(values) for name, values in timings.items()}
+    best = {name: min(values) for name, values in timings.items()}
+    seeding = best["load_seeded"] - best["load_unseeded"]
+    naive = best["load_naive"] - best["load_unseeded"]
     result = {
-        "reseed_us": median["reseed"],
-        "naive_reseed_us": median["naive_reseed"],
-        "load_unseeded_us": median["load_unseeded"],
-        "load_seeded_us": median["load_seeded"],
-        "reseed_share_of_loading": median["reseed"] / median["load_seeded"],
-        "seeded_vs_unseeded_overhead": median["load_seeded"] / median["load_unseeded"] - 1,
+        **{f"{name}_us": value for name, value in best.items()},
+        "seeding_us": seeding,
+        "seeding_share_of_loading": seeding / best["load_seeded"],
+        "naive_seeding_us": naive,
+        "naive_share_of_loading": naive / best["load_naive"],
+        "median_us": {name: statistics.median(values) for name, values in timings.items()},
     }
+    print(f"loading a sample, unseeded:          {best['load_unseeded']:6.1f} us")
+    print(f"loading a sample, per-sample seeded: {best['load_seeded']:6.1f} us")
+    print(f"loading a sample, naive seeding:     {best['load_naive']:6.1f} us")
     print(
-        f"per-sample reseed (in-place Philox):  {result['reseed_us']:6.2f} us   (target <= 15 us)"
-    )
-    print(f"naive reseed (SeedSequence + new gens): {result['naive_reseed_us']:6.2f} us")
-    print(f"loading a sample, unseeded:           {result['load_unseeded_us']:6.1f} us")
-    print(f"loading a sample, seeded:             {result['load_seeded_us']:6.1f} us")
-    print(
-        f"reseed share of loading time:         {100 * result['reseed_share_of_loading']:5.1f} %   (target <= 5 %)"
+        f"per-sample seeding costs {seeding:5.1f} us/sample = "
+        f"{100 * result['seeding_share_of_loading']:4.1f} % of loading (targets: <= 15 us, <= 5 %)"
     )
     print(
-        f"seeded vs unseeded loading (end to end, noisy): {100 * result['seeded_vs_unseeded_overhead']:+5.1f} %"
+        f"naive seeding costs      {naive:5.1f} us/sample = "
+        f"{100 * result['naive_share_of_loading']:4.1f} % of loading"
     )
     if arguments.json:
         with open(arguments.json, "w") as stream:
