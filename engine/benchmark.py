@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from engine.aggregate import aggregate, format_summary
 from engine.cli import parse_seed
 from engine.config import PROFILES, Config, load_config
 from engine.errors import UserError, run_reporting_user_errors
+from engine.launch import local_launcher
 from engine.rundir import holds_a_run, run_directory, write_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -82,14 +82,7 @@ def job_environment(slot: int, jobs: int, nproc: int) -> dict[str, str]:
 
 
 def command_for(job: SeedJob, arguments: argparse.Namespace, overrides: list[str]) -> list[str]:
-    launcher = [sys.executable]
-    if arguments.nproc > 1:
-        launcher += [
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={arguments.nproc}",
-        ]
+    launcher = local_launcher(arguments.nproc)
     command = [
         *launcher,
         arguments.entry,

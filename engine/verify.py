@@ -24,20 +24,9 @@ import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError, run_reporting_user_errors
+from engine.launch import local_launcher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _launcher(nproc: int) -> list[str]:
-    if nproc <= 1:
-        return [sys.executable]
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-    ]
 
 
 def _find_run_dir(output_dir: Path) -> Path:
@@ -121,7 +110,7 @@ def main() -> int:
     flags += ["trainer.log_every_steps=1"] + (
         [f"trainer.max_steps={arguments.steps}"] if arguments.steps else []
     )
-    command = [*_launcher(arguments.nproc), arguments.entry, *flags]
+    command = [*local_launcher(arguments.nproc), arguments.entry, *flags]
     workdir = Path(arguments.workdir or tempfile.mkdtemp(prefix="verify-"))
     try:
         first = _train("run 1/2", command, workdir / "run1")

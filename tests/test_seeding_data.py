@@ -99,23 +99,20 @@ def test_philox_random_facade_is_a_full_random_random() -> None:
     randomness.reseed(0, 0)
     facade = randomness.python
     assert isinstance(facade, random.Random)
-    draws = [
-        facade.random(),
-        facade.randint(0, 9),
-        facade.choice("abc"),
-        facade.uniform(2, 3),
-        facade.getrandbits(100),
-        facade.gauss(0, 1),
-    ]
+
+    def draw_one_of_each() -> list[object]:
+        return [
+            facade.random(),
+            facade.randint(0, 9),
+            facade.choice("abc"),
+            facade.uniform(2, 3),
+            facade.getrandbits(100),
+            facade.gauss(0, 1),
+        ]
+
+    draws = draw_one_of_each()
     randomness.reseed(0, 0)
-    assert draws == [
-        facade.random(),
-        facade.randint(0, 9),
-        facade.choice("abc"),
-        facade.uniform(2, 3),
-        facade.getrandbits(100),
-        facade.gauss(0, 1),
-    ]
+    assert draws == draw_one_of_each()
     assert 0 <= draws[4] < 2**100
     values = [facade.random() for _ in range(20000)]
     assert 0.49 < sum(values) / len(values) < 0.51
