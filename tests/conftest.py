@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+
+from engine.launch import local_launcher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +38,7 @@ def launch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
             "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": "1",
+            "PYTHONFAULTHANDLER": "1",  # SIGABRT prints every thread's stack (see run_command)
             "PYTHONPATH": str(REPO_ROOT),  # helper scripts under tests/ import the template
         }
     )
@@ -43,14 +47,7 @@ def launch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def torchrun(nproc: int, *more: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        *more,
-    ]
+    return [*local_launcher(max(nproc, 2)), *more]
 
 
 @dataclass
@@ -96,16 +93,79 @@ def run_train(
     check: bool = True,
     timeout: float = 300,
 ) -> RunResult:
-    launcher = [sys.executable] if nproc == 1 else torchrun(nproc)
+    launcher = local_launcher(nproc)
     # The tiny job first, so that a test's own overrides win (the last value of a key wins).
     command = [*launcher, entry, "--output-dir", str(output_dir), *(TINY if tiny else ()), *args]
-    process = subprocess.run(
-        command, cwd=REPO_ROOT, env=launch_env(env), capture_output=True, text=True, timeout=timeout
-    )
-    result = RunResult(process, output_dir)
-    if check and process.returncode != 0:
-        raise AssertionError(f"training failed ({process.returncode}):\n{result.output[-4000:]}")
+    result = RunResult(run_command(command, env=env, timeout=timeout), output_dir)
+    if check and result.returncode != 0:
+        raise AssertionError(f"training failed ({result.returncode}):\n{result.output[-4000:]}")
     return result
+
+
+def run_command(
+    command: list[str], env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run a command in the launch environment; if it hangs, fail with the stack of every process."""
+    process = start_command(command, env)
+    stdout, stderr = wait_or_dump_stacks(process, timeout)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def start_command(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=launch_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_or_dump_stacks(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """Wait for `process`; on a hang, SIGABRT it and its descendants and fail with their stacks.
+
+    Why: a hang in a CI log that says only "timed out after 300 s" cannot be fixed. torchrun starts
+    each worker in a session of its own, so the workers are found through /proc, not the process
+    group; with PYTHONFAULTHANDLER set, each Python process prints all its threads on SIGABRT, and
+    the workers' stderr is the launcher's, which this captures.
+    """
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        hung = [*descendants(process.pid), process.pid]  # workers first, then the launcher
+        signal_all(hung, signal.SIGABRT)
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            signal_all([*descendants(process.pid), process.pid], signal.SIGKILL)
+            stdout, stderr = process.communicate()
+        raise AssertionError(
+            f"hung for {timeout:.0f}s: {' '.join(map(str, process.args))}\n"
+            f"stdout tail:\n{stdout[-2000:]}\nstacks and stderr tail:\n{stderr[-12000:]}"
+        ) from None
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, children before grandchildren (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(stat.parent.name))
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        below = [child for parent in frontier for child in children.get(parent, [])]
+        found.extend(below)
+        frontier = below
+    return found
 
 
 def assert_same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from engine.aggregate import aggregate, summarize
-from tests.conftest import REPO_ROOT, TINY, launch_env, run_train
+from tests.conftest import TINY, run_command, run_train
 
 
 def test_summary_matches_numpy_and_scipy() -> None:
@@ -71,9 +71,7 @@ def benchmark(
         "--",
         *TINY,
     ]
-    return subprocess.run(
-        command, cwd=REPO_ROOT, env=launch_env(env), capture_output=True, text=True, timeout=600
-    )
+    return run_command(command, env=env, timeout=600)
 
 
 @pytest.mark.parametrize(

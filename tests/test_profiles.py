@@ -13,7 +13,14 @@ import torch
 
 from engine.config import load_config
 from engine.determinism import apply_determinism, effective_flags
-from tests.conftest import REPO_ROOT, TINY, assert_same_weights, launch_env, run_train
+from tests.conftest import (
+    REPO_ROOT,
+    TINY,
+    assert_same_weights,
+    launch_env,
+    run_command,
+    run_train,
+)
 
 DEFAULT = REPO_ROOT / "configs" / "default.yaml"
 
@@ -148,25 +155,13 @@ def test_eval_two_processes_bitwise_identical(tmp_path: Path) -> None:
 
 
 def _verify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine.verify", "--steps", "8", *args],
-        cwd=REPO_ROOT,
-        env=launch_env(env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_command([sys.executable, "-m", "engine.verify", "--steps", "8", *args], env=env)
 
 
 @pytest.mark.slow
 def test_verify_reports_identical_for_a_correct_run() -> None:
-    done = subprocess.run(
-        ["make", "verify", "SEED=3", f"ARGS={' '.join(TINY)}"],
-        cwd=REPO_ROOT,
-        env={**launch_env(), "VERIFY_STEPS": "8"},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = run_command(
+        ["make", "verify", "SEED=3", f"ARGS={' '.join(TINY)}"], env={"VERIFY_STEPS": "8"}
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "IDENTICAL" in done.stdout

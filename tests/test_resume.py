@@ -13,7 +13,15 @@ import pytest
 import torch
 
 from engine.checkpoint import newest_complete
-from tests.conftest import REPO_ROOT, TINY, RunResult, assert_same_weights, launch_env, run_train
+from tests.conftest import (
+    REPO_ROOT,
+    TINY,
+    RunResult,
+    assert_same_weights,
+    launch_env,
+    run_command,
+    run_train,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +117,7 @@ def test_sigkill_at_any_moment_then_resume_auto(references, tmp_path: Path) -> N
 
 def test_max_restarts_recovers_a_rank_that_dies(references, tmp_path: Path) -> None:
     arguments = " ".join([*TINY, "trainer.checkpoint_every_steps=2", "trainer.fault_at_step=7"])
-    done = subprocess.run(
+    done = run_command(
         [
             "make",
             "train",
@@ -117,12 +125,7 @@ def test_max_restarts_recovers_a_rank_that_dies(references, tmp_path: Path) -> N
             "MAX_RESTARTS=3",
             f"OUTPUT_DIR={tmp_path}",
             f"ARGS={arguments}",
-        ],
-        cwd=REPO_ROOT,
-        env=launch_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ]
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "--max-restarts=3" in done.stdout
