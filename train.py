@@ -57,22 +57,27 @@ def main() -> None:
 
     # 4. Loop: train until trainer.epochs or trainer.max_steps, checkpointing on the way.
     outputs.start(trainer)
+    failed_op = None
     try:
         with outputs.recording_nondeterminism():
             trainer.fit()
     except RuntimeError as error:
-        op = nondeterministic_op_in(error)
-        if op is None:
+        failed_op = nondeterministic_op_in(error)
+        if failed_op is None:
             raise
-        outputs.finish(trainer, status="failed", error=f"nondeterministic op {op}")
-        raise UserError(
-            f"profile {config.profile!r}: {op} has no deterministic implementation on "
-            f"{context.device.type}; use --profile eval to record such ops instead of failing"
-        ) from None
 
     # 5. Save: final evaluation, manifest, determinism report; then leave the process group.
-    outputs.finish(trainer)
+    if failed_op is None:
+        outputs.finish(trainer)
+    else:
+        outputs.finish(trainer, status="failed", error=f"nondeterministic op {failed_op}")
+    del trainer  # DDP's reducer holds the process group; it must go before the group (see shutdown)
     shutdown(context)
+    if failed_op is not None:
+        raise UserError(
+            f"profile {config.profile!r}: {failed_op} has no deterministic implementation on "
+            f"{context.device.type}; use --profile eval to record such ops instead of failing"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Why the global rank everywhere: RANK is unique across nodes; LOCAL_RANK repeats 
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -103,10 +104,27 @@ def _store_for_this_attempt(rank: int, world_size: int) -> dist.Store:
 
 
 def shutdown(context: DistContext) -> None:
-    """Leave together: with gloo, a rank that tears down while another still writes can hang."""
-    if context.distributed and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    """Leave the process group together, without gloo's exit deadlock.
+
+    Call it after the last object holding the group is gone (the trainer: DDP's reducer holds it).
+
+    Why not just `barrier(); destroy_process_group()`: with torch 2.7.1 that hung about one 2-rank
+    CPU run in fifty at exit (seen in CI; stacks read with py-spy). Gloo's worker threads free
+    finished collectives after waking the caller; a collective whose tensors came from Python
+    (all_gather_object, our metric all-reduce) needs the GIL to free them. The last reference to
+    the group, dropped in Python, runs `~ProcessGroupGloo` with the GIL held, which joins those
+    threads: one waits for the GIL, the other for the thread. A second barrier does not help
+    (it keeps the first one, and so the gathered tensors, alive). torch drops its own reference
+    to the gloo backend object with the GIL released, so this holds that reference, lets the
+    group go first, then drops the backend last.
+    """
+    if not (context.distributed and dist.is_initialized()):
+        return
+    dist.barrier()
+    backend = dist.group.WORLD._get_backend(context.device)  # type: ignore[union-attr]
+    dist.destroy_process_group()
+    gc.collect()  # a reducer caught in a reference cycle would otherwise outlive `backend`
+    del backend  # the last reference: gloo's threads are joined with the GIL released
 
 
 def all_gather_objects(context: DistContext, value: Any) -> list[Any]:
