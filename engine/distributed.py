@@ -104,9 +104,15 @@ def _store_for_this_attempt(rank: int, world_size: int) -> dist.Store:
 
 
 def shutdown(context: DistContext) -> None:
-    """Leave the process group together, without gloo's exit deadlock.
+    """Leave the process group, if this run joined one (see `leave_process_group`)."""
+    if context.distributed and dist.is_initialized():
+        leave_process_group(context.device)
 
-    Call it after the last object holding the group is gone (the trainer: DDP's reducer holds it).
+
+def leave_process_group(device: torch.device) -> None:
+    """Leave the default process group together, without gloo's exit deadlock.
+
+    Call it after the last object holding the group is gone (a DDP model: its reducer holds it).
 
     Why not just `barrier(); destroy_process_group()`: with torch 2.7.1 that hung about one 2-rank
     CPU run in fifty at exit (seen in CI; stacks read with py-spy). Gloo's worker threads free
@@ -118,10 +124,8 @@ def shutdown(context: DistContext) -> None:
     to the gloo backend object with the GIL released, so this holds that reference, lets the
     group go first, then drops the backend last.
     """
-    if not (context.distributed and dist.is_initialized()):
-        return
     dist.barrier()
-    backend = dist.group.WORLD._get_backend(context.device)  # type: ignore[union-attr]
+    backend = dist.group.WORLD._get_backend(device)  # type: ignore[union-attr]
     dist.destroy_process_group()
     gc.collect()  # a reducer caught in a reference cycle would otherwise outlive `backend`
     del backend  # the last reference: gloo's threads are joined with the GIL released

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from engine.distributed import leave_process_group
 from seeding.hashseed import hash_seed_warning
 from seeding.per_sample import SampleRandomness
 from seeding.plan import STREAM_AXES, SeedPlan, data_parallel
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict = torch.tensor([failures])
         dist.broadcast(verdict, src=0)
         failures = int(verdict)
-        dist.destroy_process_group()
+        leave_process_group(torch.device("cpu"))
     return 1 if failures else 0
 
 

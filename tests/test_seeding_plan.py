@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from seeding import (
 )
 from seeding.derive import derive_seed, numpy_legacy_seed
 from seeding.plan import SeedPlan
+from tests.conftest import REPO_ROOT
 
 
 def test_no_collisions_over_ranks_workers_epochs_samples() -> None:
@@ -131,3 +134,18 @@ def test_describe_records_every_stream_for_the_manifest() -> None:
     assert set(description["streams"]) >= {"init", "dropout", "sampler", "augment", "worker"}
     assert description["streams"]["dropout"]["seed"] == data_parallel(42, 1).seed("dropout")
     assert description["streams"]["worker"]["varies_with"] == ["worker_id", "epoch"]
+
+
+def test_seeding_does_not_import_data_or_models() -> None:
+    # The seed plan is the foundation the data and model packages build on, never the reverse.
+    probe = (
+        "import pkgutil, sys, importlib, seeding\n"
+        "for module in pkgutil.iter_modules(seeding.__path__):\n"
+        "    importlib.import_module('seeding.' + module.name)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'data', 'models'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

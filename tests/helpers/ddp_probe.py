@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import seeding
 from engine.config import ModelConfig
+from engine.distributed import leave_process_group
 from engine.manifest import state_dict_sha256
 from models import build_model
 
@@ -74,8 +75,7 @@ def main() -> None:
     if rank == 0:
         with open(sys.argv[1], "w") as stream:
             json.dump(everyone, stream)
-    dist.barrier()
-    dist.destroy_process_group()
+    leave_process_group(torch.device("cpu"))
 
 
 if __name__ == "__main__":
