@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -26,17 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.launch import launch_environment
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("production", "eval", "debug")
 
 
 def environment() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONHASHSEED": "0",
-        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
-        "PYTHONPATH": str(REPO_ROOT),
-    }
+    return launch_environment({"PYTHONPATH": str(REPO_ROOT)})
 
 
 def steady(samples_per_s: list[float]) -> float:

@@ -28,7 +28,7 @@ from engine.aggregate import aggregate, format_summary
 from engine.cli import parse_seed
 from engine.config import PROFILES, Config, load_config
 from engine.errors import UserError, run_reporting_user_errors
-from engine.launch import local_launcher
+from engine.launch import launch_environment, local_launcher
 from engine.rundir import holds_a_run, run_directory, write_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,10 +66,7 @@ def finished(run_dir: Path) -> bool:
 
 def job_environment(slot: int, jobs: int, nproc: int) -> dict[str, str]:
     """Divide the CPU threads between concurrent runs; spread runs over the visible GPUs."""
-    env = dict(os.environ)
-    env.setdefault("PYTHONHASHSEED", "0")
-    env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    env["PYTHONUNBUFFERED"] = "1"
+    env = launch_environment()
     if jobs > 1:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // (jobs * nproc)))
         gpus = torch.cuda.device_count()
@@ -99,19 +96,6 @@ def command_for(job: SeedJob, arguments: argparse.Namespace, overrides: list[str
     return command + (["--resume", "auto"] if job.resume else [])
 
 
-def best_epoch(run_dir: Path) -> tuple[float | None, int | None]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None, None
-    epochs = [
-        json.loads(line) for line in path.read_text().splitlines() if '"kind": "epoch"' in line
-    ]
-    if not epochs:
-        return None, None
-    best = max(epochs, key=lambda record: record["val_acc"])
-    return best["val_acc"], best["epoch"]
-
-
 def epoch_curves(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -122,6 +106,14 @@ def epoch_curves(run_dir: Path) -> list[dict[str, Any]]:
         for r in records
         if r["kind"] == "epoch"
     ]
+
+
+def best_epoch(run_dir: Path) -> tuple[float | None, int | None]:
+    curve = epoch_curves(run_dir)
+    if not curve:
+        return None, None
+    best = max(curve, key=lambda point: point["val_acc"])
+    return best["val_acc"], best["epoch"]
 
 
 def collect(

@@ -24,7 +24,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError, run_reporting_user_errors
-from engine.launch import local_launcher
+from engine.launch import launch_environment, local_launcher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,11 @@ def _find_run_dir(output_dir: Path) -> Path:
 def _train(label: str, command: list[str], output_dir: Path) -> Path:
     print(f"verify: {label}: {' '.join(command[1:])}", flush=True)
     done = subprocess.run(
-        [*command, "--output-dir", str(output_dir)], cwd=REPO_ROOT, capture_output=True, text=True
+        [*command, "--output-dir", str(output_dir)],
+        cwd=REPO_ROOT,
+        env=launch_environment(),
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
@@ -99,7 +103,8 @@ def main() -> int:
         prog="python -m engine.verify", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--nproc", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=int(os.environ.get("VERIFY_STEPS", "60")))
+    # argparse passes a string default through `type`, so a bad VERIFY_STEPS is a one-line error.
+    parser.add_argument("--steps", type=int, default=os.environ.get("VERIFY_STEPS", "60"))
     parser.add_argument("--workdir", default=None, help="keep both runs here (default: a temp dir)")
     parser.add_argument(
         "--entry", default="train.py", help="training script (default: %(default)s)"

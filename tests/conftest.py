@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from engine.launch import local_launcher
+from engine.launch import REPRODUCIBLE_ENVIRONMENT, local_launcher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,8 +34,7 @@ def launch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
-            "PYTHONHASHSEED": "0",
-            "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+            **REPRODUCIBLE_ENVIRONMENT,  # forced, not defaulted: tests must not inherit other values
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": "1",
             "PYTHONFAULTHANDLER": "1",  # SIGABRT prints every thread's stack (see run_command)
