@@ -74,22 +74,22 @@ train: $(STAMP) ## Train: make train SEED=42 [PROFILE=eval] [NPROC=2] [CONFIG=..
 	$(LAUNCH) train.py $(TRAIN_FLAGS)
 
 verify: $(STAMP) ## Train twice and compare losses and weights bitwise: make verify SEED=42 PROFILE=debug
-	$(PY) -m engine.verify --nproc $(NPROC) -- $(TRAIN_FLAGS)
+	$(PY) -m tools.verify --nproc $(NPROC) -- $(TRAIN_FLAGS)
 
 SEEDS       ?=
 JOBS        ?= 1
 benchmark: $(STAMP) ## Several seeds -> mean ± std report: make benchmark SEEDS="0 1 2 3 4" [PROFILE=eval] [JOBS=2]
-	$(PY) -m engine.benchmark --seeds $(SEEDS) --profile $(or $(PROFILE),eval) --config $(CONFIG) \
+	$(PY) -m tools.benchmark --seeds $(SEEDS) --profile $(or $(PROFILE),eval) --config $(CONFIG) \
 		--output-dir $(or $(OUTPUT_DIR),runs) --jobs $(JOBS) --nproc $(NPROC) -- $(ARGS)
 
 diagnose: $(STAMP) ## Print every seed stream per rank and check it against the plan: make diagnose NPROC=2
-	$(LAUNCH) -m seeding.diagnose $(if $(SEED),--seed $(SEED))
+	$(LAUNCH) -m tools.diagnose $(if $(SEED),--seed $(SEED))
 
 bench-seeding: $(STAMP) ## Measure per-sample augmentation seeding (us/sample, share of loading time)
-	$(PY) -m benchmarks.per_sample_seeding
+	$(PY) -m tools.bench_seeding
 
 bench-speed: $(STAMP) ## Template vs a plain PyTorch loop, per profile (samples/s, first step): writes runs/bench-speed/
-	$(PY) -m benchmarks.speed $(ARGS)
+	$(PY) -m tools.speed $(ARGS)
 
 test: $(STAMP) ## Run the test suite (what CI runs)
 	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
@@ -97,9 +97,10 @@ test: $(STAMP) ## Run the test suite (what CI runs)
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest $(TESTS) -m "not slow" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff and hadolint
+lint: $(STAMP) ## ruff, import-linter (the layer contracts) and hadolint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
 
 # ----------------------------------------------------------------------------- container

@@ -10,56 +10,61 @@ from __future__ import annotations
 import sys
 
 import seeding
+from configs import Config, config_to_yaml, load_config, parse_args
 from data.loaders import build_data
 from engine.checkpoint import load_checkpoint
-from engine.cli import parse_args
-from engine.config import load_config
-from engine.determinism import apply_determinism, nondeterministic_op_in
+from engine.determinism import apply_determinism, nondeterministic_op_in, precision_for
 from engine.distributed import init_distributed, shutdown
 from engine.errors import UserError, run_reporting_user_errors
-from engine.outputs import RunOutputs
+from engine.recorder import RunIdentity, RunRecorder
 from engine.resume import check_same_computation, computation_fingerprint, decide_resume
-from engine.rundir import run_directory
+from engine.rundir import RunDirectory
 from engine.trainer import Trainer
 from models import build_model
+from tools.provenance import git_state
 
 
 def main() -> None:
     # 1. Parse: command line, config and checkpoint are checked before anything is written.
     arguments = parse_args(sys.argv[1:])
     config = load_config(arguments.config, arguments.profile, arguments.seed, arguments.overrides)
-    run_dir = run_directory(arguments.output_dir, config)
+    run_dir = RunDirectory.of(arguments.output_dir, config.name, config.profile, config.seed)
     resume = decide_resume(arguments.resume, run_dir)
     checkpoint = None if resume.fresh else load_checkpoint(resume.checkpoint)
 
     # 2. Plan: join the process group, then fix every seed and determinism switch before any draw.
     context = init_distributed(config.trainer.device)
-    fingerprint = computation_fingerprint(config, context.world_size, context.device.type)
+    settings = config.model_dump(mode="json")
+    fingerprint = computation_fingerprint(settings, context.world_size, context.device.type)
     if checkpoint is not None:
         check_same_computation(checkpoint, fingerprint)
     plan = seeding.data_parallel(config.seed, context.rank)  # the global rank, never LOCAL_RANK
     determinism_notes = apply_determinism(config.determinism, context.device)
     seeding.seed_host_globals(plan)
 
-    # 3. Build: data, the model from the init stream shared by all ranks, then per-rank dropout.
-    pin_memory = config.determinism.pin_memory and context.device.type == "cuda"
-    data = build_data(config.data, plan, context.world_size, context.rank, pin_memory)
+    # 3. Build: data, the model from the init stream shared by all ranks, then per-rank dropout;
+    #    the recorder, which the trainer knows only through its events.
+    precision = precision_for(config.determinism, context.device)
+    data = build_data(config.data, plan, context.world_size, context.rank, precision.pin_memory)
     seeding.enter_init_stream(plan)
     model = build_model(config.model, data.num_classes, config.data.image_size)
     seeding.enter_dropout_stream(plan)
     resume_step = (checkpoint["step"] if checkpoint else 0) if resume.continuing else None
-    outputs = RunOutputs(
-        run_dir, config, context, plan, arguments, determinism_notes, resume_step, fingerprint
+    identity = run_identity(config, arguments.argv, git_state() if context.is_main else None)
+    recorder = RunRecorder(
+        run_dir, identity, context, plan, precision, determinism_notes, fingerprint, resume_step
     )
-    trainer = Trainer(config, context, model, data, outputs)
+    trainer = Trainer(
+        config.trainer, config.optim, precision, context, model, data.train, data.val, recorder
+    )
     if checkpoint is not None:
-        trainer.restore(checkpoint)
+        trainer.load_state_dict(checkpoint)
 
     # 4. Loop: train until trainer.epochs or trainer.max_steps, checkpointing on the way.
-    outputs.start(trainer)
+    recorder.start(trainer.position)
     failed_op = None
     try:
-        with outputs.recording_nondeterminism():
+        with recorder.recording_nondeterminism():
             trainer.fit()
     except RuntimeError as error:
         failed_op = nondeterministic_op_in(error)
@@ -67,10 +72,14 @@ def main() -> None:
             raise
 
     # 5. Save: final evaluation, manifest, determinism report; then leave the process group.
-    if failed_op is None:
-        outputs.finish(trainer)
-    else:
-        outputs.finish(trainer, status="failed", error=f"nondeterministic op {failed_op}")
+    final_metrics = trainer.evaluate() if failed_op is None else None
+    recorder.finish(
+        trainer.position,
+        trainer.model.state_dict(),
+        final_metrics,
+        status="completed" if failed_op is None else "failed",
+        error=None if failed_op is None else f"nondeterministic op {failed_op}",
+    )
     del trainer  # DDP's reducer holds the process group; it must go before the group (see shutdown)
     shutdown(context)
     if failed_op is not None:
@@ -78,6 +87,31 @@ def main() -> None:
             f"profile {config.profile!r}: {failed_op} has no deterministic implementation on "
             f"{context.device.type}; use --profile eval to record such ops instead of failing"
         )
+
+
+def run_identity(config: Config, argv: tuple[str, ...], git: dict | None) -> RunIdentity:
+    """The run as the recorder writes it: names, the resolved config, TensorBoard hparams."""
+    return RunIdentity(
+        config_name=config.name,
+        profile=config.profile,
+        seed=config.seed,
+        argv=argv,
+        settings=config.model_dump(mode="json"),
+        config_yaml=config_to_yaml(config),
+        determinism=config.determinism,
+        hyperparameters={
+            "seed": config.seed,
+            "profile": config.profile,
+            "model": config.model.name,
+            "dataset": config.data.name,
+            "batch_size": config.data.batch_size,
+            "lr": config.optim.lr,
+            "epochs": config.trainer.epochs,
+        },
+        epochs=config.trainer.epochs,
+        keep_checkpoints=config.trainer.keep_checkpoints,
+        git=git,
+    )
 
 
 if __name__ == "__main__":

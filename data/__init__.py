@@ -4,9 +4,10 @@ so a new dataset is one file with a `@register_dataset("name")` builder."""
 import importlib
 import pkgutil
 
+from data.config import DataConfig
 from data.registry import DATASETS, DatasetSplits, register_dataset
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["DATASETS", "DatasetSplits", "register_dataset"]
+__all__ = ["DATASETS", "DataConfig", "DatasetSplits", "register_dataset"]

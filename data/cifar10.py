@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from data.config import DataConfig
 from data.registry import DatasetSplits, register_dataset
 from data.synthetic import ArrayImageDataset
 from data.transforms import small_image_eval, small_image_train
-from engine.config import DataConfig
 from engine.errors import UserError
 
 FOLDER = "cifar-10-batches-py"

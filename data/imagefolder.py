@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from data.config import DataConfig
 from data.registry import DatasetSplits, register_dataset
-from engine.config import DataConfig
 from engine.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from data.config import DataConfig
 from data.registry import DATASETS, DatasetSplits
-from engine.config import DataConfig
 from seeding import (
     EVAL_LANE,
     TRAIN_LANE,

@@ -8,7 +8,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from engine.config import DataConfig
+from data.config import DataConfig
+from engine.registry import Registry
 
 
 @dataclass
@@ -27,14 +28,5 @@ class DatasetSplits:
 
 
 DatasetBuilder = Callable[[DataConfig], DatasetSplits]
-DATASETS: dict[str, DatasetBuilder] = {}
-
-
-def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
-    def decorate(builder: DatasetBuilder) -> DatasetBuilder:
-        if name in DATASETS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        DATASETS[name] = builder
-        return builder
-
-    return decorate
+DATASETS: Registry[DatasetBuilder] = Registry("dataset")
+register_dataset = DATASETS.register

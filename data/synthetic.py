@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset
 
+from data.config import DataConfig
 from data.registry import DatasetSplits, register_dataset
 from data.transforms import small_image_eval, small_image_train
-from engine.config import DataConfig
 
 NUM_CLASSES = 10
 GRATINGS_PER_CLASS = 3

@@ -15,22 +15,77 @@ import os
 import re
 import warnings
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
-from engine.config import DeterminismConfig
+from engine.section import Section
 from seeding.hashseed import hash_seed_status
+
+PROFILES = ("debug", "eval", "production")
+
+
+class DeterminismConfig(Section):
+    """The `determinism` section; `configs/profiles/<profile>.yaml` fills it."""
+
+    algorithms: Literal["strict", "warn", "disabled"] = "strict"
+    cudnn_benchmark: bool = False
+    tf32: bool = False
+    amp: bool = False
+    channels_last: bool = False
+    pin_memory: bool = False
+    anomaly_detection: bool = False
+
+
+# What debug and eval promise (bitwise reproducibility on the same hardware) and the settings that
+# would silently break it. Asking for them in those profiles is refused, not applied with a warning.
+_EXACT_PROFILE_FORBIDS = {
+    "cudnn_benchmark": "picks convolution algorithms by timing, which varies between runs",
+    "tf32": "rounds float32 matmuls to 10-bit mantissas",
+    "amp": "changes numerics (and fp16 loss scaling depends on overflow history)",
+}
+
+
+def check_profile(profile: str, settings: DeterminismConfig) -> None:
+    """Raise ValueError when `settings` break what `profile` promises (debug and eval are exact)."""
+    if profile == "production":
+        return
+    wanted = "strict" if profile == "debug" else "warn"
+    if settings.algorithms != wanted:
+        raise ValueError(
+            f"profile {profile!r} needs determinism.algorithms={wanted}, "
+            f"got {settings.algorithms} (use --profile production for speed)"
+        )
+    for key, reason in _EXACT_PROFILE_FORBIDS.items():
+        if getattr(settings, key):
+            raise ValueError(
+                f"profile {profile!r} cannot use determinism.{key}=true: it {reason}; "
+                "use --profile production"
+            )
+
 
 DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
 _NONDETERMINISTIC = re.compile(r"^(?P<op>\S+) does not have a deterministic implementation")
 
 
-def amp_dtype(settings: DeterminismConfig, device: torch.device) -> torch.dtype | None:
-    """AMP only on CUDA: bf16 where the GPU supports it, else fp16 (with a GradScaler)."""
-    if not settings.amp or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+@dataclass(frozen=True)
+class Precision:
+    """What the profile asks of the numerics and memory layout, resolved for the device."""
+
+    amp: torch.dtype | None  # None: float32
+    channels_last: bool
+    pin_memory: bool
+
+
+def precision_for(settings: DeterminismConfig, device: torch.device) -> Precision:
+    """AMP, channels_last and pinned memory apply on CUDA only; AMP is bf16 where the GPU
+    supports it, else fp16 (with a GradScaler)."""
+    cuda = device.type == "cuda"
+    amp = None
+    if settings.amp and cuda:
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return Precision(amp, settings.channels_last and cuda, settings.pin_memory and cuda)
 
 
 def apply_determinism(settings: DeterminismConfig, device: torch.device) -> list[str]:
@@ -130,16 +185,17 @@ def determinism_report(
     device: torch.device,
     notes: list[str],
     nondeterministic_ops: dict[str, int],
-    amp: torch.dtype | None,
-    channels_last: bool,
+    precision: Precision,
 ) -> dict[str, Any]:
     return {
         "profile": profile,
         "requested": settings.model_dump(),
         "effective": {
             **effective_flags(),
-            "amp_dtype": None if amp is None else str(amp).removeprefix("torch."),
-            "channels_last": channels_last,
+            "amp_dtype": None
+            if precision.amp is None
+            else str(precision.amp).removeprefix("torch."),
+            "channels_last": precision.channels_last,
             "device": str(device),
         },
         "environment": environment_report(),

@@ -44,6 +44,15 @@ def _env_int(name: str, default: int) -> int:
         raise UserError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+def restart_attempt() -> int:
+    """How many times torchrun has restarted this worker group (0 on the first attempt).
+
+    The one place TORCHELASTIC_RESTART_COUNT is read: the store namespace and `--resume auto`
+    on a restart both follow it.
+    """
+    return _env_int("TORCHELASTIC_RESTART_COUNT", 0)
+
+
 def topology_from_env() -> tuple[int, int, int, int]:
     """(rank, world size, local rank, nodes) as torchrun sets them; a single process without it."""
     world_size = _env_int("WORLD_SIZE", 1)
@@ -99,8 +108,7 @@ def _store_for_this_attempt(rank: int, world_size: int) -> dist.Store:
     store, _, _ = next(
         dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=_TIMEOUT)
     )
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return dist.PrefixStore(f"attempt-{attempt}", store)
+    return dist.PrefixStore(f"attempt-{restart_attempt()}", store)
 
 
 def shutdown(context: DistContext) -> None:

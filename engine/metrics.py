@@ -1,4 +1,4 @@
-"""Run outputs for humans and tools: metrics.jsonl and TensorBoard events (rank 0 only).
+"""Run metrics for humans and tools: metrics.jsonl and TensorBoard events (rank 0 only).
 
 Why both: metrics.jsonl is trivially machine-readable (the benchmark aggregates it); TensorBoard
 is what people look at. On resume, records past the checkpoint's step are dropped from both, so a
@@ -7,52 +7,36 @@ resumed run's logs read like an uninterrupted one.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from engine.atomic import atomic_write_text
+from engine.rundir import RunDirectory
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None) -> None:
+    def __init__(self, run_dir: RunDirectory, enabled: bool, resume_step: int | None) -> None:
         self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
+        self.run_dir = run_dir
         self.writer: SummaryWriter | None = None
         if not enabled:
             return
         if resume_step is not None:
-            self._truncate_after(resume_step)
-        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
-
-    def _truncate_after(self, step: int) -> None:
-        if not self.path.exists():
-            return
-        kept = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
-        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+            run_dir.drop_metrics_after(resume_step)
+        self.writer = SummaryWriter(str(run_dir.tensorboard_dir), purge_step=resume_step)
 
     def log(self, kind: str, step: int, values: dict[str, float], **context: Any) -> None:
-        if not self.enabled:
+        if self.writer is None:
             return
-        record = {"kind": kind, "step": step, **context, **values}
-        with self.path.open("a") as stream:
-            stream.write(json.dumps(record) + "\n")
-        assert self.writer is not None
+        self.run_dir.append_metrics({"kind": kind, "step": step, **context, **values})
         for name, value in values.items():
             self.writer.add_scalar(f"{kind}/{name}", value, step)
 
     def log_hparams(self, hyperparameters: dict[str, Any], final_metrics: dict[str, float]) -> None:
         """Hyperparameters with the final metrics, in the run's own event file (HParams tab)."""
-        if not self.enabled:
+        if self.writer is None:
             return
-        assert self.writer is not None
         plain = {
             k: v if isinstance(v, int | float | str | bool) else str(v)
             for k, v in hyperparameters.items()

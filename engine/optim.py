@@ -10,11 +10,24 @@ final value.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from engine.config import OptimConfig
+from engine.section import Section
+
+
+class OptimConfig(Section):
+    """The `optim` section."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    nesterov: bool = True
+    scheduler: Literal["none", "cosine"] = "cosine"
 
 
 def build_optimizer(config: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -35,7 +48,7 @@ def build_optimizer(config: OptimConfig, model: nn.Module) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-class ScheduleHorizon:
+class LearningRateFactor:
     """The LR factor at a step: cosine from 1 to 0 over `horizon` steps, then flat."""
 
     def __init__(self, kind: str, horizon: int) -> None:
@@ -51,6 +64,6 @@ class ScheduleHorizon:
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: OptimConfig, horizon: int
-) -> tuple[torch.optim.lr_scheduler.LambdaLR, ScheduleHorizon]:
-    factor = ScheduleHorizon(config.scheduler, horizon)
+) -> tuple[torch.optim.lr_scheduler.LambdaLR, LearningRateFactor]:
+    factor = LearningRateFactor(config.scheduler, horizon)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), factor

@@ -8,16 +8,15 @@ existing run directory.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.checkpoint import newest_complete
-from engine.config import Config
+from engine.distributed import restart_attempt, topology_from_env
 from engine.errors import UserError
-from engine.rundir import holds_a_run, refuse_to_overwrite
+from engine.rundir import RunDirectory
 
 
 @dataclass(frozen=True)
@@ -30,23 +29,23 @@ class ResumeDecision:
         return self.checkpoint is None
 
 
-def decide_resume(request: str | None, run_dir: Path) -> ResumeDecision:
-    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
-    if request is None and restarted:
+def decide_resume(request: str | None, run_dir: RunDirectory) -> ResumeDecision:
+    if request is None and restart_attempt() > 0:
         request = "auto"
     if request is None:
-        refuse_to_overwrite(run_dir)
+        run_dir.refuse_to_overwrite()
         return ResumeDecision(None, continuing=False)
     if request == "auto":
-        newest, skipped = newest_complete(run_dir / "checkpoints")
-        if skipped and os.environ.get("RANK", "0") == "0":
+        newest, skipped = newest_complete(run_dir.checkpoint_dir)
+        rank = topology_from_env()[0]
+        if skipped and rank == 0:
             names = ", ".join(path.name for path in skipped)
             print(f"warning: skipped incomplete or damaged checkpoint(s): {names}", file=sys.stderr)
-        return ResumeDecision(newest, continuing=holds_a_run(run_dir))
+        return ResumeDecision(newest, continuing=run_dir.holds_a_run())
     path = Path(request)
     if not path.is_file():
         raise UserError(f"--resume: checkpoint not found: {path}")
-    return ResumeDecision(path, continuing=holds_a_run(run_dir))
+    return ResumeDecision(path, continuing=run_dir.holds_a_run())
 
 
 # Settings that may differ between a checkpoint and the run resuming it: stopping criteria and
@@ -57,7 +56,6 @@ RESUMABLE_CHANGES = (
     "trainer.checkpoint_every_steps",
     "trainer.keep_checkpoints",
     "trainer.log_every_steps",
-    "trainer.fault_at_step",
     "data.root",
     "data.download",
     "data.num_workers",
@@ -76,9 +74,14 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def computation_fingerprint(config: Config, world_size: int, device_type: str) -> dict[str, Any]:
-    """Every setting that changes what is computed (seed, model, data, batch size, world size, ...)."""
-    flat = _flatten(config.model_dump(mode="json"))
+def computation_fingerprint(
+    settings: dict[str, Any], world_size: int, device_type: str
+) -> dict[str, Any]:
+    """Every setting that changes what is computed (seed, model, data, batch size, world size, ...).
+
+    `settings` is the resolved config as plain values (`Config.model_dump(mode="json")`).
+    """
+    flat = _flatten(settings)
     for key in (*RESUMABLE_CHANGES, "name"):
         flat.pop(key, None)
     flat["world_size"] = world_size

@@ -1,4 +1,12 @@
-"""The run directory `<output-dir>/<config-name>/<profile>/seed<SEED>/` and what may be written there.
+"""The run directory: its layout, its file names, and every reader and writer of it.
+
+    <output-dir>/<config-name>/<profile>/seed<SEED>/   config.yaml  manifest.json  determinism.json
+                                                       metrics.jsonl  tb/  checkpoints/
+    <output-dir>/<config-name>/<profile>/benchmark/    the multi-seed report
+
+Why one owner: train.py writes these files and verify, the benchmarks and the tests read them. If
+each of them globbed `*/*/seed*/manifest.json` or parsed metrics.jsonl on its own, a change of
+layout would break them silently; here it breaks nothing or fails in one place.
 
 Why refuse an existing run: a second run into the same directory would interleave metrics,
 overwrite the manifest and make the first run's results unreproducible. Continuing is explicit
@@ -8,31 +16,148 @@ overwrite the manifest and make the first run's results unreproducible. Continui
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.atomic import atomic_write_text
-from engine.config import Config
+from engine.checkpoint import LAST, load_checkpoint
 from engine.errors import UserError
 
-RUN_MARKERS = ("manifest.json", "config.yaml", "metrics.jsonl", "checkpoints")
-
-
-def run_directory(output_dir: str | Path, config: Config) -> Path:
-    return Path(output_dir) / config.name / config.profile / f"seed{config.seed}"
-
-
-def holds_a_run(path: Path) -> bool:
-    return any((path / marker).exists() for marker in RUN_MARKERS)
-
-
-def refuse_to_overwrite(path: Path) -> None:
-    if holds_a_run(path):
-        raise UserError(
-            f"{path} already holds a run; continue it with --resume auto, "
-            "or pick another --seed / --output-dir"
-        )
+CONFIG = "config.yaml"
+MANIFEST = "manifest.json"
+DETERMINISM = "determinism.json"
+METRICS = "metrics.jsonl"
+TENSORBOARD = "tb"
+CHECKPOINTS = "checkpoints"
+BENCHMARK = "benchmark"
+_RUN_MARKERS = (MANIFEST, CONFIG, METRICS, CHECKPOINTS)
 
 
 def write_json(path: Path, value: Any) -> None:
+    """Atomically: a reader sees the old file or the whole new one, never half of it."""
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def profile_directory(output_dir: str | Path, config_name: str, profile: str) -> Path:
+    """Where every seed of one (config, profile) lives; TensorBoard's natural --logdir."""
+    return Path(output_dir) / config_name / profile
+
+
+def benchmark_directory(output_dir: str | Path, config_name: str, profile: str) -> Path:
+    return profile_directory(output_dir, config_name, profile) / BENCHMARK
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    path: Path
+
+    @classmethod
+    def of(cls, output_dir: str | Path, config_name: str, profile: str, seed: int) -> RunDirectory:
+        return cls(profile_directory(output_dir, config_name, profile) / f"seed{seed}")
+
+    # ----------------------------------------------------------------- layout
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def determinism_file(self) -> Path:
+        return self.path / DETERMINISM
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / TENSORBOARD
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint_dir / LAST
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ----------------------------------------------------------------- state
+    def holds_a_run(self) -> bool:
+        return any((self.path / marker).exists() for marker in _RUN_MARKERS)
+
+    def refuse_to_overwrite(self) -> None:
+        if self.holds_a_run():
+            raise UserError(
+                f"{self.path} already holds a run; continue it with --resume auto, "
+                "or pick another --seed / --output-dir"
+            )
+
+    def is_completed(self) -> bool:
+        manifest = self.read_manifest()
+        return manifest is not None and manifest.get("status") == "completed"
+
+    # ----------------------------------------------------------------- writers
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, text: str) -> None:
+        atomic_write_text(self.config_file, text)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_json(self.manifest_file, manifest)
+
+    def write_determinism(self, report: dict[str, Any]) -> None:
+        write_json(self.determinism_file, report)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with self.metrics_file.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+    def drop_metrics_after(self, step: int) -> None:
+        """On resume: the records past the checkpoint's step are redone, so they go."""
+        if not self.metrics_file.exists():
+            return
+        kept = [
+            line
+            for line in self.metrics_file.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
+        atomic_write_text(self.metrics_file, "".join(f"{line}\n" for line in kept))
+
+    # ----------------------------------------------------------------- readers
+    def read_manifest(self) -> dict[str, Any] | None:
+        return read_json(self.manifest_file) if self.manifest_file.is_file() else None
+
+    def read_metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """metrics.jsonl records, all or of one kind (`step` or `epoch`)."""
+        if not self.metrics_file.is_file():
+            return []
+        records = [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
+        return [record for record in records if kind is None or record["kind"] == kind]
+
+    def load_last_checkpoint(self) -> dict[str, Any]:
+        return load_checkpoint(self.last_checkpoint)
+
+
+def find_runs(output_dir: str | Path) -> list[RunDirectory]:
+    """Every run directory under an --output-dir (those with a manifest), in path order."""
+    manifests = sorted(Path(output_dir).glob(f"*/*/seed*/{MANIFEST}"))
+    return [RunDirectory(manifest.parent) for manifest in manifests]
+
+
+def find_one_run(output_dir: str | Path) -> RunDirectory:
+    runs = find_runs(output_dir)
+    if len(runs) != 1:
+        raise UserError(f"expected one run under {output_dir}, found {len(runs)}")
+    return runs[0]

@@ -6,22 +6,14 @@ from collections.abc import Callable
 
 from torch import nn
 
-from engine.config import ModelConfig
+from engine.registry import Registry
+from models.config import ModelConfig
 
 ModelBuilder = Callable[[ModelConfig, int, int], nn.Module]
 """(model config, number of classes, input image size) -> module."""
 
-MODELS: dict[str, ModelBuilder] = {}
-
-
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    def decorate(builder: ModelBuilder) -> ModelBuilder:
-        if name in MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        MODELS[name] = builder
-        return builder
-
-    return decorate
+MODELS: Registry[ModelBuilder] = Registry("model")
+register_model = MODELS.register
 
 
 def build_model(config: ModelConfig, num_classes: int, image_size: int) -> nn.Module:

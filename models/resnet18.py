@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models import resnet18
 
-from engine.config import ModelConfig
+from models.config import ModelConfig
 from models.registry import register_model
 
 SMALL_IMAGE = 64

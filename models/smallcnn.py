@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from engine.config import ModelConfig
+from models.config import ModelConfig
 from models.registry import register_model
 
 

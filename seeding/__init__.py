@@ -1,19 +1,21 @@
 """One seed plan for every RNG, rank, DataLoader worker, epoch and sample.
 
-Imports nothing from `data/` or `models/`: the trainer wires these pieces together.
+The bottom layer: it imports nothing else of the template (import-linter checks it); the
+trainer and the data loaders wire these pieces together. `python -m tools.diagnose` checks the
+streams of a live (torchrun) job against the plan.
 
 - `derive`: counter-based derivation of every seed from the base seed (no `seed + rank`).
 - `plan`: which stream is shared or distinct along which parallel axis (data/model/tensor/hybrid).
 - `per_sample`: augmentation randomness as a pure function of (base, epoch, sample index).
 - `sampler`: DistributedSampler semantics with a collision-free permutation seed and a start offset.
 - `workers`: worker_init_fn seeding python/numpy/torch per (rank, worker, epoch).
-- `process`: seeding the training process's own streams (init, dropout, host).
+- `global_streams`: the global RNGs of the training process (init, dropout, host streams).
 - `state`: RNG state capture/restore as weights_only-loadable values.
 - `hashseed`: checks the interpreter's PYTHONHASHSEED.
-- `diagnose`: `python -m seeding.diagnose` checks the streams of a live (torchrun) job against the plan.
 """
 
 from seeding.derive import SEED_LIMIT, check_base_seed, derive_key, derive_seed
+from seeding.global_streams import enter_dropout_stream, enter_init_stream, seed_host_globals
 from seeding.per_sample import EVAL_LANE, TRAIN_LANE, SampleKey, SampleRandomness, bind_transform
 from seeding.plan import (
     STREAM_AXES,
@@ -24,7 +26,6 @@ from seeding.plan import (
     model_parallel,
     tensor_parallel,
 )
-from seeding.process import enter_dropout_stream, enter_init_stream, seed_host_globals
 from seeding.sampler import SeededDistributedSampler
 from seeding.state import capture_rng_state, restore_rng_state
 from seeding.workers import WorkerSeeder, seed_worker_globals

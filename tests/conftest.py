@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -14,9 +13,11 @@ from typing import Any
 import pytest
 import torch
 
-from engine.launch import REPRODUCIBLE_ENVIRONMENT, local_launcher
+from engine.provenance import REPO_ROOT
+from engine.rundir import RunDirectory, find_one_run
+from tools.launch import REPRODUCIBLE_ENVIRONMENT, local_launcher
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["REPO_ROOT"]  # re-exported: tests take the repository root from here
 
 # A job small enough for seconds on a 2-core CPU, still with BatchNorm, dropout and augmentation.
 TINY = (
@@ -63,23 +64,26 @@ class RunResult:
         return self.process.stdout + self.process.stderr
 
     @property
+    def run(self) -> RunDirectory:
+        return find_one_run(self.output_dir)
+
+    @property
     def run_dir(self) -> Path:
-        (manifest,) = self.output_dir.glob("*/*/seed*/manifest.json")
-        return manifest.parent
+        return self.run.path
 
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.run_dir / "manifest.json").read_text())
+        manifest = self.run.read_manifest()
+        assert manifest is not None, f"no manifest in {self.run_dir}"
+        return manifest
+
+    def checkpoint(self) -> dict[str, Any]:
+        return self.run.load_last_checkpoint()
 
     def weights(self) -> dict[str, torch.Tensor]:
-        checkpoint = torch.load(
-            self.run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True
-        )
-        return checkpoint["model"]
+        return self.checkpoint()["model"]
 
-    def metrics(self) -> list[dict[str, Any]]:
-        return [
-            json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines()
-        ]
+    def metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return self.run.read_metrics(kind)
 
 
 def run_train(

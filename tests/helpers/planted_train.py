@@ -5,20 +5,27 @@
 - PLANTED_FAIL_SEED=k makes the run with `--seed k` fail (benchmark test).
 - `planted_divergence`: the small CNN whose logits get noise from os.urandom from the
   PLANTED_DIVERGE_AT-th training forward on: two runs agree until then and differ after.
+- PLANTED_SIGKILL_AT_STEP=k: the last rank kills itself with SIGKILL right after optimizer step k,
+  on torchrun's first attempt only (resume and restart tests). Fault injection lives here, not in
+  the training core or its config.
 """
 
 from __future__ import annotations
 
 import os
 import runpy
+import signal
 import sys
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from engine.config import ModelConfig
+from engine.distributed import restart_attempt
+from engine.events import Position
+from engine.recorder import RunRecorder
 from models import register_model
+from models.config import ModelConfig
 from models.smallcnn import SmallCNN
 
 
@@ -70,7 +77,26 @@ def _fail_if_planted() -> None:
         sys.exit(2)
 
 
+def _plant_sigkill() -> None:
+    """PLANTED_SIGKILL_AT_STEP=k: wrap the recorder's per-step event to die there once."""
+    planted = os.environ.get("PLANTED_SIGKILL_AT_STEP")
+    if planted is None:
+        return
+    step_finished = RunRecorder.step_finished
+
+    def step_finished_then_die(
+        self: RunRecorder, position: Position, batches_per_epoch: int, samples: int
+    ) -> None:
+        step_finished(self, position, batches_per_epoch, samples)
+        last_rank = self.context.rank == self.context.world_size - 1
+        if position.step == int(planted) and last_rank and restart_attempt() == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    RunRecorder.step_finished = step_finished_then_die  # type: ignore[method-assign]
+
+
 if __name__ == "__main__":
     _fail_if_planted()
+    _plant_sigkill()
     sys.argv = ["train.py", *sys.argv[1:]]
     runpy.run_path("train.py", run_name="__main__")

@@ -1,0 +1,145 @@
+"""Loading the config: YAML file, then the profile, then `key=value` overrides, validated once.
+
+Why validate once, here: a misspelt key or a string where a number belongs must stop the run
+before anything is written, with the key's dotted name and, for a typo, the closest valid key;
+an unknown dataset or model name likewise.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from configs.schema import Config
+from data import DATASETS
+from engine.determinism import PROFILES
+from engine.errors import UserError
+from models import MODELS
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except OSError as error:
+        raise UserError(f"cannot read {what} {path}: {error.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise UserError(f"malformed YAML in {path}{where}: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path} must hold a mapping of config keys, got {type(loaded).__name__}")
+    return loaded
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override_value(text: str) -> Any:
+    """YAML scalars (`true`, `null`, `3`, `[1, 2]`), plus `1e-3`, which YAML 1.1 leaves a string."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> dict[str, Any]:
+    key, sep, raw = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(part.strip() for part in parts):
+        raise UserError(f"malformed override {assignment!r}: expected dotted.key=value")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"malformed override {assignment!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = parse_override_value(raw)
+    return tree
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(_known_keys(annotation, f"{dotted}."))
+    return keys
+
+
+def _describe_validation_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    dotted = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(dotted, _known_keys(Config), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown config key {dotted!r}{hint}"
+    message = first["msg"].removeprefix("Value error, ")
+    if not dotted:
+        return f"invalid config: {message}"
+    shown = first.get("input")
+    got = "" if isinstance(shown, dict) else f", got {shown!r}"
+    return f"invalid config value for {dotted!r}: {message}{got}"
+
+
+def load_config(
+    path: str | Path,
+    profile: str | None = None,
+    seed: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """Resolve file → profile → overrides → CLI seed into one validated Config."""
+    path = Path(path)
+    tree = _read_yaml(path, "config file")
+    tree.setdefault("name", path.stem)
+    chosen_profile = profile or tree.get("profile") or Config.model_fields["profile"].default
+    if chosen_profile not in PROFILES:
+        raise UserError(f"unknown profile {chosen_profile!r}; choose one of {', '.join(PROFILES)}")
+    tree = deep_merge(tree, _read_yaml(PROFILE_DIR / f"{chosen_profile}.yaml", "profile file"))
+    tree["profile"] = chosen_profile
+    for assignment in overrides:
+        tree = apply_override(tree, assignment)
+    if seed is not None:
+        tree["seed"] = seed
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as error:
+        raise UserError(_describe_validation_error(error)) from None
+    _check_registered_names(config)
+    return config
+
+
+def _check_registered_names(config: Config) -> None:
+    DATASETS.check(config.data.name)
+    MODELS.check(config.model.name)
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,59 @@
+"""Where a run came from: library versions, the command line, a digest of the weights.
+
+The recorder puts these into manifest.json; the git state comes from `tools.provenance`, since
+the training core starts no subprocess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout (or /workspace in the container): the one place the repository root is computed."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _installed(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def library_versions() -> dict[str, Any]:
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),  # a TorchVersion object, which weights_only loads refuse
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        # Read from package metadata: importing torchvision only for its version costs ~1.3 s.
+        "torchvision": _installed("torchvision"),
+        "albumentations": _installed("albumentations"),
+        "numpy": _installed("numpy"),
+    }
+
+
+def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """A digest of the weights themselves (names, dtypes, shapes, bytes), not of a file format."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def command_line() -> list[str]:
+    return [sys.executable, *sys.argv]

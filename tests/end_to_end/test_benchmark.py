@@ -1,0 +1,122 @@
+"""Multi-seed benchmark: aggregation, end-to-end report, reuse, resume and an isolated failure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.rundir import RunDirectory, find_runs
+from tests.conftest import TINY, run_command, run_train
+
+
+def benchmark(
+    output_dir: Path,
+    *seeds: str,
+    env: dict[str, str] | None = None,
+    entry: str = "train.py",
+    jobs: int = 1,
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "tools.benchmark",
+        "--seeds",
+        *seeds,
+        "--output-dir",
+        str(output_dir),
+        "--jobs",
+        str(jobs),
+        "--entry",
+        entry,
+        "--",
+        *TINY,
+    ]
+    return run_command(command, env=env, timeout=600)
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ((), "no seeds given"),
+        (("1", "2", "1"), "duplicate seed(s): 1"),
+        (("1", "x"), "seed 'x' is not an integer"),
+        (("-3",), "seed '-3'"),
+    ],
+)
+def test_bad_seed_lists_are_refused(tmp_path: Path, seeds: tuple[str, ...], message: str) -> None:
+    done = benchmark(tmp_path, *seeds)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and message in done.stderr
+    assert not tmp_path.joinpath("default").exists()
+
+
+@pytest.mark.slow
+def test_three_seeds_end_to_end_then_reuse(tmp_path: Path) -> None:
+    done = benchmark(tmp_path, "0", "1", "2", jobs=2)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    bench = tmp_path / "default" / "eval" / "benchmark"
+    report = json.loads((bench / "report.json").read_text())
+    assert [entry["seed"] for entry in report["seeds"]] == [0, 1, 2]
+    for entry in report["seeds"]:
+        manifest = RunDirectory(Path(entry["run_dir"])).read_manifest()
+        assert entry["status"] == "completed"
+        assert entry["final_metrics"] == manifest["final_metrics"]
+        assert entry["weights_sha256"] == manifest["final_weights_sha256"]
+        assert Path(entry["run_dir"]) == tmp_path / "default" / "eval" / f"seed{entry['seed']}"
+        assert entry["best_epoch"] in (1, 2)
+    accuracies = [entry["final_metrics"]["val_acc"] for entry in report["seeds"]]
+    assert report["aggregate"]["val_acc"]["mean"] == pytest.approx(np.mean(accuracies))
+    assert report["aggregate"]["val_acc"]["std"] == pytest.approx(np.std(accuracies, ddof=1))
+    markdown = (bench / "report.md").read_text()
+    assert "±" in markdown and "95 %" in markdown and "bitwise reproducible" in markdown
+    assert (bench / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "progress: 3/3 seeds done, 0 failed" in done.stdout
+
+    manifests = {p: p.stat().st_mtime_ns for p in (r.manifest_file for r in find_runs(tmp_path))}
+    again = benchmark(tmp_path, "0", "1", "2")
+    assert again.returncode == 0
+    assert again.stdout.count("(reused)") == 3
+    assert {p: p.stat().st_mtime_ns for p in manifests} == manifests
+
+
+@pytest.mark.slow
+def test_a_failing_seed_does_not_lose_the_others_and_a_killed_seed_resumes(tmp_path: Path) -> None:
+    # Seed 1 was killed mid-run earlier (SIGKILL at step 5, after the checkpoint at step 4).
+    killed = run_train(
+        tmp_path,
+        "--seed",
+        "1",
+        "--profile",
+        "eval",
+        "trainer.checkpoint_every_steps=4",
+        entry="tests/helpers/planted_train.py",
+        env={"PLANTED_SIGKILL_AT_STEP": "5"},
+        check=False,
+    )
+    assert killed.returncode == -9
+    done = benchmark(
+        tmp_path,
+        "0",
+        "1",
+        "2",
+        env={"PLANTED_FAIL_SEED": "2"},
+        entry="tests/helpers/planted_train.py",
+    )
+    assert done.returncode == 1
+    report = json.loads((tmp_path / "default" / "eval" / "benchmark" / "report.json").read_text())
+    status = {entry["seed"]: entry["status"] for entry in report["seeds"]}
+    assert status == {0: "completed", 1: "completed", 2: "failed"}
+    assert report["failed_seeds"] == [2]
+    assert "planted failure for seed 2" in report["seeds"][2]["error"]
+    assert report["aggregate"]["val_acc"]["n"] == 2
+    resumed = RunDirectory.of(tmp_path, "default", "eval", 1).read_manifest()
+    assert resumed["resumed_from_step"] == 4
+    assert (
+        "failed and are not in the aggregate"
+        in (tmp_path / "default" / "eval" / "benchmark" / "report.md").read_text()
+    )

@@ -1,0 +1,75 @@
+"""The speed benchmarks run and write their numbers (no timing is asserted: speed is measured, not tested)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, launch_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_per_sample_seeding_benchmark_reports_its_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "seeding.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.bench_seeding",
+            "--samples",
+            "300",
+            "--repeats",
+            "1",
+            "--json",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        env=launch_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert {
+        "seeding_us",
+        "seeding_share_of_loading",
+        "naive_seeding_us",
+        "load_unseeded_us",
+    } <= set(result)
+    assert "per-sample seeding costs" in done.stdout
+
+
+def test_speed_benchmark_compares_profiles_with_the_plain_loop(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.speed",
+            "--repeats",
+            "1",
+            "--epochs",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+            "data.synthetic.train_size=256",
+            "data.synthetic.val_size=64",
+            "model.width=8",
+        ],
+        cwd=REPO_ROOT,
+        env=launch_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads((tmp_path / "benchmark-speed.json").read_text())
+    assert set(result["runs"]) == {"plain", "production", "eval", "debug"}
+    assert result["runs"]["plain"]["vs_plain_best"] == 1.0
+    assert all(row["time_to_first_step_s"] > 0 for row in result["runs"].values())
+    assert "vs plain" in (tmp_path / "benchmark-speed.md").read_text()

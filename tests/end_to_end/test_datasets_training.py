@@ -1,0 +1,55 @@
+"""CIFAR-10 and ImageFolder read from real on-disk formats that the tests write themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_same_weights, run_train
+from tests.helpers.dataset_files import write_cifar10, write_image_tree
+
+
+@pytest.mark.slow
+def test_short_training_on_cifar10_files(tmp_path: Path) -> None:
+    write_cifar10(tmp_path / "data")
+    run = run_train(
+        tmp_path / "runs", "data.name=cifar10", f"data.root={tmp_path / 'data'}", "trainer.epochs=1"
+    )
+    assert run.manifest()["status"] == "completed"
+    assert run.manifest()["final_metrics"]["val_acc"] > 0.1
+
+
+@pytest.mark.slow
+def test_imagefolder_training_is_reproducible_and_a_corrupt_image_is_named(tmp_path: Path) -> None:
+    root = write_image_tree(tmp_path / "images")
+    args = (
+        "data.name=imagefolder",
+        f"data.root={root}",
+        "data.batch_size=8",
+        "trainer.epochs=2",
+        "data.num_workers=2",
+    )
+    first = run_train(tmp_path / "a", *args)
+    second = run_train(tmp_path / "b", *args)
+    assert_same_weights(first.weights(), second.weights())
+    bad = root / "val" / "cat" / "zz.png"
+    bad.write_bytes(b"not an image")
+    failed = run_train(tmp_path / "c", *args, check=False)
+    assert failed.returncode == 2
+    lines = failed.process.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot read image {bad}")
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.slow
+def test_resnet18_trains_on_the_synthetic_data(tmp_path: Path) -> None:
+    run = run_train(
+        tmp_path,
+        "model.name=resnet18",
+        "data.batch_size=16",
+        "trainer.max_steps=3",
+        "data.synthetic.val_size=32",
+    )
+    assert run.manifest()["final_step"] == 3
+    assert "layer4.1.conv2.weight" in run.weights()

@@ -1,0 +1,153 @@
+"""Config validation and bad input: one-line error, exit code != 0, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import train
+from configs import Config, load_config
+from engine.errors import UserError
+from tests.conftest import REPO_ROOT
+
+DEFAULT = REPO_ROOT / "configs" / "default.yaml"
+
+
+def run_in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["train.py", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        train.run_reporting_user_errors(train.main)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code), captured.err
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+BAD_ARGUMENTS = {
+    "missing config": (["--config", "no/such.yaml"], "config file not found"),
+    "unknown key with suggestion": (["optim.lrr=0.1"], "did you mean 'optim.lr'"),
+    "unknown section": (["trainr.epochs=2"], "unknown config key 'trainr'"),
+    "wrong type": (["trainer.epochs=abc"], "trainer.epochs"),
+    "epochs 0": (["trainer.epochs=0"], "trainer.epochs"),
+    "batch size 0": (["data.batch_size=0"], "data.batch_size"),
+    "negative lr": (["optim.lr=-0.1"], "optim.lr"),
+    "seed -1": (["--seed", "-1"], "--seed"),
+    "seed 1.5": (["--seed", "1.5"], "--seed"),
+    "seed 2**64": (["--seed", str(2**64)], "--seed"),
+    "seed abc": (["--seed", "abc"], "--seed"),
+    "unknown profile": (["--profile", "fast"], "invalid choice"),
+    "unknown dataset": (["data.name=imagenet"], "unknown dataset 'imagenet'"),
+    "unknown model": (["model.name=smallcnnn"], "did you mean 'smallcnn'"),
+    "malformed override": (["trainer.epochs"], "malformed override"),
+    "malformed override key": (["=3"], "malformed override"),
+    "float for int": (["trainer.epochs=1.5"], "trainer.epochs"),
+    "seed in override out of range": ([f"seed={2**64}"], "seed"),
+    "debug with amp": (["determinism.amp=true"], "profile 'debug' cannot use determinism.amp=true"),
+    "eval with benchmark": (
+        ["--profile", "eval", "determinism.cudnn_benchmark=true"],
+        "cudnn_benchmark",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARGUMENTS))
+def test_bad_arguments_give_one_line_and_write_nothing(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, expected = BAD_ARGUMENTS[case]
+    output_dir = tmp_path / "runs"
+    code, err = run_in_process(monkeypatch, capsys, ["--output-dir", str(output_dir), *argv])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert expected in lines[0]
+    assert "Traceback" not in err
+    assert not output_dir.exists()
+
+
+def test_malformed_yaml_names_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(tmp_path, "broken.yaml", "trainer:\n  epochs: [1, 2\n")
+    code, err = run_in_process(
+        monkeypatch, capsys, ["--config", str(config), "--output-dir", str(tmp_path / "r")]
+    )
+    assert code == 2
+    assert err.startswith("error: malformed YAML in") and "line" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_config_that_is_not_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="must hold a mapping"):
+        load_config(write(tmp_path, "list.yaml", "- 1\n- 2\n"))
+
+
+def test_wrong_type_in_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"'data.num_workers'.*got 'two'"):
+        load_config(write(tmp_path, "x.yaml", "data:\n  num_workers: two\n"))
+
+
+def test_seed_zero_is_a_real_seed_and_max_seed_is_accepted() -> None:
+    assert load_config(DEFAULT, seed=0).seed == 0
+    assert load_config(DEFAULT, seed=2**64 - 1).seed == 2**64 - 1
+
+
+def test_precedence_file_then_profile_then_overrides_then_seed(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "mine.yaml", "seed: 7\noptim:\n  lr: 0.3\ndata:\n  persistent_workers: false\n"
+    )
+    config = load_config(path, profile="production", overrides=["optim.lr=1e-3", "seed=9"])
+    assert config.name == "mine"
+    assert config.optim.lr == pytest.approx(1e-3)
+    assert config.data.persistent_workers is True  # the production profile is merged over the file
+    assert config.seed == 9
+    assert load_config(path, profile="production", overrides=["seed=9"], seed=11).seed == 11
+
+
+def test_documented_keys_exist_with_their_types() -> None:
+    config = load_config(DEFAULT)
+    for dotted in (
+        "trainer.epochs",
+        "trainer.max_steps",
+        "trainer.device",
+        "trainer.checkpoint_every_steps",
+        "data.name",
+        "data.root",
+        "data.subset",
+        "data.batch_size",
+        "data.num_workers",
+        "data.persistent_workers",
+        "model.name",
+        "model.dropout",
+        "optim.lr",
+    ):
+        section, key = dotted.split(".")
+        assert hasattr(getattr(config, section), key), dotted
+    overridden = load_config(
+        DEFAULT,
+        overrides=[
+            "trainer.max_steps=5",
+            "trainer.device=cpu",
+            "data.subset=100",
+            "trainer.checkpoint_every_steps=null",
+        ],
+    )
+    assert (overridden.trainer.max_steps, overridden.trainer.device, overridden.data.subset) == (
+        5,
+        "cpu",
+        100,
+    )
+
+
+def test_every_profile_file_validates() -> None:
+    for profile in ("debug", "eval", "production"):
+        assert isinstance(load_config(DEFAULT, profile=profile), Config)

@@ -1,0 +1,160 @@
+"""Check the seed streams of a live job against the plan: `python -m tools.diagnose`.
+
+Run it alone or under torchrun (`make diagnose NPROC=2`, or across nodes). Every rank seeds each
+stream exactly as the trainer does and draws a few numbers; rank 0 gathers them and prints, per
+stream, whether the ranks agree, next to what the plan expects (identical or distinct across
+data-parallel ranks). Exit code 1 on any mismatch.
+
+`--plant-mistake` reproduces a classic bug so you can see what a failure looks like:
+`local-rank` seeds from LOCAL_RANK (GPU 0 of every node gets the same streams; visible with two or
+more nodes), `shared-dropout` seeds dropout without the rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from datetime import timedelta
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from engine.distributed import leave_process_group
+from seeding.global_streams import enter_dropout_stream, enter_init_stream, seed_host_globals
+from seeding.hashseed import hash_seed_warning
+from seeding.per_sample import SampleRandomness
+from seeding.plan import STREAM_AXES, SeedPlan, data_parallel
+from seeding.sampler import SeededDistributedSampler
+from seeding.workers import seed_worker_globals
+
+DRAWS = 3
+MISTAKES = ("local-rank", "shared-dropout")
+
+
+def _first_draws(plan: SeedPlan, world_size: int, mistake: str | None) -> dict[str, list[float]]:
+    """Each stream's first draws in this process, seeded the way the trainer seeds it."""
+    draws: dict[str, list[float]] = {}
+    enter_init_stream(plan)
+    draws["init"] = torch.rand(DRAWS).tolist()
+    if mistake == "shared-dropout":
+        torch.manual_seed(plan.seed("init"))
+    else:
+        enter_dropout_stream(plan)
+    draws["dropout"] = torch.rand(DRAWS).tolist()
+    seed_host_globals(plan)
+    draws["host"] = [random.random() for _ in range(DRAWS)] + np.random.random(DRAWS).tolist()
+    seed_worker_globals(plan, worker_id=0, epoch=0)
+    draws["worker"] = [random.random(), float(np.random.random()), float(torch.rand(()))]
+    loader = torch.Generator()
+    loader.manual_seed(plan.seed("loader", 0))
+    draws["loader"] = torch.rand(DRAWS, generator=loader).tolist()
+    sampler = SeededDistributedSampler(range(1000), plan, num_replicas=world_size, rank=0)
+    sampler.set_epoch(0)
+    draws["sampler"] = [float(index) for index in sampler.permutation()[:DRAWS]]
+    augment = SampleRandomness(plan.augment_key())
+    augment.reseed(epoch=0, index=7)
+    draws["augment"] = augment.numpy.random(DRAWS).tolist()
+    return draws
+
+
+def _within_rank_checks(plan: SeedPlan) -> list[tuple[str, bool]]:
+    """Distinctness that one process can check alone: across workers, epochs and samples."""
+    seeds = {plan.seed("worker", worker, epoch) for worker in range(4) for epoch in range(4)}
+    augment = SampleRandomness(plan.augment_key())
+    firsts = set()
+    for epoch in range(3):
+        for index in range(50):
+            augment.reseed(epoch, index)
+            firsts.add(float(augment.numpy.random()))
+    sampler = SeededDistributedSampler(range(1000), plan, num_replicas=1, rank=0)
+    orders = set()
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        orders.add(tuple(sampler.permutation()[:20]))
+    return [
+        ("worker streams distinct across 4 workers x 4 epochs", len(seeds) == 16),
+        ("augment streams distinct across 3 epochs x 50 samples", len(firsts) == 150),
+        ("sampler order new in each of 4 epochs", len(orders) == 4),
+    ]
+
+
+def _format(values: list[float]) -> str:
+    return " ".join(f"{value:.4f}" if value < 1 else f"{value:.0f}" for value in values[:DRAWS])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.diagnose", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--plant-mistake", choices=MISTAKES, default=None)
+    arguments = parser.parse_args(argv)
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    seeding_rank = (
+        int(os.environ.get("LOCAL_RANK", "0")) if arguments.plant_mistake == "local-rank" else rank
+    )
+    plan = data_parallel(arguments.seed, seeding_rank)
+    if world_size > 1:
+        dist.init_process_group("gloo", timeout=timedelta(minutes=5))
+    mine = _first_draws(plan, world_size, arguments.plant_mistake)
+    gathered: list[dict[str, list[float]]] = [mine]
+    if world_size > 1:
+        gathered = [{} for _ in range(world_size)]
+        dist.all_gather_object(gathered, mine)
+    failures = 0
+    if rank == 0:
+        failures = _report(gathered, plan, arguments)
+    if world_size > 1:
+        verdict = torch.tensor([failures])
+        dist.broadcast(verdict, src=0)
+        failures = int(verdict)
+        leave_process_group(torch.device("cpu"))
+    return 1 if failures else 0
+
+
+def _report(
+    gathered: list[dict[str, list[float]]], plan: SeedPlan, arguments: argparse.Namespace
+) -> int:
+    world_size = len(gathered)
+    print(
+        f"seed plan check: base seed {arguments.seed}, {world_size} rank(s), strategy data_parallel"
+    )
+    header = f"{'stream':<9}" + "".join(f"{'rank ' + str(r):<24}" for r in range(world_size))
+    print(header + f"{'expected':<11}{'observed':<11}verdict")
+    failures = 0
+    for stream, axes in STREAM_AXES.items():
+        expected = "distinct" if "dp" in axes else "identical"
+        rows = [tuple(ranks[stream]) for ranks in gathered]
+        if world_size == 1:
+            observed, ok = "-", True
+        else:
+            observed = (
+                "identical"
+                if len(set(rows)) == 1
+                else ("distinct" if len(set(rows)) == world_size else "mixed")
+            )
+            ok = observed == expected
+        failures += not ok
+        cells = "".join(f"{_format(ranks[stream]):<24}" for ranks in gathered)
+        print(f"{stream:<9}{cells}{expected:<11}{observed:<11}{'ok' if ok else 'MISMATCH'}")
+    for description, ok in _within_rank_checks(plan):
+        failures += not ok
+        print(f"{'ok' if ok else 'MISMATCH'}: {description}")
+    warning = hash_seed_warning()
+    if warning:
+        print(f"warning: {warning}")
+    print(
+        "verdict: every stream matches the plan"
+        if not failures
+        else f"verdict: {failures} mismatch(es)"
+    )
+    return failures
+
+
+if __name__ == "__main__":
+    sys.exit(main())
