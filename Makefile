@@ -55,7 +55,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup train verify benchmark bench-speed diagnose docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
+.PHONY: help setup train verify benchmark bench-speed bench-invariance diagnose docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -90,6 +90,9 @@ bench-seeding: $(STAMP) ## Measure per-sample augmentation seeding (us/sample, s
 
 bench-speed: $(STAMP) ## Template vs a plain PyTorch loop, per profile (samples/s, first step): writes runs/bench-speed/
 	$(PY) -m tools.speed $(ARGS)
+
+bench-invariance: $(STAMP) ## World-size-invariant mode vs DDP: ms/step and bytes per step at W=2 and W=1
+	$(PY) -m tools.bench_invariance $(ARGS)
 
 test: $(STAMP) ## Run the test suite (what CI runs)
 	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)

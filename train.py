@@ -16,6 +16,7 @@ from engine.checkpoint import load_checkpoint
 from engine.determinism import apply_determinism, nondeterministic_op_in, precision_for
 from engine.distributed import init_distributed, shutdown
 from engine.errors import UserError, run_reporting_user_errors
+from engine.invariance import InvariantMode, MicroBatchLayout, pin_threads
 from engine.recorder import RunIdentity, RunRecorder
 from engine.resume import check_same_computation, computation_fingerprint, decide_resume
 from engine.rundir import RunDirectory
@@ -39,23 +40,40 @@ def main() -> None:
     if checkpoint is not None:
         check_same_computation(checkpoint, fingerprint)
     plan = seeding.data_parallel(config.seed, context.rank)  # the global rank, never LOCAL_RANK
+    invariant = invariant_mode(config, context.world_size, context.rank, plan)
     determinism_notes = apply_determinism(config.determinism, context.device)
+    if invariant is not None:
+        pin_threads(context.device)
+        determinism_notes.append(invariant.layout.note())
     seeding.seed_host_globals(plan)
 
     # 3. Build: data, the model from the init stream shared by all ranks, then per-rank dropout;
     #    the recorder, which the trainer knows only through its events.
     precision = precision_for(config.determinism, context.device)
-    data = build_data(config.data, plan, context.world_size, context.rank, precision.pin_memory)
+    eval_chunk = None if invariant is None else invariant.layout.micro_batch
+    data = build_data(
+        config.data, plan, context.world_size, context.rank, precision.pin_memory, eval_chunk
+    )
     seeding.enter_init_stream(plan)
     model = build_model(config.model, data.num_classes, config.data.image_size)
     seeding.enter_dropout_stream(plan)
     resume_step = (checkpoint["step"] if checkpoint else 0) if resume.continuing else None
-    identity = run_identity(config, arguments.argv, git_state() if context.is_main else None)
+    identity = run_identity(
+        config, arguments.argv, git_state() if context.is_main else None, invariant
+    )
     recorder = RunRecorder(
         run_dir, identity, context, plan, precision, determinism_notes, fingerprint, resume_step
     )
     trainer = Trainer(
-        config.trainer, config.optim, precision, context, model, data.train, data.val, recorder
+        config.trainer,
+        config.optim,
+        precision,
+        context,
+        model,
+        data.train,
+        data.val,
+        recorder,
+        invariant,
     )
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
@@ -89,7 +107,23 @@ def main() -> None:
         )
 
 
-def run_identity(config: Config, argv: tuple[str, ...], git: dict | None) -> RunIdentity:
+def invariant_mode(
+    config: Config, world_size: int, rank: int, plan: seeding.SeedPlan
+) -> InvariantMode | None:
+    """The world-size-invariant mode, if asked for; a world size it cannot serve is refused here,
+    before anything is written."""
+    if not config.trainer.world_size_invariant:
+        return None
+    assert config.data.global_batch_size and config.trainer.micro_batch_size  # the schema checks
+    layout = MicroBatchLayout.checked(
+        config.data.global_batch_size, config.trainer.micro_batch_size, world_size, rank
+    )
+    return InvariantMode(layout, lambda step, j: plan.seed("microbatch", step, j))
+
+
+def run_identity(
+    config: Config, argv: tuple[str, ...], git: dict | None, invariant: InvariantMode | None
+) -> RunIdentity:
     """The run as the recorder writes it: names, the resolved config, TensorBoard hparams."""
     return RunIdentity(
         config_name=config.name,
@@ -111,6 +145,7 @@ def run_identity(config: Config, argv: tuple[str, ...], git: dict | None) -> Run
         epochs=config.trainer.epochs,
         keep_checkpoints=config.trainer.keep_checkpoints,
         git=git,
+        world_size_invariance=None if invariant is None else invariant.layout.describe(),
     )
 
 

@@ -45,3 +45,30 @@ class Config(Section):
     def _profile_is_consistent(self) -> Config:
         check_profile(self.profile, self.determinism)
         return self
+
+    @model_validator(mode="after")
+    def _invariant_mode_is_complete(self) -> Config:
+        """The world-size-invariant mode needs B and b, with b dividing B, and exact numerics."""
+        trainer, data = self.trainer, self.data
+        if not trainer.world_size_invariant:
+            if trainer.micro_batch_size is not None:
+                raise ValueError(
+                    "trainer.micro_batch_size is used only with trainer.world_size_invariant=true"
+                )
+            return self
+        if data.global_batch_size is None or trainer.micro_batch_size is None:
+            raise ValueError(
+                "trainer.world_size_invariant=true needs data.global_batch_size and "
+                "trainer.micro_batch_size"
+            )
+        if data.global_batch_size % trainer.micro_batch_size:
+            raise ValueError(
+                f"data.global_batch_size={data.global_batch_size} is not a multiple of "
+                f"trainer.micro_batch_size={trainer.micro_batch_size}"
+            )
+        if self.profile == "production":
+            raise ValueError(
+                "trainer.world_size_invariant=true needs the debug or eval profile: production's "
+                "cudnn.benchmark, TF32 and AMP change the numerics from run to run"
+            )
+        return self

@@ -22,7 +22,10 @@ class DataConfig(Section):
     name: str = "synthetic"
     root: str = "datasets"
     subset: int | None = Field(None, ge=1)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, description="per process, unless global_batch_size is set")
+    global_batch_size: int | None = Field(
+        None, ge=1, description="samples per step over all processes (each takes B / W)"
+    )
     num_workers: int = Field(0, ge=0)
     persistent_workers: bool = False
     download: bool = False

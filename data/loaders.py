@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.config import DataConfig
 from data.registry import DATASETS, DatasetSplits
+from engine.errors import UserError
 from seeding import (
     EVAL_LANE,
     TRAIN_LANE,
@@ -94,19 +95,27 @@ def _seeded_loader(
     rank: int,
     train: bool,
     pin_memory: bool,
+    batch_size: int,
+    layout: dict[str, int | None],
 ) -> SeededLoader:
     worker_seeder = WorkerSeeder(plan)
     randomness = SampleRandomness(plan.augment_key(), lane=TRAIN_LANE if train else EVAL_LANE)
     dataset = SeededAugmentedDataset(source, transform, randomness, worker_seeder)
     sampler = SeededDistributedSampler(
-        dataset, plan, num_replicas=world_size, rank=rank, shuffle=train, even_shards=train
+        dataset,
+        plan,
+        num_replicas=world_size,
+        rank=rank,
+        shuffle=train,
+        even_shards=train,
+        **layout,
     )
     generator = torch.Generator()
     generator.manual_seed(plan.seed("loader", 0 if train else 1))
     workers = config.num_workers
     loader = DataLoader(
         dataset,
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
         persistent_workers=config.persistent_workers and workers > 0,
@@ -115,20 +124,63 @@ def _seeded_loader(
         pin_memory=pin_memory,
         drop_last=False,
     )
-    return SeededLoader(loader, sampler, worker_seeder, config.batch_size)
+    return SeededLoader(loader, sampler, worker_seeder, batch_size)
+
+
+def per_process_batch(config: DataConfig, world_size: int) -> int:
+    """`data.batch_size`, or this process's share of `data.global_batch_size`."""
+    if config.global_batch_size is None:
+        return config.batch_size
+    if config.global_batch_size % world_size:
+        raise UserError(
+            f"data.global_batch_size={config.global_batch_size} cannot be shared by "
+            f"{world_size} processes: it must be a multiple of the world size"
+        )
+    return config.global_batch_size // world_size
 
 
 def build_data(
-    config: DataConfig, plan: SeedPlan, world_size: int, rank: int, pin_memory: bool
+    config: DataConfig,
+    plan: SeedPlan,
+    world_size: int,
+    rank: int,
+    pin_memory: bool,
+    eval_chunk: int | None = None,
 ) -> DataBundle:
+    """The train and validation loaders of this rank.
+
+    With `data.global_batch_size`, a training step is one global batch whatever the world size
+    (see `SeededDistributedSampler`). `eval_chunk=c` cuts validation into fixed chunks of c
+    samples, one per batch, so each batch holds the same samples for any world size (the
+    world-size-invariant mode needs that)."""
     splits: DatasetSplits = DATASETS[config.name](config)
     train_source = splits.train
     if config.subset is not None:
         train_source = Subset(splits.train, range(min(config.subset, len(splits.train))))  # type: ignore[arg-type]
+    train_batch = per_process_batch(config, world_size)
+    train_layout = {"global_batch": config.global_batch_size}
     train = _seeded_loader(
-        train_source, splits.train_transform, plan, config, world_size, rank, True, pin_memory
+        train_source,
+        splits.train_transform,
+        plan,
+        config,
+        world_size,
+        rank,
+        True,
+        pin_memory,
+        train_batch,
+        train_layout,
     )
     val = _seeded_loader(
-        splits.val, splits.eval_transform, plan, config, world_size, rank, False, pin_memory
+        splits.val,
+        splits.eval_transform,
+        plan,
+        config,
+        world_size,
+        rank,
+        False,
+        pin_memory,
+        eval_chunk or config.batch_size,
+        {"chunk": eval_chunk},
     )
     return DataBundle(train, val, splits.num_classes, len(train_source))  # type: ignore[arg-type]

@@ -51,6 +51,7 @@ class RunIdentity:
     epochs: int
     keep_checkpoints: int
     git: dict[str, Any] | None
+    world_size_invariance: dict[str, Any] | None = None  # the mode's layout, when it is on
 
 
 class RunRecorder:
@@ -100,6 +101,7 @@ class RunRecorder:
             "start_time": now_iso(),
             "end_time": None,
             "resumed_from_step": resume_step,
+            "world_size_invariance": identity.world_size_invariance,
             "final_metrics": None,
             "final_weights_sha256": None,
         }

@@ -84,7 +84,9 @@ def computation_fingerprint(
     flat = _flatten(settings)
     for key in (*RESUMABLE_CHANGES, "name"):
         flat.pop(key, None)
-    flat["world_size"] = world_size
+    # In the world-size-invariant mode the world size changes nothing that is computed.
+    invariant = flat.get("trainer.world_size_invariant", False)
+    flat["world_size"] = "any" if invariant else world_size
     flat["device_type"] = device_type
     return flat
 

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from engine.determinism import Precision
 from engine.distributed import DistContext, all_gather_objects, all_reduce_sum
 from engine.events import EpochLoader, Position, TrainingEvents
+from engine.invariance import InvariantMode, InvariantStep
 from engine.optim import OptimConfig, build_optimizer, build_scheduler
 from engine.section import Section
 from seeding import capture_rng_state, restore_rng_state
@@ -42,6 +43,12 @@ class TrainerConfig(Section):
     log_every_steps: int = Field(50, ge=1)
     limit_train_batches: int | None = Field(
         None, ge=1, description="batches per epoch (small runs)"
+    )
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="samples per forward/backward in the world-size-invariant mode"
+    )
+    world_size_invariant: bool = Field(
+        False, description="the same weights for any world size (see engine/invariance.py)"
     )
 
 
@@ -84,6 +91,7 @@ class Trainer:
         train_loader: EpochLoader,
         val_loader: EpochLoader,
         events: TrainingEvents,
+        invariant: InvariantMode | None = None,
     ) -> None:
         self.settings = settings
         self.context = context
@@ -97,7 +105,9 @@ class Trainer:
         )
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.ddp: nn.Module = self.model
-        if context.distributed:
+        # The invariant mode combines gradients itself, in a fixed order; DDP would all_reduce.
+        self.invariant = None if invariant is None else InvariantStep(self.model, invariant)
+        if context.distributed and self.invariant is None:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
         self.optimizer = build_optimizer(optim, self.model)
@@ -165,6 +175,8 @@ class Trainer:
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images, labels = self._to_device(images, labels)
+        if self.invariant is not None:
+            return self._invariant_step(images, labels)
         with self._autocast():
             logits = self.ddp(images)
             loss = F.cross_entropy(logits, labels)
@@ -182,6 +194,19 @@ class Trainer:
             self.totals.correct += (logits.argmax(dim=1) == labels).sum()
             self.totals.count += labels.numel()
         return loss.detach()
+
+    def _invariant_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The global batch's mean gradient, combined in one order for every world size; the
+        running sums are then those of the global batch, identical on every rank."""
+        assert self.invariant is not None
+        result = self.invariant.gradients(self.position.step, images, labels, self.model)
+        self.optimizer.step()
+        self.scheduler.step()
+        with torch.no_grad():
+            self.totals.loss_sum += result.loss.double() * result.samples
+            self.totals.correct += result.correct.long()
+            self.totals.count += result.samples
+        return result.loss
 
     def checkpoint(self) -> None:
         """Collective: every rank contributes its state; then the events decide where it goes."""
@@ -201,6 +226,14 @@ class Trainer:
     # ----------------------------------------------------------------- metrics
     def epoch_metrics(self, seen_before: int, elapsed: float) -> dict[str, float]:
         seen = self.totals.count - seen_before
+        if self.invariant is not None:  # already the sums of the global batches, on every rank
+            return self._metrics(
+                float(self.totals.loss_sum),
+                float(self.totals.correct),
+                float(self.totals.count),
+                float(seen),
+                elapsed,
+            )
         sums = torch.stack(
             [
                 self.totals.loss_sum,
@@ -210,6 +243,11 @@ class Trainer:
             ]
         ).to(self.device if self.context.backend == "nccl" else "cpu")
         loss_sum, correct, count, seen_total = all_reduce_sum(self.context, sums).tolist()
+        return self._metrics(loss_sum, correct, count, seen_total, elapsed)
+
+    def _metrics(
+        self, loss_sum: float, correct: float, count: float, seen_total: float, elapsed: float
+    ) -> dict[str, float]:
         evaluation = self.evaluate()
         return {
             "train_loss": loss_sum / max(count, 1.0),
@@ -229,18 +267,41 @@ class Trainer:
                 torch.distributed.broadcast(buffer, src=0)
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        per_batch: list[torch.Tensor] = []  # the invariant mode adds them in chunk order
         for images, labels in self.val_loader.epoch(0):
             images, labels = self._to_device(images, labels)
             with self._autocast():
                 logits = self.model(images)
-            sums[0] += F.cross_entropy(logits.float(), labels, reduction="sum").double()
-            sums[1] += (logits.argmax(dim=1) == labels).sum()
-            sums[2] += labels.numel()
+            loss = F.cross_entropy(logits.float(), labels, reduction="sum").double()
+            correct = (logits.argmax(dim=1) == labels).sum().double()
+            batch = torch.stack([loss, correct, loss.new_tensor(float(labels.numel()))])
+            if self.invariant is None:
+                sums += batch
+            else:
+                per_batch.append(batch)
         self.model.train()
-        loss_sum, correct, count = all_reduce_sum(self.context, sums).tolist()
+        if self.invariant is None:
+            loss_sum, correct, count = all_reduce_sum(self.context, sums).tolist()
+        else:
+            loss_sum, correct, count = self._sum_in_chunk_order(per_batch)
         metrics = {"val_loss": loss_sum / max(count, 1.0), "val_acc": correct / max(count, 1.0)}
         self._evaluated = (self.position.step, metrics)
         return metrics
+
+    def _sum_in_chunk_order(self, per_batch: list[torch.Tensor]) -> list[float]:
+        """Validation sums added over chunks in global order: the same for any world size.
+
+        Batch i of rank r is chunk r + i * W (see the evaluation layout of the sampler)."""
+        mine = torch.stack(per_batch).tolist() if per_batch else []
+        world = self.context.world_size
+        chunks: dict[int, list[float]] = {}
+        for rank, batches in enumerate(all_gather_objects(self.context, mine)):
+            for i, sums in enumerate(batches):
+                chunks[rank + i * world] = sums
+        totals = [0.0, 0.0, 0.0]
+        for chunk in sorted(chunks):
+            totals = [total + value for total, value in zip(totals, chunks[chunk], strict=True)]
+        return totals
 
     # ----------------------------------------------------------------- resumable state
     def state_dict(self) -> dict[str, Any]:
@@ -272,6 +333,11 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.position = Position(state["epoch"], state["batch_in_epoch"], state["step"])
         rank = self.context.rank
-        self.totals = EpochTotals.from_state_dict(state["epoch_totals"][rank], self.device)
-        restore_rng_state(state["rng"][rank])
+        saved_ranks = len(state["rng"])
+        # In the invariant mode the running sums are the same on every rank, and no per-rank
+        # stream is drawn from while training; a checkpoint of another world size continues.
+        own = rank if self.invariant is None else 0
+        self.totals = EpochTotals.from_state_dict(state["epoch_totals"][own], self.device)
+        if rank < saved_ranks:
+            restore_rng_state(state["rng"][rank])
         self._checkpointed_step = self.position.step

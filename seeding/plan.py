@@ -19,6 +19,8 @@ is a property of the table, not of scattered `seed + rank` arithmetic.
 | sampler | (+epoch)     | shuffle order: the same permutation on every rank, new each epoch   |
 | augment | (+epoch,     | per-sample augmentation: a pure function of (base, epoch, index)    |
 |         |   index)     |                                                                     |
+| micro-  | (+step,      | world-size-invariant mode: forward-pass randomness (dropout) of     |
+|  batch  |  micro_batch)| micro-batch j of step k, the same on whichever rank computes it     |
 
 The trainer uses `data_parallel(rank)` with the *global* rank: seeding from LOCAL_RANK would give
 GPU 0 of every node the same streams.
@@ -39,6 +41,7 @@ STREAM_AXES: dict[str, tuple[str, ...]] = {
     "loader": ("dp",),
     "sampler": (),
     "augment": (),
+    "microbatch": (),
 }
 
 # Coordinates a stream takes at the point of use, beyond the mesh axes (for the manifest).
@@ -46,6 +49,7 @@ STREAM_EXTRA_COORDINATES: dict[str, tuple[str, ...]] = {
     "worker": ("worker_id", "epoch"),
     "sampler": ("epoch",),
     "augment": ("epoch", "index"),
+    "microbatch": ("step", "micro_batch"),
 }
 
 STRATEGIES = ("data_parallel", "model_parallel", "tensor_parallel", "hybrid")

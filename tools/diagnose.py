@@ -57,12 +57,15 @@ def _first_draws(plan: SeedPlan, world_size: int, mistake: str | None) -> dict[s
     augment = SampleRandomness(plan.augment_key())
     augment.reseed(epoch=0, index=7)
     draws["augment"] = augment.numpy.random(DRAWS).tolist()
+    torch.manual_seed(plan.seed("microbatch", 0, 0))  # world-size-invariant mode's dropout
+    draws["microbatch"] = torch.rand(DRAWS).tolist()
     return draws
 
 
 def _within_rank_checks(plan: SeedPlan) -> list[tuple[str, bool]]:
     """Distinctness that one process can check alone: across workers, epochs and samples."""
     seeds = {plan.seed("worker", worker, epoch) for worker in range(4) for epoch in range(4)}
+    micro = {plan.seed("microbatch", step, j) for step in range(4) for j in range(8)}
     augment = SampleRandomness(plan.augment_key())
     firsts = set()
     for epoch in range(3):
@@ -76,6 +79,7 @@ def _within_rank_checks(plan: SeedPlan) -> list[tuple[str, bool]]:
         orders.add(tuple(sampler.permutation()[:20]))
     return [
         ("worker streams distinct across 4 workers x 4 epochs", len(seeds) == 16),
+        ("micro-batch streams distinct across 4 steps x 8 micro-batches", len(micro) == 32),
         ("augment streams distinct across 3 epochs x 50 samples", len(firsts) == 150),
         ("sampler order new in each of 4 epochs", len(orders) == 4),
     ]

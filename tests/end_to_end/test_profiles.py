@@ -18,39 +18,6 @@ from tests.conftest import (
     run_train,
 )
 
-DEFAULT = REPO_ROOT / "configs" / "default.yaml"
-
-
-EXPECTED_FLAGS = {
-    "debug": {
-        "deterministic_algorithms": True,
-        "deterministic_warn_only": False,
-        "cudnn_deterministic": True,
-        "cudnn_benchmark": False,
-        "cuda_matmul_allow_tf32": False,
-        "cudnn_allow_tf32": False,
-        "float32_matmul_precision": "highest",
-    },
-    "eval": {
-        "deterministic_algorithms": True,
-        "deterministic_warn_only": True,
-        "cudnn_deterministic": True,
-        "cudnn_benchmark": False,
-        "cuda_matmul_allow_tf32": False,
-        "cudnn_allow_tf32": False,
-        "float32_matmul_precision": "highest",
-    },
-    "production": {
-        "deterministic_algorithms": False,
-        "deterministic_warn_only": False,
-        "cudnn_deterministic": False,
-        "cudnn_benchmark": True,
-        "cuda_matmul_allow_tf32": True,
-        "cudnn_allow_tf32": True,
-        "float32_matmul_precision": "high",
-    },
-}
-
 
 @pytest.mark.slow
 def test_eval_records_a_planted_nondeterministic_op_and_debug_raises(tmp_path: Path) -> None:

@@ -51,6 +51,33 @@ BAD_ARGUMENTS = {
     "float for int": (["trainer.epochs=1.5"], "trainer.epochs"),
     "seed in override out of range": ([f"seed={2**64}"], "seed"),
     "debug with amp": (["determinism.amp=true"], "profile 'debug' cannot use determinism.amp=true"),
+    "invariant mode without its batch sizes": (
+        ["trainer.world_size_invariant=true"],
+        "trainer.world_size_invariant=true needs data.global_batch_size and "
+        "trainer.micro_batch_size",
+    ),
+    "micro-batch outside the mode": (
+        ["trainer.micro_batch_size=8"],
+        "trainer.micro_batch_size is used only with trainer.world_size_invariant=true",
+    ),
+    "global batch not a multiple of the micro-batch": (
+        [
+            "data.global_batch_size=30",
+            "trainer.micro_batch_size=8",
+            "trainer.world_size_invariant=true",
+        ],
+        "data.global_batch_size=30 is not a multiple of trainer.micro_batch_size=8",
+    ),
+    "invariant mode in production": (
+        [
+            "--profile",
+            "production",
+            "data.global_batch_size=32",
+            "trainer.micro_batch_size=8",
+            "trainer.world_size_invariant=true",
+        ],
+        "trainer.world_size_invariant=true needs the debug or eval profile",
+    ),
     "eval with benchmark": (
         ["--profile", "eval", "determinism.cudnn_benchmark=true"],
         "cudnn_benchmark",

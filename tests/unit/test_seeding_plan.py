@@ -85,13 +85,14 @@ EXPECTED_DISTINCT_ALONG = {
     "loader": {"dp"},
     "sampler": set(),
     "augment": set(),
+    "microbatch": set(),  # keyed by (step, micro-batch), never by a rank: world-size invariance
 }
 
 
 def stream_value(plan: SeedPlan, stream: str) -> object:
     if stream == "augment":
         return plan.augment_key()
-    extra = {"worker": (0, 0), "sampler": (0,)}.get(stream, ())
+    extra = {"worker": (0, 0), "sampler": (0,), "microbatch": (0, 0)}.get(stream, ())
     return plan.seed(stream, *extra)
 
 

@@ -64,14 +64,16 @@ class KeptEvents:
         self.checkpoints.append((position.step, copy.deepcopy(state)))
 
 
-def make_trainer(events: KeptEvents, **settings: Any) -> Trainer:
+def make_trainer(
+    events: KeptEvents, context: DistContext = SINGLE_PROCESS, **settings: Any
+) -> Trainer:
     torch.manual_seed(1)  # the same initial weights and dropout stream for every trainer here
     loader = InMemoryLoader()
     return Trainer(
         TrainerConfig(**{"epochs": 2, "log_every_steps": 3, **settings}),
         OptimConfig(),
         Precision(amp=None, channels_last=False, pin_memory=False),
-        SINGLE_PROCESS,
+        context,
         SmallCNN(num_classes=10, width=4, dropout=0.5),
         loader,
         loader,
@@ -135,18 +137,7 @@ def test_no_host_sync_between_log_steps_on_cuda() -> None:
     `set_sync_debug_mode("error")` turns every synchronising CUDA call into an exception."""
     device = torch.device("cuda", torch.cuda.current_device())
     context = DistContext(0, 1, device.index or 0, 1, device, None)
-    torch.manual_seed(1)
-    loader = InMemoryLoader()
-    trainer = Trainer(
-        TrainerConfig(epochs=1, log_every_steps=1000),
-        OptimConfig(),
-        Precision(amp=None, channels_last=False, pin_memory=False),
-        context,
-        SmallCNN(num_classes=10, width=4, dropout=0.5),
-        loader,
-        loader,
-        KeptEvents(),
-    )
+    trainer = make_trainer(KeptEvents(), context, epochs=1, log_every_steps=1000)
     torch.cuda.set_sync_debug_mode("error")
     try:
         trainer.train_epoch()

@@ -1,0 +1,313 @@
+"""World-size-invariant training: the same weights, bit for bit, on 1, 2, 4, ... processes.
+
+What depends on the number of processes W in ordinary data-parallel training, and what this
+mode does instead (each piece was measured to be necessary):
+
+- The per-rank batch shape: a step is a global batch of B samples cut into M = B / b
+  micro-batches of fixed size b, in global order; rank r computes the contiguous block of M / W
+  micro-batches starting at r * M / W. Every forward and backward has the same shape for any W.
+- The summation order: all_reduce adds in an order that depends on W (and on the algorithm).
+  Here per-micro-batch gradients are added over one balanced binary tree on [0, M), split at the
+  midpoint: each rank sums its own block, which is a node of that tree, locally; the partial sums
+  are exchanged with all_gather (which moves bytes and adds nothing) and every rank adds them over
+  the tree's upper levels. The same tree gives the same bits whatever W is.
+- Forward randomness: dropout for micro-batch j of step k comes from the plan's `microbatch`
+  stream at (k, j), never from a per-rank stream.
+- BatchNorm running statistics: each micro-batch normalises with its own statistics; the running
+  statistics are snapshotted before the step, each micro-batch's mean and variance are captured
+  (momentum 1 turns the running buffers into exactly that micro-batch's statistics) and gathered,
+  then every rank replays the updates for micro-batches 0 ... M-1 in order.
+- Threads: on CPU the intra-op thread count changes the result of convolutions and matmuls, so
+  it is pinned (`INTRA_OP_THREADS`) whatever W.
+
+The W that can be served are those dividing M whose rank blocks are all nodes of the tree
+(every power of two up to M when M is one); others are refused, naming those that work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from engine.errors import UserError
+
+INTRA_OP_THREADS = 1  # what torchrun gives every worker; the same for a single process here
+
+Node = tuple[int, int]  # [lo, hi) over micro-batch indices
+
+
+def split(lo: int, hi: int) -> int:
+    return (lo + hi) // 2
+
+
+def tree_nodes(lo: int, hi: int) -> set[Node]:
+    """Every node of the halving tree on [lo, hi)."""
+    nodes = {(lo, hi)}
+    if hi - lo > 1:
+        mid = split(lo, hi)
+        nodes |= tree_nodes(lo, mid) | tree_nodes(mid, hi)
+    return nodes
+
+
+def rank_block(micro_batches: int, world_size: int, rank: int) -> Node:
+    per_rank = micro_batches // world_size
+    return rank * per_rank, (rank + 1) * per_rank
+
+
+def serving_world_sizes(micro_batches: int) -> list[int]:
+    """The world sizes whose rank blocks are all nodes of the tree on [0, micro_batches)."""
+    nodes = tree_nodes(0, micro_batches)
+    return [
+        world
+        for world in range(1, micro_batches + 1)
+        if micro_batches % world == 0
+        and all(rank_block(micro_batches, world, r) in nodes for r in range(world))
+    ]
+
+
+def tree_sum(
+    lo: int, hi: int, leaf: Callable[[int], torch.Tensor], known: dict[Node, torch.Tensor]
+) -> torch.Tensor:
+    """The sum over [lo, hi) in tree order: a node in `known` is taken as it is, a leaf is
+    computed by `leaf(j)` (in index order, depth first: at most log2(M) partial sums live)."""
+    if (lo, hi) in known:
+        return known[(lo, hi)]
+    if hi - lo == 1:
+        return leaf(lo)
+    mid = split(lo, hi)
+    left = tree_sum(lo, mid, leaf, known)
+    return left + tree_sum(mid, hi, leaf, known)
+
+
+@dataclass(frozen=True)
+class MicroBatchLayout:
+    """Where this rank's micro-batches sit in the global batch."""
+
+    global_batch: int  # B
+    micro_batch: int  # b
+    world_size: int
+    rank: int
+
+    @property
+    def micro_batches(self) -> int:  # M
+        return self.global_batch // self.micro_batch
+
+    @property
+    def block(self) -> Node:
+        return rank_block(self.micro_batches, self.world_size, self.rank)
+
+    @classmethod
+    def checked(
+        cls, global_batch: int, micro_batch: int, world_size: int, rank: int
+    ) -> MicroBatchLayout:
+        """The layout, or a one-line UserError naming the world sizes that work for B and b."""
+        micro_batches = global_batch // micro_batch
+        serving = serving_world_sizes(micro_batches)
+        if world_size not in serving:
+            raise UserError(
+                f"trainer.world_size_invariant: {world_size} processes cannot share "
+                f"data.global_batch_size={global_batch} in micro-batches of "
+                f"trainer.micro_batch_size={micro_batch} ({micro_batches} micro-batches, each "
+                f"rank a subtree of one summation tree); world sizes that work: "
+                f"{', '.join(map(str, serving))}"
+            )
+        return cls(global_batch, micro_batch, world_size, rank)
+
+    def note(self) -> str:
+        """For the determinism report."""
+        serving = ", ".join(map(str, serving_world_sizes(self.micro_batches)))
+        return (
+            f"world-size invariant: {self.micro_batches} micro-batches of {self.micro_batch}; "
+            f"the same weights and metrics for world sizes {serving} on the same hardware type "
+            f"and library versions; intra-op threads pinned to {INTRA_OP_THREADS} on CPU; on GPU "
+            "the debug/eval determinism flags apply (no cudnn.benchmark, TF32 or AMP)"
+        )
+
+    def describe(self) -> dict[str, int | list[int]]:
+        return {
+            "global_batch_size": self.global_batch,
+            "micro_batch_size": self.micro_batch,
+            "micro_batches": self.micro_batches,
+            "serving_world_sizes": serving_world_sizes(self.micro_batches),
+            "intra_op_threads": INTRA_OP_THREADS,
+        }
+
+
+def pin_threads(device: torch.device) -> None:
+    """On CPU the intra-op thread count changes results; on GPU it does not matter."""
+    if device.type == "cpu":
+        torch.set_num_threads(INTRA_OP_THREADS)
+
+
+class BatchNormReplay:
+    """Running statistics as if one process had seen the micro-batches in global order."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = [
+            module
+            for module in model.modules()
+            if isinstance(module, _BatchNorm) and module.track_running_stats
+        ]
+        self._snapshot: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._momentum: list[float | None] = []
+
+    @property
+    def stats_size(self) -> int:
+        """Values captured per micro-batch: mean and variance of every layer."""
+        return sum(2 * layer.num_features for layer in self.layers)
+
+    def begin_step(self) -> None:
+        self._snapshot = [
+            (
+                layer.running_mean.clone(),
+                layer.running_var.clone(),
+                layer.num_batches_tracked.clone(),
+            )  # type: ignore[union-attr]
+            for layer in self.layers
+        ]
+        self._momentum = [layer.momentum for layer in self.layers]
+        for layer in self.layers:
+            layer.momentum = 1.0  # the buffers become exactly this micro-batch's statistics
+
+    def capture(self) -> torch.Tensor:
+        """After a micro-batch's forward: its mean and (unbiased) variance of every layer."""
+        parts = [
+            torch.cat([layer.running_mean, layer.running_var])  # type: ignore[list-item]
+            for layer in self.layers
+        ]
+        return torch.cat(parts).float() if parts else torch.zeros(0)
+
+    def finish_step(self, stats: list[torch.Tensor]) -> None:
+        """Restore the snapshot, then apply each micro-batch's update in global order."""
+        for layer, (mean, var, tracked), momentum in zip(
+            self.layers, self._snapshot, self._momentum, strict=True
+        ):
+            layer.momentum = momentum
+            layer.running_mean.copy_(mean)  # type: ignore[union-attr]
+            layer.running_var.copy_(var)  # type: ignore[union-attr]
+            layer.num_batches_tracked.copy_(tracked)  # type: ignore[union-attr]
+        for captured in stats:
+            offset = 0
+            for layer in self.layers:
+                width = layer.num_features
+                batch_mean = captured[offset : offset + width]
+                batch_var = captured[offset + width : offset + 2 * width]
+                offset += 2 * width
+                layer.num_batches_tracked.add_(1)  # type: ignore[union-attr]
+                factor = (
+                    layer.momentum
+                    if layer.momentum is not None
+                    else 1.0 / float(layer.num_batches_tracked)  # type: ignore[arg-type]
+                )
+                running_mean, running_var = layer.running_mean, layer.running_var
+                running_mean.mul_(1 - factor).add_(batch_mean.to(running_mean), alpha=factor)  # type: ignore[union-attr]
+                running_var.mul_(1 - factor).add_(batch_var.to(running_var), alpha=factor)  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class InvariantMode:
+    """What the trainer needs to run the mode: the layout, and the seed of micro-batch j of
+    step k (`SeedPlan.seed("microbatch", k, j)`)."""
+
+    layout: MicroBatchLayout
+    micro_batch_seed: Callable[[int, int], int]
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor  # mean loss of the global batch (a 0-d tensor on the device)
+    correct: torch.Tensor  # correct predictions in the global batch
+    samples: int  # B
+
+
+class InvariantStep:
+    """One optimizer step over the global batch, identical for every world size it serves."""
+
+    def __init__(self, model: nn.Module, mode: InvariantMode) -> None:
+        self.model = model
+        self.layout = mode.layout
+        self.micro_batch_seed = mode.micro_batch_seed
+        self.distributed = mode.layout.world_size > 1
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.batchnorm = BatchNormReplay(model)
+        self.bytes_per_step = 0  # what all_gather brings to this rank, for the benchmark
+
+    def gradients(
+        self,
+        step: int,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+    ) -> StepResult:
+        """Leave the mean gradient of the global batch in every parameter's `.grad`."""
+        layout = self.layout
+        b = layout.micro_batch
+        lo, hi = layout.block
+        if images.shape[0] != (hi - lo) * b:
+            raise RuntimeError(
+                f"world-size-invariant step: this rank got {images.shape[0]} samples, expected "
+                f"{(hi - lo) * b} ({hi - lo} micro-batches of {b})"
+            )
+        self.batchnorm.begin_step()
+        captured: list[torch.Tensor] = []
+
+        def leaf(j: int) -> torch.Tensor:
+            local = slice((j - lo) * b, (j - lo + 1) * b)
+            torch.manual_seed(self.micro_batch_seed(step, j))
+            for parameter in self.parameters:
+                parameter.grad = None
+            with torch.enable_grad():
+                logits = forward(images[local])
+                loss = F.cross_entropy(logits, labels[local])
+                loss.backward()
+            captured.append(self.batchnorm.capture())
+            with torch.no_grad():
+                correct = (logits.argmax(dim=1) == labels[local]).sum()
+                grads = [
+                    torch.zeros_like(p).reshape(-1) if p.grad is None else p.grad.reshape(-1)
+                    for p in self.parameters
+                ]
+                return torch.cat([*grads, loss.detach().reshape(1), correct.reshape(1).float()])
+
+        with torch.no_grad():
+            partial = tree_sum(lo, hi, leaf, {})
+            stats = torch.cat([partial, *captured])
+            gathered = self._all_gather(stats)
+            size = partial.numel()
+            known = {
+                rank_block(layout.micro_batches, layout.world_size, r): g[:size]
+                for r, g in enumerate(gathered)
+            }
+            total = tree_sum(0, layout.micro_batches, _no_leaf, known)
+            per_micro = self.batchnorm.stats_size
+            all_stats = [
+                g[size + i * per_micro : size + (i + 1) * per_micro]
+                for g in gathered
+                for i in range(hi - lo)
+            ]
+            self.batchnorm.finish_step(all_stats)
+            mean = total / layout.micro_batches
+            offset = 0
+            for parameter in self.parameters:
+                count = parameter.numel()
+                parameter.grad = mean[offset : offset + count].view_as(parameter).clone()
+                offset += count
+        return StepResult(mean[offset], total[offset + 1], layout.global_batch)
+
+    def _all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        if not self.distributed:
+            return [tensor]
+        gathered = [torch.empty_like(tensor) for _ in range(self.layout.world_size)]
+        dist.all_gather(gathered, tensor)
+        self.bytes_per_step = tensor.numel() * tensor.element_size() * (self.layout.world_size - 1)
+        return gathered
+
+
+def _no_leaf(j: int) -> torch.Tensor:
+    raise AssertionError(f"micro-batch {j} belongs to a rank block; the gather should hold it")

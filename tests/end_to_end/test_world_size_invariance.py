@@ -1,0 +1,180 @@
+"""The world-size-invariant mode: the same bits on 1, 2 or 4 gloo processes, resumed across them.
+
+The job: 384 samples in global batches of 32 cut into micro-batches of 8 (M = 4, so W = 1, 2, 4
+are served), 12 steps per epoch, 2 epochs, the default model (BatchNorm and dropout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from engine.provenance import state_dict_sha256
+from engine.rundir import benchmark_directory, read_json
+from tests.conftest import TINY, RunResult, run_command, run_train
+
+pytestmark = pytest.mark.slow
+
+INVARIANT = (
+    "data.global_batch_size=32",
+    "trainer.micro_batch_size=8",
+    "trainer.world_size_invariant=true",
+)
+
+
+def invariant_run(output: Path, nproc: int, *more: str, **options: Any) -> RunResult:
+    return run_train(output, *INVARIANT, *more, nproc=nproc, **options)
+
+
+def fingerprint(run: RunResult) -> dict[str, str]:
+    """sha256 of the weights (BatchNorm buffers included) and of the optimizer state."""
+    checkpoint = run.checkpoint()
+    optimizer = hashlib.sha256()
+    for index, state in sorted(checkpoint["optimizer"]["state"].items()):
+        for name, value in sorted(state.items()):
+            tensor = torch.as_tensor(value).contiguous()
+            optimizer.update(f"{index}|{name}|".encode())
+            optimizer.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {
+        "weights": state_dict_sha256(checkpoint["model"]),
+        "buffers": state_dict_sha256(
+            {k: v for k, v in checkpoint["model"].items() if "running" in k or "batches" in k}
+        ),
+        "optimizer": optimizer.hexdigest(),
+    }
+
+
+def logged(run: RunResult) -> list[dict[str, Any]]:
+    """metrics.jsonl without the one timing column."""
+    return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in run.metrics()]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """One process, debug, no workers: the run every other world size must reproduce."""
+    return invariant_run(tmp_path_factory.mktemp("w1"), 1)
+
+
+@pytest.mark.parametrize(
+    ("nproc", "profile", "workers"),
+    [(2, "debug", 2), (4, "debug", 0), (1, "eval", 2), (4, "eval", 2)],
+)
+def test_weights_buffers_optimizer_and_metrics_equal_for_1_2_4_processes(
+    reference: RunResult, tmp_path: Path, nproc: int, profile: str, workers: int
+) -> None:
+    run = invariant_run(tmp_path, nproc, "--profile", profile, f"data.num_workers={workers}")
+    assert fingerprint(run) == fingerprint(reference)
+    assert run.manifest()["final_metrics"] == reference.manifest()["final_metrics"]
+    assert logged(run) == logged(reference)
+    assert run.manifest()["world_size"] == nproc
+    invariance = run.manifest()["world_size_invariance"]
+    assert invariance["micro_batches"] == 4 and invariance["serving_world_sizes"] == [1, 2, 4]
+    assert invariance["intra_op_threads"] == 1
+    assert run.manifest()["determinism"]["environment"]["torch_num_threads"] == 1
+    assert any("world-size invariant" in n for n in run.manifest()["determinism"]["notes"])
+
+
+def test_resume_4_then_2_then_1_processes_mid_epoch_equals_uninterrupted(
+    reference: RunResult, tmp_path: Path
+) -> None:
+    invariant_run(tmp_path, 4, "trainer.max_steps=5")  # stops in epoch 0, batch 5 of 12
+    second = invariant_run(tmp_path, 2, "trainer.max_steps=17", "--resume", "auto")
+    assert second.manifest()["resumed_from_step"] == 5
+    last = invariant_run(tmp_path, 1, "--resume", "auto")
+    assert last.manifest()["resumed_from_step"] == 17
+    assert fingerprint(last) == fingerprint(reference)
+    assert logged(last) == logged(reference)
+
+
+def test_sigkill_at_2_processes_then_resume_auto_at_1_equals_uninterrupted(
+    reference: RunResult, tmp_path: Path
+) -> None:
+    killed = invariant_run(
+        tmp_path,
+        2,
+        "trainer.checkpoint_every_steps=4",
+        entry="tests/helpers/planted_train.py",
+        env={"PLANTED_SIGKILL_AT_STEP": "10"},
+        check=False,
+    )
+    assert killed.returncode != 0
+    resumed = invariant_run(tmp_path, 1, "trainer.checkpoint_every_steps=4", "--resume", "auto")
+    assert resumed.manifest()["resumed_from_step"] == 8
+    assert fingerprint(resumed) == fingerprint(reference)
+
+
+def test_a_world_size_the_mode_cannot_serve_is_refused_naming_those_that_work(
+    tmp_path: Path,
+) -> None:
+    refused = invariant_run(tmp_path, 3, check=False)
+    assert refused.returncode != 0
+    errors = [line for line in refused.process.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: trainer.world_size_invariant: 3 processes cannot share "
+        "data.global_batch_size=32 in micro-batches of trainer.micro_batch_size=8 "
+        "(4 micro-batches, each rank a subtree of one summation tree); world sizes that work: "
+        "1, 2, 4"
+    ]
+    assert "Traceback" not in refused.process.stdout and 'train.py", line' not in refused.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_without_the_mode_1_and_2_processes_differ(reference: RunResult, tmp_path: Path) -> None:
+    """The same global batch of 32 without the mode: the world size changes the result."""
+    one = run_train(tmp_path / "one", "data.global_batch_size=32")
+    two = run_train(tmp_path / "two", "data.global_batch_size=32", nproc=2)
+    assert fingerprint(one)["weights"] != fingerprint(two)["weights"]
+    assert fingerprint(one)["weights"] != fingerprint(reference)["weights"]
+
+
+def test_a_checkpoint_of_the_mode_still_refuses_another_global_batch(
+    reference: RunResult, tmp_path: Path
+) -> None:
+    invariant_run(tmp_path, 2, "trainer.max_steps=3")
+    refused = run_train(
+        tmp_path,
+        "data.global_batch_size=64",
+        "trainer.micro_batch_size=8",
+        "trainer.world_size_invariant=true",
+        "--resume",
+        "auto",
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "cannot resume: data.global_batch_size differs (checkpoint 32, now 64)" in (
+        refused.process.stderr
+    )
+
+
+def test_benchmark_aggregates_are_identical_with_1_and_2_processes(tmp_path: Path) -> None:
+    reports = {}
+    for nproc in (1, 2):
+        output = tmp_path / f"nproc{nproc}"
+        done = run_command(
+            [
+                sys.executable,
+                "-m",
+                "tools.benchmark",
+                "--seeds",
+                "0",
+                "1",
+                "--nproc",
+                str(nproc),
+                "--output-dir",
+                str(output),
+                "--",
+                *TINY,
+                *INVARIANT,
+            ]
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        reports[nproc] = read_json(benchmark_directory(output, "default", "eval") / "report.json")
+    assert reports[1]["aggregate"] == reports[2]["aggregate"]
+    assert [s["weights_sha256"] for s in reports[1]["seeds"]] == [
+        s["weights_sha256"] for s in reports[2]["seeds"]
+    ]
