@@ -55,7 +55,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup train verify benchmark bench-speed bench-invariance diagnose docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
+.PHONY: help setup train verify benchmark compare bench-speed bench-invariance diagnose docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -81,6 +81,14 @@ JOBS        ?= 1
 benchmark: $(STAMP) ## Several seeds -> mean ± std report: make benchmark SEEDS="0 1 2 3 4" [PROFILE=eval] [JOBS=2]
 	$(PY) -m tools.benchmark --seeds $(SEEDS) --profile $(or $(PROFILE),eval) --config $(CONFIG) \
 		--output-dir $(or $(OUTPUT_DIR),runs) --jobs $(JOBS) --nproc $(NPROC) -- $(ARGS)
+
+A           ?=
+B           ?=
+METRICS     ?=
+compare: $(STAMP) ## Is B better than A? Seed-paired: make compare A="k=v .." B="k=v .." SEEDS="0 1 2 3 4"
+	$(PY) -m tools.compare --a "$(A)" --b "$(B)" --seeds $(SEEDS) --profile $(or $(PROFILE),eval) \
+		--config $(CONFIG) --output-dir $(or $(OUTPUT_DIR),runs/compare) --jobs $(JOBS) --nproc $(NPROC) \
+		$(if $(METRICS),--metrics $(METRICS)) -- $(ARGS)
 
 diagnose: $(STAMP) ## Print every seed stream per rank and check it against the plan: make diagnose NPROC=2
 	$(LAUNCH) -m tools.diagnose $(if $(SEED),--seed $(SEED))

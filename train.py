@@ -18,7 +18,12 @@ from engine.distributed import init_distributed, shutdown
 from engine.errors import UserError, run_reporting_user_errors
 from engine.invariance import InvariantMode, MicroBatchLayout, pin_threads
 from engine.recorder import RunIdentity, RunRecorder
-from engine.resume import check_same_computation, computation_fingerprint, decide_resume
+from engine.resume import (
+    check_same_computation,
+    computation_fingerprint,
+    decide_resume,
+    flatten,
+)
 from engine.rundir import RunDirectory
 from engine.trainer import Trainer
 from models import build_model
@@ -133,15 +138,8 @@ def run_identity(
         settings=config.model_dump(mode="json"),
         config_yaml=config_to_yaml(config),
         determinism=config.determinism,
-        hyperparameters={
-            "seed": config.seed,
-            "profile": config.profile,
-            "model": config.model.name,
-            "dataset": config.data.name,
-            "batch_size": config.data.batch_size,
-            "lr": config.optim.lr,
-            "epochs": config.trainer.epochs,
-        },
+        # Every resolved key (dotted), so TensorBoard's HParams tab can set runs side by side.
+        hyperparameters=flatten(config.model_dump(mode="json")),
         epochs=config.trainer.epochs,
         keep_checkpoints=config.trainer.keep_checkpoints,
         git=git,

@@ -64,11 +64,12 @@ RESUMABLE_CHANGES = (
 )
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`: configs compared key by key."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -81,7 +82,7 @@ def computation_fingerprint(
 
     `settings` is the resolved config as plain values (`Config.model_dump(mode="json")`).
     """
-    flat = _flatten(settings)
+    flat = flatten(settings)
     for key in (*RESUMABLE_CHANGES, "name"):
         flat.pop(key, None)
     # In the world-size-invariant mode the world size changes nothing that is computed.

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from engine.atomic import atomic_write_text
 from engine.checkpoint import LAST, load_checkpoint
 from engine.errors import UserError
@@ -138,6 +140,12 @@ class RunDirectory:
     # ----------------------------------------------------------------- readers
     def read_manifest(self) -> dict[str, Any] | None:
         return read_json(self.manifest_file) if self.manifest_file.is_file() else None
+
+    def read_config(self) -> dict[str, Any] | None:
+        """The resolved config the run was started with (config.yaml)."""
+        if not self.config_file.is_file():
+            return None
+        return yaml.safe_load(self.config_file.read_text())
 
     def read_metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
         """metrics.jsonl records, all or of one kind (`step` or `epoch`)."""

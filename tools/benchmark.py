@@ -12,178 +12,15 @@ resume from their checkpoint, a failing seed is reported without losing the othe
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from configs import Config, load_config, parse_seed
+from configs import Config, load_config
 from engine.determinism import PROFILES
 from engine.errors import UserError, run_reporting_user_errors
-from engine.provenance import REPO_ROOT
 from engine.rundir import RunDirectory, benchmark_directory, write_json
 from tools.aggregate import aggregate, format_summary
-from tools.launch import launch_environment, local_launcher
-
-METRICS = ("val_acc", "val_loss", "best_val_acc")
-
-
-@dataclass(frozen=True)
-class SeedJob:
-    seed: int
-    run_dir: RunDirectory
-    log: Path
-    resume: bool
-    env: dict[str, str]
-
-
-def parse_seeds(texts: list[str]) -> list[int]:
-    if not texts:
-        raise UserError('no seeds given: use SEEDS="0 1 2" (or --seeds 0 1 2)')
-    seeds = []
-    for text in texts:
-        try:
-            seeds.append(parse_seed(text))
-        except UserError:
-            raise UserError(f"seed {text!r} is not an integer in [0, 2**64)") from None
-    duplicates = sorted({seed for seed in seeds if seeds.count(seed) > 1})
-    if duplicates:
-        raise UserError(f"duplicate seed(s): {', '.join(map(str, duplicates))}")
-    return seeds
-
-
-def job_environment(slot: int, jobs: int, nproc: int) -> dict[str, str]:
-    """Divide the CPU threads between concurrent runs; spread runs over the visible GPUs."""
-    env = launch_environment()
-    if jobs > 1:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // (jobs * nproc)))
-        gpus = torch.cuda.device_count()
-        if gpus:
-            first = (slot * nproc) % gpus
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(
-                str((first + i) % gpus) for i in range(min(nproc, gpus))
-            )
-    return env
-
-
-def command_for(job: SeedJob, arguments: argparse.Namespace, overrides: list[str]) -> list[str]:
-    launcher = local_launcher(arguments.nproc)
-    command = [
-        *launcher,
-        arguments.entry,
-        "--config",
-        arguments.config,
-        "--profile",
-        arguments.profile,
-        "--seed",
-        str(job.seed),
-        "--output-dir",
-        arguments.output_dir,
-        *overrides,
-    ]
-    return command + (["--resume", "auto"] if job.resume else [])
-
-
-def epoch_curves(run_dir: RunDirectory) -> list[dict[str, Any]]:
-    return [
-        {"epoch": r["epoch"], "val_acc": r["val_acc"], "val_loss": r["val_loss"]}
-        for r in run_dir.read_metrics("epoch")
-    ]
-
-
-def best_epoch(run_dir: RunDirectory) -> tuple[float | None, int | None]:
-    curve = epoch_curves(run_dir)
-    if not curve:
-        return None, None
-    best = max(curve, key=lambda point: point["val_acc"])
-    return best["val_acc"], best["epoch"]
-
-
-def collect(
-    seed: int, run_dir: RunDirectory, log: Path, returncode: int | None, reused: bool
-) -> dict[str, Any]:
-    manifest = run_dir.read_manifest() or {}
-    best, best_at = best_epoch(run_dir)
-    completed = returncode in (0, None) and manifest.get("status") == "completed"
-    result: dict[str, Any] = {
-        "seed": seed,
-        "status": "completed" if completed else "failed",
-        "reused": reused,
-        "final_metrics": manifest.get("final_metrics"),
-        "best_val_acc": best,
-        "best_epoch": best_at,
-        "wall_time_s": manifest.get("wall_time_s"),
-        "weights_sha256": manifest.get("final_weights_sha256"),
-        "run_dir": str(run_dir),
-        "log": str(log),
-    }
-    if completed:
-        result["metrics"] = {**manifest["final_metrics"], "best_val_acc": best}
-    else:
-        lines = log.read_text().strip().splitlines() if log.is_file() else []
-        errors = [line for line in lines if line.startswith("error:")]
-        result["error"] = (errors or lines or [f"exit code {returncode}"])[-1][:300]
-    return result
-
-
-class Progress:
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = 0
-        self.failed = 0
-        self.started = time.perf_counter()
-        self.lock = threading.Lock()
-
-    def say(self, message: str) -> None:
-        with self.lock:
-            print(message, flush=True)
-
-    def finish(self, result: dict[str, Any]) -> None:
-        with self.lock:
-            self.done += 1
-            self.failed += result["status"] == "failed"
-            elapsed = time.perf_counter() - self.started
-            if result["status"] == "completed":
-                line = (
-                    f"[seed {result['seed']}] completed: val_acc {result['metrics']['val_acc']:.4f}"
-                )
-                line += " (reused)" if result["reused"] else f" in {result['wall_time_s']:.1f}s"
-            else:
-                line = f"[seed {result['seed']}] FAILED: {result['error']} (log: {result['log']})"
-            print(line, flush=True)
-            print(
-                f"progress: {self.done}/{self.total} seeds done, {self.failed} failed, {elapsed:.0f}s elapsed",
-                flush=True,
-            )
-
-
-def run_all(
-    jobs: list[SeedJob], arguments: argparse.Namespace, overrides: list[str], progress: Progress
-) -> list[dict[str, Any]]:
-    def run_one(job: SeedJob) -> dict[str, Any]:
-        progress.say(
-            f"[seed {job.seed}] {'resuming' if job.resume else 'starting'} -> {job.run_dir} (log: {job.log})"
-        )
-        with job.log.open("w") as log:
-            done = subprocess.run(
-                command_for(job, arguments, overrides),
-                cwd=REPO_ROOT,
-                env=job.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        result = collect(job.seed, job.run_dir, job.log, done.returncode, reused=False)
-        progress.finish(result)
-        return result
-
-    with ThreadPoolExecutor(max_workers=arguments.jobs) as pool:
-        return list(pool.map(run_one, jobs))
+from tools.seed_runs import METRICS, Launch, Variant, epoch_curves, parse_seeds, run_variants
 
 
 def write_markdown(
@@ -293,23 +130,9 @@ def main() -> int:
     overrides = [item for item in arguments.overrides if item != "--"]
     config = load_config(arguments.config, arguments.profile, seeds[0], overrides)  # validates once
     bench_dir = benchmark_directory(arguments.output_dir, config.name, config.profile)
-    (bench_dir / "logs").mkdir(parents=True, exist_ok=True)
-
-    progress = Progress(len(seeds))
-    reused, pending = [], []
-    for seed in seeds:
-        run_dir = RunDirectory.of(arguments.output_dir, config.name, config.profile, seed)
-        log = bench_dir / "logs" / f"seed{seed}.log"
-        if run_dir.is_completed():
-            result = collect(seed, run_dir, log, None, reused=True)
-            progress.finish(result)
-            reused.append(result)
-        else:
-            env = job_environment(len(pending), arguments.jobs, arguments.nproc)
-            pending.append(SeedJob(seed, run_dir, log, resume=run_dir.holds_a_run(), env=env))
-    fresh = run_all(pending, arguments, overrides, progress)
-    by_seed = {r["seed"]: r for r in [*reused, *fresh]}
-    results = [by_seed[seed] for seed in seeds]
+    variant = Variant("", arguments.config, config.name, tuple(overrides), arguments.output_dir)
+    launch = Launch(arguments.profile, arguments.jobs, arguments.nproc, arguments.entry)
+    results = run_variants([variant], seeds, launch, bench_dir / "logs")[""]
 
     summary = aggregate(results, METRICS)
     first = next((r for r in results if r["status"] == "completed"), None)

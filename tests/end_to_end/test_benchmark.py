@@ -75,7 +75,7 @@ def test_three_seeds_end_to_end_then_reuse(tmp_path: Path) -> None:
     markdown = (bench / "report.md").read_text()
     assert "±" in markdown and "95 %" in markdown and "bitwise reproducible" in markdown
     assert (bench / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "progress: 3/3 seeds done, 0 failed" in done.stdout
+    assert "progress: 3/3 runs done, 0 failed" in done.stdout
 
     manifests = {p: p.stat().st_mtime_ns for p in (r.manifest_file for r in find_runs(tmp_path))}
     again = benchmark(tmp_path, "0", "1", "2")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from engine.provenance import state_dict_sha256
 from tests.conftest import (
@@ -92,7 +93,15 @@ def test_tensorboard_events_read_back(single_run) -> None:
     val_acc = [event.value for event in events.Scalars("epoch/val_acc")]
     final = single_run.manifest()["final_metrics"]["val_acc"]
     assert len(val_acc) == 2 and val_acc[-1] == pytest.approx(final, abs=1e-6)
-    assert "hparams" in events.PluginTagToContent("hparams") or events.PluginTagToContent("hparams")
+    # HParams tab: every resolved config key, and the final metrics as its metrics.
+    content = events.PluginTagToContent("hparams")
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert hparams["optim.lr"].number_value == pytest.approx(0.05)
+    assert hparams["model.name"].string_value == "smallcnn"
+    assert hparams["seed"].number_value == 42 and hparams["world_size"].number_value == 1
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"final/val_acc", "final/val_loss"}
 
 
 def test_existing_run_is_refused_and_left_untouched(single_run) -> None:

@@ -2,7 +2,9 @@
 
 - `planted_put`: the small CNN plus a `Tensor.put_` in forward, an op with no deterministic
   implementation (it raises under the debug profile even on CPU; eval must record it).
-- PLANTED_FAIL_SEED=k makes the run with `--seed k` fail (benchmark test).
+- PLANTED_FAIL_SEED=k makes the run with `--seed k` fail (benchmark test); with
+  PLANTED_FAIL_ARG=token too, only a run whose arguments hold that token (one variant of a
+  comparison).
 - `planted_divergence`: the small CNN whose logits get noise from os.urandom from the
   PLANTED_DIVERGE_AT-th training forward on: two runs agree until then and differ after.
 - PLANTED_SIGKILL_AT_STEP=k: the last rank kills itself with SIGKILL right after optimizer step k,
@@ -67,11 +69,13 @@ def _diverging(config: ModelConfig, num_classes: int, image_size: int) -> Diverg
 def _fail_if_planted() -> None:
     """PLANTED_FAIL_SEED=k: the run with --seed k fails with a one-line error (benchmark test)."""
     planted = os.environ.get("PLANTED_FAIL_SEED")
+    only_with = os.environ.get("PLANTED_FAIL_ARG")
     arguments = sys.argv[1:]
     if (
         planted is not None
         and "--seed" in arguments
         and arguments[arguments.index("--seed") + 1] == planted
+        and (only_with is None or only_with in arguments)
     ):
         print(f"error: planted failure for seed {planted}", file=sys.stderr)
         sys.exit(2)

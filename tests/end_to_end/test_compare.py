@@ -1,0 +1,162 @@
+"""`make compare`: seed-paired comparison of two configurations, end to end on tiny runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.rundir import RunDirectory, find_runs, read_json
+from tests.conftest import TINY, run_command, run_train
+
+LOW_LR = "optim.lr=0.0005"  # 100x too small: a planted large difference
+
+
+def compare(
+    output: Path,
+    a: str,
+    b: str,
+    *seeds: str,
+    more: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    entry: str = "train.py",
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "tools.compare",
+        "--a",
+        a,
+        "--b",
+        b,
+        "--seeds",
+        *seeds,
+        "--output-dir",
+        str(output),
+        "--entry",
+        entry,
+        *more,
+        "--",
+        *TINY,
+    ]
+    return run_command(command, env=env)
+
+
+def report(output: Path) -> dict[str, Any]:
+    return read_json(output / "compare.json")
+
+
+@pytest.mark.slow
+def test_a_against_itself_differs_by_exactly_zero(tmp_path: Path) -> None:
+    done = compare(tmp_path, "model.width=8", "model.width=8", "0", "1", "2")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = report(tmp_path)
+    assert result["differing_keys"] == {}
+    assert result["profile"] == "eval" and result["world_size"] == 1
+    assert "every difference must be exactly 0" in " ".join(result["pairing"]["notes"])
+    for metric in ("val_acc", "val_loss", "best_val_acc"):
+        stats = result["metrics"][metric]
+        assert [pair["diff"] for pair in stats["per_seed"].values()] == [0.0, 0.0, 0.0]
+        assert stats["paired_ci95"] == [0.0, 0.0]
+        assert stats["verdict"] == "no evidence of a difference at 95 %"
+    assert (tmp_path / "compare.md").is_file()
+    assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_a_planted_difference_is_found_with_its_sign_then_a_rerun_trains_nothing(
+    tmp_path: Path,
+) -> None:
+    done = compare(tmp_path, "", LOW_LR, "0", "1", "2", more=("--jobs", "2"))
+    assert done.returncode == 2 and done.stderr.startswith("error: A is missing")
+    assert not tmp_path.joinpath("A").exists()
+
+    done = compare(tmp_path, "optim.lr=0.05", LOW_LR, "0", "1", "2", more=("--jobs", "2"))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = report(tmp_path)
+    assert result["differing_keys"] == {"optim.lr": [0.05, 0.0005]}
+    assert result["pairing"]["shares_data_order_and_augmentation"] is True
+    accuracy, loss = result["metrics"]["val_acc"], result["metrics"]["val_loss"]
+    assert accuracy["verdict"].startswith("B lower (worse)") and accuracy["paired_ci95"][1] < 0
+    assert loss["verdict"].startswith("B higher (worse)") and loss["paired_ci95"][0] > 0
+    assert accuracy["p_improvement"] == 0.0 and loss["higher_is_better"] is False
+    for stats in (accuracy, loss):
+        paired, unpaired = stats["paired_ci95"], stats["unpaired_ci95"]
+        assert paired[1] - paired[0] < unpaired[1] - unpaired[0]
+    assert "progress: 6/6 runs done, 0 failed" in done.stdout
+
+    manifests = {run.manifest_file: run.manifest_file.stat().st_mtime_ns for run in runs(tmp_path)}
+    again = compare(tmp_path, "optim.lr=0.05", LOW_LR, "0", "1", "2")
+    assert again.returncode == 0 and again.stdout.count("(reused)") == 6
+    assert {path: path.stat().st_mtime_ns for path in manifests} == manifests
+    assert report(tmp_path)["metrics"]["val_acc"] == accuracy
+
+    other = compare(tmp_path, "optim.lr=0.05", "optim.lr=0.001", "0")
+    assert other.returncode == 2
+    assert other.stderr.strip().startswith(
+        "error: "
+    ) and "holds a run of another configuration" in (other.stderr)
+
+
+def runs(output: Path) -> list[RunDirectory]:
+    return find_runs(output / "A") + find_runs(output / "B")
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_and_a_seed_failing_in_one_variant_is_left_out(
+    tmp_path: Path,
+) -> None:
+    killed = run_train(
+        tmp_path / "B",
+        "--seed",
+        "1",
+        "--profile",
+        "eval",
+        LOW_LR,
+        "trainer.checkpoint_every_steps=4",
+        entry="tests/helpers/planted_train.py",
+        env={"PLANTED_SIGKILL_AT_STEP": "5"},
+        check=False,
+    )
+    assert killed.returncode == -9
+    done = compare(
+        tmp_path,
+        "optim.lr=0.05",
+        LOW_LR,
+        "0",
+        "1",
+        "2",
+        entry="tests/helpers/planted_train.py",
+        env={"PLANTED_FAIL_SEED": "2", "PLANTED_FAIL_ARG": LOW_LR},
+    )
+    assert done.returncode == 1
+    result = report(tmp_path)
+    assert list(result["excluded_seeds"]) == ["2"]
+    assert "failed in B: error: planted failure for seed 2" in result["excluded_seeds"]["2"]
+    assert list(result["metrics"]["val_acc"]["per_seed"]) == ["0", "1"]
+    assert result["metrics"]["val_acc"]["n_pairs"] == 2
+    resumed = RunDirectory.of(tmp_path / "B", "default", "eval", 1).read_manifest()
+    assert resumed is not None and resumed["resumed_from_step"] == 4
+    assert "left out of the pairs" in (tmp_path / "compare.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "more", "message"),
+    [
+        ("optim.lr=0.1", "", (), "error: B is missing"),
+        ("optim.lrr=0.1", "optim.lr=0.1", (), "error: A: unknown config key 'optim.lrr'"),
+        ("optim.lr=0.1", "optim.lr=0.2", ("--metrics", "val_f1"), "error: unknown metric 'val_f1'"),
+        ("optim.lr=0.1", "optim.lr", (), "error: B: malformed override 'optim.lr'"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    tmp_path: Path, a: str, b: str, more: tuple[str, ...], message: str
+) -> None:
+    done = compare(tmp_path / "out", a, b, "0", "1", more=more)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith(message)
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,297 @@
+"""Is B better than A? `make compare A="k=v ..." B="k=v ..." SEEDS="0 1 2 3 4"`.
+
+    python -m tools.compare --a "optim.lr=0.05" --b "optim.lr=0.1" --seeds 0 1 2 3 4
+                            [--profile eval] [--config PATH] [--output-dir runs/compare]
+                            [--jobs N] [--nproc N] [--metrics val_acc val_loss] [-- key=value ...]
+
+A and B are each a list of `key=value` overrides, optionally led by a config file
+(`--a "configs/other.yaml model.width=32"`); both start from --config and the common overrides
+after `--`. Every (variant, seed) runs as a normal train.py run under `<output-dir>/A/` and
+`<output-dir>/B/` (the multi-seed benchmark's runner: resumable, failures isolated, progress
+lines), then `compare.json`, `compare.md` and `compare.png` are written to `<output-dir>/`.
+Statistics: `tools/paired.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+from typing import Any
+
+from configs import Config, load_config
+from engine.determinism import PROFILES
+from engine.errors import UserError, run_reporting_user_errors
+from engine.resume import RESUMABLE_CHANGES, flatten
+from engine.rundir import RunDirectory, write_json
+from tools.paired import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, compare_metric
+from tools.seed_runs import METRICS, Launch, Variant, parse_seeds, run_variants
+
+# Keys that change which samples are drawn, in which order, or how they are augmented.
+_LOADER_ONLY = {"data.num_workers", "data.persistent_workers", "data.root", "data.download"}
+_BATCHING = {"data.batch_size", "data.global_batch_size"}
+
+
+def parse_variant(text: str, label: str, default_config: str) -> tuple[str, tuple[str, ...]]:
+    """`[config.yaml] key=value ...` -> (config path, overrides)."""
+    tokens = shlex.split(text or "")
+    if not tokens:
+        raise UserError(
+            f'{label} is missing: give it as {label}="key=value ..." (or a config file)'
+        )
+    config = default_config
+    if "=" not in tokens[0] and tokens[0].endswith((".yaml", ".yml")):
+        config, tokens = tokens[0], tokens[1:]
+    for token in tokens:
+        if "=" not in token:
+            raise UserError(f"{label}: malformed override {token!r}: expected dotted.key=value")
+    return config, tuple(tokens)
+
+
+def settings_without_seed(config: Config) -> dict[str, Any]:
+    flat = flatten(config.model_dump(mode="json"))
+    flat.pop("seed", None)
+    return flat
+
+
+def differing_keys(a: Config, b: Config) -> dict[str, list[Any]]:
+    first, second = settings_without_seed(a), settings_without_seed(b)
+    return {
+        key: [first.get(key), second.get(key)]
+        for key in sorted(set(first) | set(second))
+        if first.get(key) != second.get(key)
+    }
+
+
+def pairing(differences: dict[str, list[Any]]) -> dict[str, Any]:
+    """What a seed pair shares, computed from the keys that differ."""
+    computing = [key for key in differences if key not in _LOADER_ONLY and key != "name"]
+    draws = [k for k in computing if k.startswith("data.") and k not in _BATCHING]
+    notes = []
+    if draws:
+        notes.append(
+            f"{', '.join(draws)} changes which samples are drawn or how they are augmented: "
+            "pairs do not share data order and augmentation, so pairing cancels less noise"
+        )
+    elif any(key in _BATCHING for key in computing):
+        notes.append(
+            "the batch size differs: pairs share the data order and every sample's "
+            "augmentation, grouped into other batches"
+        )
+    else:
+        notes.append("pairs share the data order and every sample's augmentation")
+    if any(key.startswith("model.") for key in computing):
+        notes.append("the model differs: initial weights and dropout masks are drawn anew")
+    else:
+        notes.append("pairs start from the same initial weights")
+    if not computing:
+        notes.append("A and B compute the same thing: every difference must be exactly 0")
+    return {"shares_data_order_and_augmentation": not draws, "notes": notes}
+
+
+def check_reusable(variant: Variant, config: Config, seeds: list[int], profile: str) -> None:
+    """A folder that holds runs of another configuration is refused, not silently reused."""
+    expected = settings_without_seed(config)
+    for seed in seeds:
+        run = variant.run_dir(profile, seed)
+        saved = run.read_config()
+        if saved is None:
+            continue
+        found = flatten(saved)
+        found.pop("seed", None)
+        for key in sorted(set(expected) | set(found)):
+            if key not in RESUMABLE_CHANGES and expected.get(key) != found.get(key):
+                raise UserError(
+                    f"{run} holds a run of another configuration ({key}: "
+                    f"{found.get(key)!r}, asked {expected.get(key)!r}); use another --output-dir"
+                )
+
+
+def paired_values(
+    results: dict[str, list[dict[str, Any]]], metric: str
+) -> dict[int, tuple[float, float]]:
+    pairs = {}
+    for a, b in zip(results["A"], results["B"], strict=True):
+        if a["status"] == "completed" and b["status"] == "completed":
+            pairs[a["seed"]] = (float(a["metrics"][metric]), float(b["metrics"][metric]))
+    return pairs
+
+
+def excluded(results: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    left_out = {}
+    for a, b in zip(results["A"], results["B"], strict=True):
+        failed = [(label, r) for label, r in (("A", a), ("B", b)) if r["status"] != "completed"]
+        if failed:
+            left_out[str(a["seed"])] = "; ".join(
+                f"failed in {label}: {r['error']}" for label, r in failed
+            )
+    return left_out
+
+
+def write_markdown(path: Path, report: dict[str, Any]) -> None:
+    a, b = report["a"], report["b"]
+    lines = [
+        f"# Compare: B vs A, {len(report['seeds'])} seed(s), profile {report['profile']}",
+        "",
+        f"- A: `{a['spec']}` (config `{a['config']}`)",
+        f"- B: `{b['spec']}` (config `{b['config']}`)",
+        "- keys that differ (computed from the resolved configs): "
+        + (
+            ", ".join(f"`{k}`: {v[0]!r} → {v[1]!r}" for k, v in report["differing_keys"].items())
+            or "none"
+        ),
+        f"- seeds: {', '.join(map(str, report['seeds']))}; processes per run: {report['world_size']}",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
+        f"- paired by seed: {'; '.join(report['pairing']['notes'])}",
+        f"- statistics: {report['method']}",
+    ]
+    if report["excluded_seeds"]:
+        lines.append(
+            "- **left out of the pairs**: "
+            + "; ".join(f"seed {s}: {why}" for s, why in report["excluded_seeds"].items())
+        )
+    for metric, result in report["metrics"].items():
+        better = "higher" if result["higher_is_better"] else "lower"
+        lines += [
+            "",
+            f"## {metric} ({better} is better): {result['verdict']}",
+            "",
+            "| seed | A | B | B − A |",
+            "|---|---|---|---|",
+            *(
+                f"| {seed} | {v['a']:.4f} | {v['b']:.4f} | {v['diff']:+.4f} |"
+                for seed, v in result["per_seed"].items()
+            ),
+        ]
+        if result["n_pairs"] >= 2:
+            lines += [
+                "",
+                f"- mean B − A: {result['diff_mean']:+.4f} over {result['n_pairs']} pairs "
+                f"(A {result['a_mean']:.4f}, B {result['b_mean']:.4f})",
+                f"- paired t 95 % CI: {_interval(result['paired_ci95'])}; paired bootstrap "
+                f"95 % CI: {_interval(result['bootstrap_ci95'])}",
+                f"- unpaired (Welch) 95 % CI: {_interval(result['unpaired_ci95'])}: what the "
+                "same runs would say without pairing",
+                f"- P(B better than A) over seed pairs: {result['p_improvement']:.2f}",
+            ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _interval(interval: list[float] | None) -> str:
+    return "n/a" if interval is None else f"[{interval[0]:+.4f}, {interval[1]:+.4f}]"
+
+
+def plot(path: Path, report: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = report["metrics"]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4), dpi=110)
+    for axis, (metric, result) in zip(
+        axes if len(metrics) > 1 else [axes], metrics.items(), strict=True
+    ):
+        for seed, values in result["per_seed"].items():
+            axis.plot(
+                [0, 1], [values["a"], values["b"]], marker="o", alpha=0.7, label=f"seed {seed}"
+            )
+        axis.set_xticks([0, 1], ["A", "B"])
+        axis.set_xlim(-0.3, 1.3)
+        axis.set_title(f"{metric}\n{result['verdict']}", fontsize=8)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.compare", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--a", default="", help='variant A: "[config.yaml] key=value ..."')
+    parser.add_argument("--b", default="", help='variant B: "[config.yaml] key=value ..."')
+    parser.add_argument("--seeds", nargs="*", default=[])
+    parser.add_argument("--profile", choices=PROFILES, default="eval")
+    parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--output-dir", default="runs/compare")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--nproc", type=int, default=1)
+    parser.add_argument("--metrics", nargs="*", default=list(METRICS))
+    parser.add_argument("--entry", default="train.py", help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs=argparse.REMAINDER)
+    arguments = parser.parse_args()
+
+    # Everything is checked before anything is written or trained.
+    seeds = parse_seeds(" ".join(arguments.seeds).split())
+    if arguments.jobs < 1 or arguments.nproc < 1:
+        raise UserError("--jobs and --nproc must be at least 1")
+    unknown = [metric for metric in arguments.metrics if metric not in METRICS]
+    if unknown or not arguments.metrics:
+        raise UserError(
+            f"unknown metric {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"choose from {', '.join(METRICS)}"
+        )
+    common = tuple(item for item in arguments.overrides if item != "--")
+    output = Path(arguments.output_dir)
+    variants, configs, specs = [], {}, {}
+    for label, text in (("A", arguments.a), ("B", arguments.b)):
+        config_path, overrides = parse_variant(text, label, arguments.config)
+        try:
+            config = load_config(config_path, arguments.profile, seeds[0], (*common, *overrides))
+        except UserError as error:
+            raise UserError(f"{label}: {error}") from None
+        variant = Variant(
+            label, config_path, config.name, (*common, *overrides), str(output / label)
+        )
+        check_reusable(variant, config, seeds, arguments.profile)
+        variants.append(variant)
+        configs[label], specs[label] = config, (text, config_path)
+
+    launch = Launch(arguments.profile, arguments.jobs, arguments.nproc, arguments.entry)
+    results = run_variants(variants, seeds, launch, output / "logs")
+
+    first = next((r for rs in results.values() for r in rs if r["status"] == "completed"), None)
+    manifest = (RunDirectory(Path(first["run_dir"])).read_manifest() or {}) if first else {}
+    differences = differing_keys(configs["A"], configs["B"])
+    report = {
+        "a": {
+            "spec": specs["A"][0],
+            "config": specs["A"][1],
+            "overrides": list(variants[0].overrides),
+        },
+        "b": {
+            "spec": specs["B"][0],
+            "config": specs["B"][1],
+            "overrides": list(variants[1].overrides),
+        },
+        "differing_keys": differences,
+        "seeds": seeds,
+        "profile": arguments.profile,
+        "world_size": arguments.nproc,
+        "versions": manifest.get("versions", {}),
+        "determinism": manifest.get("determinism", {}).get("verdict", "n/a"),
+        "pairing": pairing(differences),
+        "method": (
+            "paired Student-t and paired BCa bootstrap (scipy.stats.bootstrap, "
+            f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}) 95 % CIs of mean(B − A); "
+            "unpaired Welch 95 % CI for contrast; P(B better than A) over seed pairs, ties 1/2"
+        ),
+        "bootstrap": {"seed": BOOTSTRAP_SEED, "resamples": BOOTSTRAP_RESAMPLES, "method": "BCa"},
+        "excluded_seeds": excluded(results),
+        "metrics": {
+            metric: compare_metric(paired_values(results, metric), metric)
+            for metric in arguments.metrics
+        },
+        "runs": results,
+    }
+    write_json(output / "compare.json", report)
+    write_markdown(output / "compare.md", report)
+    plot(output / "compare.png", report)
+    print((output / "compare.md").read_text())
+    print(f"report: {output}/compare.md, compare.json, compare.png")
+    return 1 if report["excluded_seeds"] else 0
+
+
+if __name__ == "__main__":
+    run_reporting_user_errors(main)

@@ -1,0 +1,234 @@
+"""Running one configuration over several seeds: the runner behind `make benchmark` and
+`make compare`.
+
+Each seed is a normal train.py run in its normal run directory. A seed whose run completed is
+reused, not retrained; one that holds an interrupted run resumes from its checkpoint; one that
+fails is reported with its error and does not stop the others. `jobs` runs go at once: on CPU
+the cores are divided between them, on GPUs they are spread over the visible devices.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from configs import parse_seed
+from engine.errors import UserError
+from engine.provenance import REPO_ROOT
+from engine.rundir import RunDirectory
+from tools.launch import launch_environment, local_launcher
+
+METRICS = ("val_acc", "val_loss", "best_val_acc")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How every run of a benchmark or a comparison is started."""
+
+    profile: str
+    jobs: int = 1
+    nproc: int = 1
+    entry: str = "train.py"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration: a config file plus overrides, its runs under `output_dir`."""
+
+    label: str  # printed before each progress line ("" for a plain benchmark)
+    config_path: str
+    config_name: str
+    overrides: tuple[str, ...]
+    output_dir: str
+
+    def run_dir(self, profile: str, seed: int) -> RunDirectory:
+        return RunDirectory.of(self.output_dir, self.config_name, profile, seed)
+
+
+@dataclass(frozen=True)
+class SeedJob:
+    variant: Variant
+    seed: int
+    run_dir: RunDirectory
+    log: Path
+    resume: bool
+    env: dict[str, str]
+
+
+def parse_seeds(texts: list[str]) -> list[int]:
+    if not texts:
+        raise UserError('no seeds given: use SEEDS="0 1 2" (or --seeds 0 1 2)')
+    seeds = []
+    for text in texts:
+        try:
+            seeds.append(parse_seed(text))
+        except UserError:
+            raise UserError(f"seed {text!r} is not an integer in [0, 2**64)") from None
+    duplicates = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if duplicates:
+        raise UserError(f"duplicate seed(s): {', '.join(map(str, duplicates))}")
+    return seeds
+
+
+def job_environment(slot: int, jobs: int, nproc: int) -> dict[str, str]:
+    """Divide the CPU threads between concurrent runs; spread runs over the visible GPUs."""
+    env = launch_environment()
+    if jobs > 1:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // (jobs * nproc)))
+        gpus = torch.cuda.device_count()
+        if gpus:
+            first = (slot * nproc) % gpus
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(
+                str((first + i) % gpus) for i in range(min(nproc, gpus))
+            )
+    return env
+
+
+def command_for(job: SeedJob, launch: Launch) -> list[str]:
+    variant = job.variant
+    command = [
+        *local_launcher(launch.nproc),
+        launch.entry,
+        "--config",
+        variant.config_path,
+        "--profile",
+        launch.profile,
+        "--seed",
+        str(job.seed),
+        "--output-dir",
+        variant.output_dir,
+        *variant.overrides,
+    ]
+    return command + (["--resume", "auto"] if job.resume else [])
+
+
+def epoch_curves(run_dir: RunDirectory) -> list[dict[str, Any]]:
+    return [
+        {"epoch": r["epoch"], "val_acc": r["val_acc"], "val_loss": r["val_loss"]}
+        for r in run_dir.read_metrics("epoch")
+    ]
+
+
+def best_epoch(run_dir: RunDirectory) -> tuple[float | None, int | None]:
+    curve = epoch_curves(run_dir)
+    if not curve:
+        return None, None
+    best = max(curve, key=lambda point: point["val_acc"])
+    return best["val_acc"], best["epoch"]
+
+
+def collect(
+    seed: int, run_dir: RunDirectory, log: Path, returncode: int | None, reused: bool
+) -> dict[str, Any]:
+    manifest = run_dir.read_manifest() or {}
+    best, best_at = best_epoch(run_dir)
+    completed = returncode in (0, None) and manifest.get("status") == "completed"
+    result: dict[str, Any] = {
+        "seed": seed,
+        "status": "completed" if completed else "failed",
+        "reused": reused,
+        "final_metrics": manifest.get("final_metrics"),
+        "best_val_acc": best,
+        "best_epoch": best_at,
+        "wall_time_s": manifest.get("wall_time_s"),
+        "weights_sha256": manifest.get("final_weights_sha256"),
+        "run_dir": str(run_dir),
+        "log": str(log),
+    }
+    if completed:
+        result["metrics"] = {**manifest["final_metrics"], "best_val_acc": best}
+    else:
+        lines = log.read_text().strip().splitlines() if log.is_file() else []
+        errors = [line for line in lines if line.startswith("error:")]
+        result["error"] = (errors or lines or [f"exit code {returncode}"])[-1][:300]
+    return result
+
+
+class Progress:
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.started = time.perf_counter()
+        self.lock = threading.Lock()
+
+    def say(self, message: str) -> None:
+        with self.lock:
+            print(message, flush=True)
+
+    def finish(self, label: str, result: dict[str, Any]) -> None:
+        with self.lock:
+            self.done += 1
+            self.failed += result["status"] == "failed"
+            elapsed = time.perf_counter() - self.started
+            prefix = f"[{label}seed {result['seed']}]"
+            if result["status"] == "completed":
+                line = f"{prefix} completed: val_acc {result['metrics']['val_acc']:.4f}"
+                line += " (reused)" if result["reused"] else f" in {result['wall_time_s']:.1f}s"
+            else:
+                line = f"{prefix} FAILED: {result['error']} (log: {result['log']})"
+            print(line, flush=True)
+            print(
+                f"progress: {self.done}/{self.total} runs done, {self.failed} failed, "
+                f"{elapsed:.0f}s elapsed",
+                flush=True,
+            )
+
+
+def run_variants(
+    variants: list[Variant], seeds: list[int], launch: Launch, log_dir: Path
+) -> dict[str, list[dict[str, Any]]]:
+    """Every (variant, seed) that is not already complete; results per variant label, in seed
+    order. Logs go to `log_dir/<label>seed<k>.log`."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(len(variants) * len(seeds))
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    pending: list[SeedJob] = []
+    for variant in variants:
+        for seed in seeds:
+            run_dir = variant.run_dir(launch.profile, seed)
+            log = log_dir / f"{variant.label}seed{seed}.log"
+            if run_dir.is_completed():
+                result = collect(seed, run_dir, log, None, reused=True)
+                progress.finish(_prefix(variant), result)
+                results[(variant.label, seed)] = result
+            else:
+                env = job_environment(len(pending), launch.jobs, launch.nproc)
+                resume = run_dir.holds_a_run()
+                pending.append(SeedJob(variant, seed, run_dir, log, resume, env))
+
+    def run_one(job: SeedJob) -> dict[str, Any]:
+        action = "resuming" if job.resume else "starting"
+        progress.say(
+            f"[{_prefix(job.variant)}seed {job.seed}] {action} -> {job.run_dir} (log: {job.log})"
+        )
+        with job.log.open("w") as log:
+            done = subprocess.run(
+                command_for(job, launch),
+                cwd=REPO_ROOT,
+                env=job.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        result = collect(job.seed, job.run_dir, job.log, done.returncode, reused=False)
+        progress.finish(_prefix(job.variant), result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=launch.jobs) as pool:
+        for job, result in zip(pending, pool.map(run_one, pending), strict=True):
+            results[(job.variant.label, job.seed)] = result
+    return {
+        variant.label: [results[(variant.label, seed)] for seed in seeds] for variant in variants
+    }
+
+
+def _prefix(variant: Variant) -> str:
+    return f"{variant.label} " if variant.label else ""
