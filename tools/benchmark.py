@@ -16,11 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from configs import Config, load_config
-from engine.determinism import PROFILES
-from engine.errors import UserError, run_reporting_user_errors
+from engine.errors import run_reporting_user_errors
 from engine.rundir import RunDirectory, benchmark_directory, write_json
 from tools.aggregate import aggregate, format_summary
-from tools.seed_runs import METRICS, Launch, Variant, epoch_curves, parse_seeds, run_variants
+from tools.seed_runs import (
+    METRICS,
+    Variant,
+    add_seed_run_arguments,
+    epoch_curves,
+    run_variants,
+    seeds_and_launch,
+)
 
 
 def write_markdown(
@@ -115,23 +121,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.benchmark", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--seeds", nargs="*", default=[])
-    parser.add_argument("--profile", choices=PROFILES, default="eval")
-    parser.add_argument("--config", default="configs/default.yaml")
-    parser.add_argument("--output-dir", default="runs")
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--nproc", type=int, default=1)
-    parser.add_argument("--entry", default="train.py", help=argparse.SUPPRESS)
-    parser.add_argument("overrides", nargs=argparse.REMAINDER)
+    add_seed_run_arguments(parser, output_dir="runs")
     arguments = parser.parse_args()
-    seeds = parse_seeds(" ".join(arguments.seeds).split())
-    if arguments.jobs < 1 or arguments.nproc < 1:
-        raise UserError("--jobs and --nproc must be at least 1")
-    overrides = [item for item in arguments.overrides if item != "--"]
+    seeds, launch, overrides = seeds_and_launch(arguments)
     config = load_config(arguments.config, arguments.profile, seeds[0], overrides)  # validates once
     bench_dir = benchmark_directory(arguments.output_dir, config.name, config.profile)
-    variant = Variant("", arguments.config, config.name, tuple(overrides), arguments.output_dir)
-    launch = Launch(arguments.profile, arguments.jobs, arguments.nproc, arguments.entry)
+    variant = Variant("", arguments.config, config.name, overrides, arguments.output_dir)
     results = run_variants([variant], seeds, launch, bench_dir / "logs")[""]
 
     summary = aggregate(results, METRICS)

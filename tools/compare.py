@@ -20,12 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from configs import Config, load_config
-from engine.determinism import PROFILES
 from engine.errors import UserError, run_reporting_user_errors
 from engine.resume import RESUMABLE_CHANGES, flatten
 from engine.rundir import RunDirectory, write_json
 from tools.paired import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, compare_metric
-from tools.seed_runs import METRICS, Launch, Variant, parse_seeds, run_variants
+from tools.seed_runs import (
+    METRICS,
+    Variant,
+    add_seed_run_arguments,
+    run_variants,
+    seeds_and_launch,
+)
 
 # Keys that change which samples are drawn, in which order, or how they are augmented.
 _LOADER_ONLY = {"data.num_workers", "data.persistent_workers", "data.root", "data.download"}
@@ -80,10 +85,13 @@ def pairing(differences: dict[str, list[Any]]) -> dict[str, Any]:
         )
     else:
         notes.append("pairs share the data order and every sample's augmentation")
-    if any(key.startswith("model.") for key in computing):
-        notes.append("the model differs: initial weights and dropout masks are drawn anew")
+    model_keys = [key for key in computing if key.startswith("model.")]
+    if any(key != "model.dropout" for key in model_keys):
+        notes.append("the model differs: its initial weights are drawn anew")
     else:
         notes.append("pairs start from the same initial weights")
+    if "model.dropout" in model_keys:
+        notes.append("the dropout rate differs, so the dropout masks differ")
     if not computing:
         notes.append("A and B compute the same thing: every difference must be exactly 0")
     return {"shares_data_order_and_augmentation": not draws, "notes": notes}
@@ -211,28 +219,18 @@ def main() -> int:
     )
     parser.add_argument("--a", default="", help='variant A: "[config.yaml] key=value ..."')
     parser.add_argument("--b", default="", help='variant B: "[config.yaml] key=value ..."')
-    parser.add_argument("--seeds", nargs="*", default=[])
-    parser.add_argument("--profile", choices=PROFILES, default="eval")
-    parser.add_argument("--config", default="configs/default.yaml")
-    parser.add_argument("--output-dir", default="runs/compare")
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--nproc", type=int, default=1)
     parser.add_argument("--metrics", nargs="*", default=list(METRICS))
-    parser.add_argument("--entry", default="train.py", help=argparse.SUPPRESS)
-    parser.add_argument("overrides", nargs=argparse.REMAINDER)
+    add_seed_run_arguments(parser, output_dir="runs/compare")
     arguments = parser.parse_args()
 
     # Everything is checked before anything is written or trained.
-    seeds = parse_seeds(" ".join(arguments.seeds).split())
-    if arguments.jobs < 1 or arguments.nproc < 1:
-        raise UserError("--jobs and --nproc must be at least 1")
+    seeds, launch, common = seeds_and_launch(arguments)
     unknown = [metric for metric in arguments.metrics if metric not in METRICS]
     if unknown or not arguments.metrics:
         raise UserError(
             f"unknown metric {', '.join(map(repr, unknown)) or '(none given)'}; "
             f"choose from {', '.join(METRICS)}"
         )
-    common = tuple(item for item in arguments.overrides if item != "--")
     output = Path(arguments.output_dir)
     variants, configs, specs = [], {}, {}
     for label, text in (("A", arguments.a), ("B", arguments.b)):
@@ -248,7 +246,6 @@ def main() -> int:
         variants.append(variant)
         configs[label], specs[label] = config, (text, config_path)
 
-    launch = Launch(arguments.profile, arguments.jobs, arguments.nproc, arguments.entry)
     results = run_variants(variants, seeds, launch, output / "logs")
 
     first = next((r for rs in results.values() for r in rs if r["status"] == "completed"), None)

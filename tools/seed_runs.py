@@ -9,6 +9,7 @@ the cores are divided between them, on GPUs they are spread over the visible dev
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from configs import parse_seed
+from engine.determinism import PROFILES
 from engine.errors import UserError
 from engine.provenance import REPO_ROOT
 from engine.rundir import RunDirectory
@@ -76,6 +78,27 @@ def parse_seeds(texts: list[str]) -> list[int]:
     if duplicates:
         raise UserError(f"duplicate seed(s): {', '.join(map(str, duplicates))}")
     return seeds
+
+
+def add_seed_run_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
+    """The options every multi-seed command takes (benchmark, compare)."""
+    parser.add_argument("--seeds", nargs="*", default=[])
+    parser.add_argument("--profile", choices=PROFILES, default="eval")
+    parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--output-dir", default=output_dir)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--nproc", type=int, default=1)
+    parser.add_argument("--entry", default="train.py", help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="key=value for every run")
+
+
+def seeds_and_launch(arguments: argparse.Namespace) -> tuple[list[int], Launch, tuple[str, ...]]:
+    """Checked before anything runs: the seeds, how runs start, the common overrides."""
+    seeds = parse_seeds(" ".join(arguments.seeds).split())
+    if arguments.jobs < 1 or arguments.nproc < 1:
+        raise UserError("--jobs and --nproc must be at least 1")
+    launch = Launch(arguments.profile, arguments.jobs, arguments.nproc, arguments.entry)
+    return seeds, launch, tuple(item for item in arguments.overrides if item != "--")
 
 
 def job_environment(slot: int, jobs: int, nproc: int) -> dict[str, str]:
