@@ -64,7 +64,7 @@ def main() -> None:
     seeding.enter_dropout_stream(plan)
     resume_step = (checkpoint["step"] if checkpoint else 0) if resume.continuing else None
     identity = run_identity(
-        config, arguments.argv, git_state() if context.is_main else None, invariant
+        config, settings, arguments.argv, git_state() if context.is_main else None, invariant
     )
     recorder = RunRecorder(
         run_dir, identity, context, plan, precision, determinism_notes, fingerprint, resume_step
@@ -127,7 +127,11 @@ def invariant_mode(
 
 
 def run_identity(
-    config: Config, argv: tuple[str, ...], git: dict | None, invariant: InvariantMode | None
+    config: Config,
+    settings: dict,
+    argv: tuple[str, ...],
+    git: dict | None,
+    invariant: InvariantMode | None,
 ) -> RunIdentity:
     """The run as the recorder writes it: names, the resolved config, TensorBoard hparams."""
     return RunIdentity(
@@ -135,11 +139,11 @@ def run_identity(
         profile=config.profile,
         seed=config.seed,
         argv=argv,
-        settings=config.model_dump(mode="json"),
+        settings=settings,
         config_yaml=config_to_yaml(config),
         determinism=config.determinism,
         # Every resolved key (dotted), so TensorBoard's HParams tab can set runs side by side.
-        hyperparameters=flatten(config.model_dump(mode="json")),
+        hyperparameters=flatten(settings),
         epochs=config.trainer.epochs,
         keep_checkpoints=config.trainer.keep_checkpoints,
         git=git,

@@ -154,6 +154,7 @@ class BatchNormReplay:
             for module in model.modules()
             if isinstance(module, _BatchNorm) and module.track_running_stats
         ]
+        self._device = next(model.parameters()).device
         self._snapshot: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._momentum: list[float | None] = []
 
@@ -181,7 +182,9 @@ class BatchNormReplay:
             torch.cat([layer.running_mean, layer.running_var])  # type: ignore[list-item]
             for layer in self.layers
         ]
-        return torch.cat(parts).float() if parts else torch.zeros(0)
+        if not parts:  # a model without BatchNorm: nothing to capture, on the model's device
+            return torch.zeros(0, device=self._device)
+        return torch.cat(parts).float()
 
     def finish_step(self, stats: list[torch.Tensor]) -> None:
         """Restore the snapshot, then apply each micro-batch's update in global order."""

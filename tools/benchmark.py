@@ -24,8 +24,10 @@ from tools.seed_runs import (
     Variant,
     add_seed_run_arguments,
     epoch_curves,
+    first_completed_manifest,
     run_variants,
     seeds_and_launch,
+    settings_without_seed,
 )
 
 
@@ -126,12 +128,12 @@ def main() -> int:
     seeds, launch, overrides = seeds_and_launch(arguments)
     config = load_config(arguments.config, arguments.profile, seeds[0], overrides)  # validates once
     bench_dir = benchmark_directory(arguments.output_dir, config.name, config.profile)
-    variant = Variant("", arguments.config, config.name, overrides, arguments.output_dir)
+    settings = settings_without_seed(config.model_dump(mode="json"))
+    variant = Variant("", arguments.config, config.name, overrides, arguments.output_dir, settings)
     results = run_variants([variant], seeds, launch, bench_dir / "logs")[""]
 
     summary = aggregate(results, METRICS)
-    first = next((r for r in results if r["status"] == "completed"), None)
-    manifest = (RunDirectory(Path(first["run_dir"])).read_manifest() or {}) if first else {}
+    manifest = first_completed_manifest(results)
     context = {
         "config_path": arguments.config,
         "overrides": overrides,

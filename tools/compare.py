@@ -21,15 +21,16 @@ from typing import Any
 
 from configs import Config, load_config
 from engine.errors import UserError, run_reporting_user_errors
-from engine.resume import RESUMABLE_CHANGES, flatten
-from engine.rundir import RunDirectory, write_json
+from engine.rundir import write_json
 from tools.paired import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, compare_metric
 from tools.seed_runs import (
     METRICS,
     Variant,
     add_seed_run_arguments,
+    first_completed_manifest,
     run_variants,
     seeds_and_launch,
+    settings_without_seed,
 )
 
 # Keys that change which samples are drawn, in which order, or how they are augmented.
@@ -53,14 +54,9 @@ def parse_variant(text: str, label: str, default_config: str) -> tuple[str, tupl
     return config, tuple(tokens)
 
 
-def settings_without_seed(config: Config) -> dict[str, Any]:
-    flat = flatten(config.model_dump(mode="json"))
-    flat.pop("seed", None)
-    return flat
-
-
 def differing_keys(a: Config, b: Config) -> dict[str, list[Any]]:
-    first, second = settings_without_seed(a), settings_without_seed(b)
+    first = settings_without_seed(a.model_dump(mode="json"))
+    second = settings_without_seed(b.model_dump(mode="json"))
     return {
         key: [first.get(key), second.get(key)]
         for key in sorted(set(first) | set(second))
@@ -95,24 +91,6 @@ def pairing(differences: dict[str, list[Any]]) -> dict[str, Any]:
     if not computing:
         notes.append("A and B compute the same thing: every difference must be exactly 0")
     return {"shares_data_order_and_augmentation": not draws, "notes": notes}
-
-
-def check_reusable(variant: Variant, config: Config, seeds: list[int], profile: str) -> None:
-    """A folder that holds runs of another configuration is refused, not silently reused."""
-    expected = settings_without_seed(config)
-    for seed in seeds:
-        run = variant.run_dir(profile, seed)
-        saved = run.read_config()
-        if saved is None:
-            continue
-        found = flatten(saved)
-        found.pop("seed", None)
-        for key in sorted(set(expected) | set(found)):
-            if key not in RESUMABLE_CHANGES and expected.get(key) != found.get(key):
-                raise UserError(
-                    f"{run} holds a run of another configuration ({key}: "
-                    f"{found.get(key)!r}, asked {expected.get(key)!r}); use another --output-dir"
-                )
 
 
 def paired_values(
@@ -239,17 +217,16 @@ def main() -> int:
             config = load_config(config_path, arguments.profile, seeds[0], (*common, *overrides))
         except UserError as error:
             raise UserError(f"{label}: {error}") from None
+        settings = settings_without_seed(config.model_dump(mode="json"))
         variant = Variant(
-            label, config_path, config.name, (*common, *overrides), str(output / label)
+            label, config_path, config.name, (*common, *overrides), str(output / label), settings
         )
-        check_reusable(variant, config, seeds, arguments.profile)
         variants.append(variant)
         configs[label], specs[label] = config, (text, config_path)
 
     results = run_variants(variants, seeds, launch, output / "logs")
 
-    first = next((r for rs in results.values() for r in rs if r["status"] == "completed"), None)
-    manifest = (RunDirectory(Path(first["run_dir"])).read_manifest() or {}) if first else {}
+    manifest = first_completed_manifest([r for runs in results.values() for r in runs])
     differences = differing_keys(configs["A"], configs["B"])
     report = {
         "a": {

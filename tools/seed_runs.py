@@ -25,6 +25,7 @@ from configs import parse_seed
 from engine.determinism import PROFILES
 from engine.errors import UserError
 from engine.provenance import REPO_ROOT
+from engine.resume import RESUMABLE_CHANGES, flatten
 from engine.rundir import RunDirectory
 from tools.launch import launch_environment, local_launcher
 
@@ -50,9 +51,42 @@ class Variant:
     config_name: str
     overrides: tuple[str, ...]
     output_dir: str
+    settings: dict[str, Any]  # the resolved config, flattened, without the seed
 
     def run_dir(self, profile: str, seed: int) -> RunDirectory:
         return RunDirectory.of(self.output_dir, self.config_name, profile, seed)
+
+
+def settings_without_seed(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config (`Config.model_dump(mode="json")`), flattened, the seed left out."""
+    flat = flatten(resolved)
+    flat.pop("seed", None)
+    return flat
+
+
+def refuse_other_configurations(variants: list[Variant], seeds: list[int], profile: str) -> None:
+    """A run directory that holds a run of another configuration is refused, not reused or
+    resumed: its results would be reported as this configuration's."""
+    for variant in variants:
+        for seed in seeds:
+            run = variant.run_dir(profile, seed)
+            saved = run.read_config()
+            if saved is None:
+                continue
+            found = settings_without_seed(saved)
+            for key in sorted(set(variant.settings) | set(found)):
+                asked = variant.settings.get(key)
+                if key not in RESUMABLE_CHANGES and found.get(key) != asked:
+                    raise UserError(
+                        f"{run} holds a run of another configuration ({key}: "
+                        f"{found.get(key)!r}, asked {asked!r}); use another --output-dir"
+                    )
+
+
+def first_completed_manifest(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest of the first completed run (versions, determinism verdict), or {}."""
+    first = next((r for r in results if r["status"] == "completed"), None)
+    return (RunDirectory(Path(first["run_dir"])).read_manifest() or {}) if first else {}
 
 
 @dataclass(frozen=True)
@@ -211,6 +245,7 @@ def run_variants(
 ) -> dict[str, list[dict[str, Any]]]:
     """Every (variant, seed) that is not already complete; results per variant label, in seed
     order. Logs go to `log_dir/<label>seed<k>.log`."""
+    refuse_other_configurations(variants, seeds, launch.profile)
     log_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(len(variants) * len(seeds))
     results: dict[tuple[str, int], dict[str, Any]] = {}

@@ -20,6 +20,7 @@ def benchmark(
     env: dict[str, str] | None = None,
     entry: str = "train.py",
     jobs: int = 1,
+    more: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable,
@@ -35,6 +36,7 @@ def benchmark(
         entry,
         "--",
         *TINY,
+        *more,
     ]
     return run_command(command, env=env, timeout=600)
 
@@ -81,6 +83,15 @@ def test_three_seeds_end_to_end_then_reuse(tmp_path: Path) -> None:
     again = benchmark(tmp_path, "0", "1", "2")
     assert again.returncode == 0
     assert again.stdout.count("(reused)") == 3
+    assert {p: p.stat().st_mtime_ns for p in manifests} == manifests
+
+    # Other overrides into the same folder: refused, not reported as the old runs' numbers.
+    other = benchmark(tmp_path, "0", more=("optim.lr=0.1",))
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines() == [
+        f"error: {tmp_path}/default/eval/seed0 holds a run of another configuration "
+        "(optim.lr: 0.05, asked 0.1); use another --output-dir"
+    ]
     assert {p: p.stat().st_mtime_ns for p in manifests} == manifests
 
 
