@@ -14,8 +14,15 @@ from configs import Config, config_to_yaml, load_config, parse_args
 from data.loaders import build_data
 from engine.checkpoint import load_checkpoint
 from engine.determinism import apply_determinism, nondeterministic_op_in, precision_for
-from engine.distributed import init_distributed, shutdown
+from engine.distributed import (
+    collective,
+    init_distributed,
+    post_fault,
+    raise_if_a_peer_failed,
+    shutdown,
+)
 from engine.errors import UserError, run_reporting_user_errors
+from engine.faults import DataFileError, TrainingFault
 from engine.invariance import InvariantMode, MicroBatchLayout, pin_threads
 from engine.recorder import RunIdentity, RunRecorder
 from engine.resume import (
@@ -25,6 +32,7 @@ from engine.resume import (
     flatten,
 )
 from engine.rundir import RunDirectory
+from engine.signals import StopSignals
 from engine.trainer import Trainer
 from models import build_model
 from tools.provenance import git_state
@@ -39,7 +47,7 @@ def main() -> None:
     checkpoint = None if resume.fresh else load_checkpoint(resume.checkpoint)
 
     # 2. Plan: join the process group, then fix every seed and determinism switch before any draw.
-    context = init_distributed(config.trainer.device)
+    context = init_distributed(config.trainer.device, config.trainer.collective_timeout_s)
     settings = config.model_dump(mode="json")
     fingerprint = computation_fingerprint(settings, context.world_size, context.device.type)
     if checkpoint is not None:
@@ -66,6 +74,7 @@ def main() -> None:
     identity = run_identity(
         config, settings, arguments.argv, git_state() if context.is_main else None, invariant
     )
+    stop_signals = StopSignals(announce=context.is_main)
     recorder = RunRecorder(
         run_dir, identity, context, plan, precision, determinism_notes, fingerprint, resume_step
     )
@@ -79,23 +88,37 @@ def main() -> None:
         data.val,
         recorder,
         invariant,
+        stop_signals,
     )
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
 
-    # 4. Loop: train until trainer.epochs or trainer.max_steps, checkpointing on the way.
+    # 4. Loop: train until trainer.epochs or trainer.max_steps, checkpointing on the way. A
+    #    fault (engine/faults.py) ends the run with one line; SIGTERM/SIGINT end it after a
+    #    checkpoint, every rank at the same step.
     recorder.start(trainer.position)
     failed_op = None
+    stop_signals.install()
     try:
         with recorder.recording_nondeterminism():
             trainer.fit()
+        final_metrics = trainer.evaluate()
+    except TrainingFault as fault:
+        if isinstance(fault, DataFileError):
+            fault.reporting_rank = context.rank  # only this rank read the file
+        recorder.record_fault(trainer.position, fault)
+        post_fault(context, str(fault))  # the ranks still waiting for this one learn why
+        raise
     except RuntimeError as error:
         failed_op = nondeterministic_op_in(error)
         if failed_op is None:
+            raise_if_a_peer_failed(context)  # then that rank's line is the cause, not this error
             raise
+        final_metrics = None
+    finally:
+        stop_signals.uninstall()
 
-    # 5. Save: final evaluation, manifest, determinism report; then leave the process group.
-    final_metrics = trainer.evaluate() if failed_op is None else None
+    # 5. Save: manifest with the final evaluation, determinism report; leave the process group.
     recorder.finish(
         trainer.position,
         trainer.model.state_dict(),
@@ -104,7 +127,8 @@ def main() -> None:
         error=None if failed_op is None else f"nondeterministic op {failed_op}",
     )
     del trainer  # DDP's reducer holds the process group; it must go before the group (see shutdown)
-    shutdown(context)
+    with collective(context, "leaving the process group"):
+        shutdown(context)
     if failed_op is not None:
         raise UserError(
             f"profile {config.profile!r}: {failed_op} has no deterministic implementation on "

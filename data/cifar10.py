@@ -47,16 +47,22 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(path: Path, samples: str) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file, read whole. `samples` names the sample indices it holds, for errors: the
+    whole dataset is read into memory when the run starts, so a file that vanishes or is
+    truncated later cannot affect a running job; the next start names it."""
     try:
         with path.open("rb") as stream:
             batch = _NumpyOnlyUnpickler(stream, encoding="bytes").load()
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except (OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as error:
-        raise UserError(f"{path} is not a CIFAR-10 batch file: {error}") from None
+        reason = getattr(error, "strerror", None) or error
+        raise UserError(f"{path} ({samples}) is not a CIFAR-10 batch file: {reason}") from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise UserError(f"{path} is not a CIFAR-10 batch file: data has shape {data.shape}")
+        raise UserError(
+            f"{path} ({samples}) is not a CIFAR-10 batch file: data has shape {data.shape}"
+        )
     if labels.size and not 0 <= labels.min() <= labels.max() < NUM_CLASSES:
         raise UserError(f"{path}: labels outside 0..9")
     # Stored as N x (R plane, G plane, B plane) of 32x32: to N x 32 x 32 x 3.
@@ -83,11 +89,14 @@ def build_cifar10(config: DataConfig) -> DatasetSplits:
             f"(missing {missing[0]}); fetch it with `make train CONFIG=configs/cifar10_resnet18.yaml "
             f'ARGS="data.download=true"` (needs the network) or point data.root at a copy'
         )
-    parts = [_read_batch(folder / name) for name in TRAIN_FILES]
+    parts = []
+    for name in TRAIN_FILES:
+        first = sum(len(labels) for _, labels in parts)
+        parts.append(_read_batch(folder / name, f"train samples from {first}"))
     train = ArrayImageDataset(
         np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     )
-    val = ArrayImageDataset(*_read_batch(folder / TEST_FILE))
+    val = ArrayImageDataset(*_read_batch(folder / TEST_FILE, "val samples from 0"))
     return DatasetSplits(
         train=train,
         val=val,

@@ -19,14 +19,22 @@ from torch.utils.data import Dataset
 from data.config import DataConfig
 from data.registry import DatasetSplits, register_dataset
 from engine.errors import UserError
+from engine.faults import DataFileError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageFiles(Dataset):
-    def __init__(self, samples: list[tuple[Path, int]]) -> None:
+    """The files found when the run started, read again at every access.
+
+    Why a fault, not a skip, when one vanishes or is truncated later: skipping would silently
+    change what the run trains on; the line names the file and the sample index, and the run
+    stops like any fault (the checkpoints stay, `--resume auto` continues once it is fixed)."""
+
+    def __init__(self, samples: list[tuple[Path, int]], split: str) -> None:
         self.samples = samples
+        self.split = split
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -36,8 +44,11 @@ class ImageFiles(Dataset):
         try:
             with Image.open(path) as image:
                 return np.asarray(image.convert("RGB")), label
-        except (OSError, UnidentifiedImageError) as error:
-            raise UserError(f"cannot read image {path}: {error}") from None
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            raise DataFileError(
+                f"cannot read image {path} ({self.split} sample {index}): {reason}"
+            ) from None
 
 
 def _readable(path: Path) -> str | None:
@@ -123,8 +134,8 @@ def build_imagefolder(config: DataConfig) -> DatasetSplits:
             f"train and val classes differ: only in train {only_train}, only in val {only_val}"
         )
     return DatasetSplits(
-        train=ImageFiles(train_samples),
-        val=ImageFiles(val_samples),
+        train=ImageFiles(train_samples, "train"),
+        val=ImageFiles(val_samples, "val"),
         num_classes=len(train_classes),
         train_transform=train_pipeline(config.image_size),
         eval_transform=eval_pipeline(config.image_size),

@@ -7,6 +7,7 @@ iterator means no training loop can forget `set_epoch`.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,23 @@ class SeededAugmentedDataset(Dataset):
         self.randomness.reseed(key.epoch, key.index)
         image, label = self.source[key.index]
         return self.transform(image=image)["image"], label
+
+
+@dataclass(frozen=True)
+class _WorkerStart:
+    """`worker_init_fn`: a worker ignores SIGTERM, then seeds itself.
+
+    Why: torchrun stops a worker group by sending SIGTERM to each rank's whole process group,
+    DataLoader workers included, and torch's worker handler dies of it; the rank then fails with
+    "DataLoader worker ... is killed by signal" before it can write the checkpoint that SIGTERM
+    asks for (engine/signals.py). A worker whose rank is gone exits by itself (torch watches the
+    parent), and torchrun's SIGKILL 30 s later ends anything left."""
+
+    seeder: WorkerSeeder
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.seeder(worker_id)
 
 
 @dataclass
@@ -119,7 +137,7 @@ def _seeded_loader(
         sampler=sampler,
         num_workers=workers,
         persistent_workers=config.persistent_workers and workers > 0,
-        worker_init_fn=worker_seeder if workers > 0 else None,
+        worker_init_fn=_WorkerStart(worker_seeder) if workers > 0 else None,
         generator=generator,
         pin_memory=pin_memory,
         drop_last=False,

@@ -15,7 +15,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -47,12 +47,42 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     return stale
 
 
+class _KeepsWriteErrors:
+    """A stream that remembers the OSError of a failed write.
+
+    Why: torch.save's zip writer turns a failed write (a full disk, a file size limit) into
+    "RuntimeError: [enforce fail at inline_container.cc] unexpected pos"; the cause, which the
+    user must read, is only known here."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.stream.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _save_payload(stream: IO[bytes], payload: dict[str, Any]) -> None:
+    keeping = _KeepsWriteErrors(stream)
+    try:
+        torch.save({"format": FORMAT, **payload}, keeping)
+    except RuntimeError:
+        if keeping.error is not None:
+            raise keeping.error from None
+        raise
+
+
 def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
     """Write `step-<step>.pt` atomically, point `last.pt` at it, keep the newest `keep`."""
     final = directory / f"step-{step:08d}.pt"
-    atomic_write(
-        final, lambda stream: torch.save({"format": FORMAT, **payload}, stream), binary=True
-    )
+    atomic_write(final, lambda stream: _save_payload(stream, payload), binary=True)
     checksum = file_sha256(final)
     atomic_write_text(_checksum_path(final), f"{checksum}  {final.name}\n")
     link = directory / f".{LAST}.{step}.tmp"

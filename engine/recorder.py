@@ -14,11 +14,12 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from engine.checkpoint import remove_stale_temporaries, save_checkpoint
+from engine.checkpoint import newest_complete, remove_stale_temporaries, save_checkpoint
 from engine.clock import seconds_since_process_start
 from engine.determinism import (
     DeterminismConfig,
@@ -28,6 +29,7 @@ from engine.determinism import (
 )
 from engine.distributed import DistContext, all_gather_objects
 from engine.events import Position
+from engine.faults import Interrupted, OutputWriteFailed, TrainingFault
 from engine.metrics import MetricsLogger
 from engine.progress import ProgressLine
 from engine.provenance import command_line, library_versions, now_iso, state_dict_sha256
@@ -158,11 +160,13 @@ class RunRecorder:
             self.progress.update(position, batches_per_epoch, samples)
 
     def step_logged(self, position: Position, values: dict[str, float]) -> None:
-        self.logger.log("step", position.step, values, epoch=position.epoch)
+        with self._writing(self.run_dir.metrics_file):
+            self.logger.log("step", position.step, values, epoch=position.epoch)
 
     def epoch_finished(self, position: Position, metrics: dict[str, float]) -> None:
         epoch = position.epoch
-        self.logger.log("epoch", position.step, metrics, epoch=epoch)
+        with self._writing(self.run_dir.metrics_file):
+            self.logger.log("epoch", position.step, metrics, epoch=epoch)
         self.say(
             f"epoch {epoch:>3}/{self.identity.epochs}  step {position.step:>6}  "
             f"train_loss {metrics['train_loss']:.4f}  train_acc {metrics['train_acc']:.4f}  "
@@ -180,9 +184,54 @@ class RunRecorder:
             "config": self.identity.settings,
             "versions": self.manifest["versions"],
         }
-        save_checkpoint(
-            self.run_dir.checkpoint_dir, position.step, payload, self.identity.keep_checkpoints
+        directory = self.run_dir.checkpoint_dir
+        with self._writing(directory / f"step-{position.step:08d}.pt"):
+            save_checkpoint(directory, position.step, payload, self.identity.keep_checkpoints)
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """A full disk, a quota or a file size limit: one line naming the file and the cause.
+        Checkpoints are written to a temporary file and renamed (engine/atomic.py), so the
+        previous one and its checksum are untouched."""
+        try:
+            yield
+        except OSError as error:
+            raise OutputWriteFailed(
+                f"cannot write {path}: {error.strerror or error}".rstrip()
+            ) from None
+
+    # ----------------------------------------------------------------- a fault
+    def record_fault(self, position: Position, fault: TrainingFault) -> None:
+        """Complete the fault's line with where to continue from; the rank that reports it
+        writes the manifest. Nothing else is written: no checkpoint, no final metrics."""
+        if self.context.rank != fault.reporting_rank:
+            return
+        newest = self._newest_checkpoint()
+        fault.add_hint(
+            "no checkpoint was written yet, so the run starts over"
+            if newest is None
+            else f"last complete checkpoint {newest}; continue with --resume auto"
         )
+        self.manifest.update(self.run_dir.read_manifest() or {})
+        self.manifest.update(
+            status="interrupted" if isinstance(fault, Interrupted) else "failed",
+            fault=fault.kind,
+            error=str(fault),
+            end_time=now_iso(),
+            wall_time_s=round(seconds_since_process_start(), 3),
+            final_step=position.step,
+            final_epoch=position.epoch,
+            resume_from=None if newest is None else str(newest),
+        )
+        try:
+            self.run_dir.write_manifest(self.manifest)
+        except OSError as error:
+            fault.add_hint(f"the manifest could not be updated either ({error.strerror})")
+        with contextlib.suppress(OSError):
+            self.logger.close()
+
+    def _newest_checkpoint(self) -> Path | None:
+        return newest_complete(self.run_dir.checkpoint_dir)[0]
 
     # ----------------------------------------------------------------- end
     def finish(

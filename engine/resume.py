@@ -56,6 +56,8 @@ RESUMABLE_CHANGES = (
     "trainer.checkpoint_every_steps",
     "trainer.keep_checkpoints",
     "trainer.log_every_steps",
+    "trainer.finite_check",
+    "trainer.collective_timeout_s",
     "data.root",
     "data.download",
     "data.num_workers",

@@ -24,11 +24,20 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from engine.determinism import Precision
-from engine.distributed import DistContext, all_gather_objects, all_reduce_sum
+from engine.distributed import (
+    DEFAULT_COLLECTIVE_TIMEOUT_S,
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    collective,
+)
 from engine.events import EpochLoader, Position, TrainingEvents
+from engine.faults import Interrupted, NonFiniteLoss, OutputWriteFailed
+from engine.health import NOT_SEEN, NonFiniteWatch, RankHealth, Verdict
 from engine.invariance import InvariantMode, InvariantStep
 from engine.optim import OptimConfig, build_optimizer, build_scheduler
 from engine.section import Section
+from engine.signals import StopSignals
 from seeding import capture_rng_state, restore_rng_state
 
 
@@ -49,6 +58,16 @@ class TrainerConfig(Section):
     )
     world_size_invariant: bool = Field(
         False, description="the same weights for any world size (see engine/invariance.py)"
+    )
+    finite_check: Literal["every_step", "log_steps"] = Field(
+        "every_step",
+        description="when the host reads the non-finite flag (see engine/health.py); "
+        "production uses log_steps: no extra host sync per step",
+    )
+    collective_timeout_s: float = Field(
+        DEFAULT_COLLECTIVE_TIMEOUT_S,
+        gt=0,
+        description="how long a collective waits for a rank that stopped answering",
     )
 
 
@@ -92,6 +111,7 @@ class Trainer:
         val_loader: EpochLoader,
         events: TrainingEvents,
         invariant: InvariantMode | None = None,
+        stop: StopSignals | None = None,
     ) -> None:
         self.settings = settings
         self.context = context
@@ -118,6 +138,9 @@ class Trainer:
         self.totals = EpochTotals.zeros(self.device)
         self._evaluated: tuple[int, dict[str, float]] | None = None  # (step, metrics)
         self._checkpointed_step = -1
+        self.stop = stop
+        self.non_finite = NonFiniteWatch(self.device)
+        self._write_failure: OutputWriteFailed | None = None  # rank 0's, until the next vote
 
     # ----------------------------------------------------------------- schedule
     def batches_per_epoch(self) -> int:
@@ -144,7 +167,7 @@ class Trainer:
             metrics = self.epoch_metrics(seen_before, elapsed)
             self.position = Position(self.position.epoch + 1, 0, self.position.step)
             self.totals = EpochTotals.zeros(self.device)
-            self.events.epoch_finished(self.position, metrics)
+            self._report(self.events.epoch_finished, self.position, metrics)
             self.checkpoint()
         if self._checkpointed_step != self.position.step:
             self.checkpoint()
@@ -159,14 +182,23 @@ class Trainer:
         for images, labels in self.train_loader.epoch(self.position.epoch, start_batch=start):
             if self.position.batch_in_epoch >= per_epoch:
                 break
-            loss = self.train_step(images, labels)
+            with collective(
+                self.context, f"the gradient exchange of step {self.position.step + 1}"
+            ):
+                loss = self.train_step(images, labels)
             position = self.position = Position(
                 self.position.epoch, self.position.batch_in_epoch + 1, self.position.step + 1
             )
             self.events.step_finished(position, per_epoch, labels.numel() * self.context.world_size)
-            if position.step % log_every == 0:
+            logged = position.step % log_every == 0
+            if logged:
                 lr = self.scheduler.get_last_lr()[0]
-                self.events.step_logged(position, {"loss": float(loss), "lr": lr})
+                self._report(self.events.step_logged, position, {"loss": float(loss), "lr": lr})
+            # The host reads the non-finite flag every step, or before anything is reported.
+            epoch_ends = position.batch_in_epoch >= per_epoch or self.max_steps_reached()
+            self.stop_if_asked(
+                read_finite=self.settings.finite_check == "every_step" or logged or epoch_ends
+            )
             if self.max_steps_reached():
                 return position.batch_in_epoch >= per_epoch
             if every and position.step % every == 0 and position.batch_in_epoch < per_epoch:
@@ -183,10 +215,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            self.non_finite.record(self.position.step + 1, loss, [])  # skipped steps are fine
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            self.non_finite.record(self.position.step + 1, loss, self._gradients())
             self.optimizer.step()
         self.scheduler.step()
         with torch.no_grad():
@@ -200,6 +234,7 @@ class Trainer:
         running sums are then those of the global batch, identical on every rank."""
         assert self.invariant is not None
         result = self.invariant.gradients(self.position.step, images, labels, self.model)
+        self.non_finite.record(self.position.step + 1, result.loss, self._gradients())
         self.optimizer.step()
         self.scheduler.step()
         with torch.no_grad():
@@ -208,9 +243,58 @@ class Trainer:
             self.totals.count += result.samples
         return result.loss
 
+    def _gradients(self) -> list[torch.Tensor]:
+        return [p.grad for p in self.model.parameters() if p.grad is not None]
+
+    # ----------------------------------------------------------------- stopping together
+    def stop_if_asked(self, read_finite: bool) -> None:
+        """The vote at a step boundary: a broken state stops every rank here, a stop signal
+        makes every rank checkpoint here and stop."""
+        verdict = self._vote(read_finite)
+        self._stop_if_broken(verdict)
+        if verdict.stop_signal:
+            self.checkpoint()
+            where = f"step {self.position.step} (epoch {self.position.epoch})"
+            raise Interrupted.by(verdict.stop_signal, where)
+
+    def _vote(self, read_finite: bool) -> Verdict:
+        step, what = self.non_finite.read() if read_finite else (NOT_SEEN, 0)
+        mine = RankHealth(
+            first_non_finite_step=step,
+            non_finite_what=what,
+            stop_signal=self.stop.received if self.stop is not None else 0,
+            write_failed=self._write_failure is not None,
+        )
+        with collective(self.context, f"the health vote after step {self.position.step}"):
+            return Verdict.gather(self.context, mine)
+
+    def _stop_if_broken(self, verdict: Verdict) -> None:
+        step = verdict.non_finite_step
+        if step is not None:
+            raise NonFiniteLoss(
+                f"{verdict.non_finite_description(self.position.epoch)}; "
+                f"nothing from step {step} on was saved"
+            )
+        if verdict.write_failed:
+            raise self._write_failure or OutputWriteFailed("rank 0 could not write its outputs")
+
+    def _report(self, event: Any, *arguments: Any) -> None:
+        """Call an event that writes files; a failed write stops every rank at the next vote."""
+        try:
+            event(*arguments)
+        except OutputWriteFailed as failure:
+            self._write_failure = failure
+
     def checkpoint(self) -> None:
-        """Collective: every rank contributes its state; then the events decide where it goes."""
-        self.events.checkpoint_due(self.position, self.state_dict())
+        """Collective: every rank contributes its state; then the events decide where it goes.
+
+        The vote before it reads the non-finite flag (a broken state is never saved); the vote
+        after it tells every rank whether rank 0's write failed."""
+        self._stop_if_broken(self._vote(read_finite=True))
+        with collective(self.context, f"gathering the checkpoint of step {self.position.step}"):
+            state = self.state_dict()
+        self._report(self.events.checkpoint_due, self.position, state)
+        self._stop_if_broken(self._vote(read_finite=False))
         self._checkpointed_step = self.position.step
 
     def _autocast(self) -> torch.autocast:
@@ -225,6 +309,10 @@ class Trainer:
 
     # ----------------------------------------------------------------- metrics
     def epoch_metrics(self, seen_before: int, elapsed: float) -> dict[str, float]:
+        with collective(self.context, f"the epoch-end metrics at step {self.position.step}"):
+            return self._epoch_metrics(seen_before, elapsed)
+
+    def _epoch_metrics(self, seen_before: int, elapsed: float) -> dict[str, float]:
         seen = self.totals.count - seen_before
         if self.invariant is not None:  # already the sums of the global batches, on every rank
             return self._metrics(
@@ -257,9 +345,13 @@ class Trainer:
             "samples_per_s": seen_total / max(elapsed, 1e-9),
         }
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Validation with rank 0's BatchNorm statistics on every rank (the ones that are saved)."""
+        with collective(self.context, f"the evaluation at step {self.position.step}"):
+            return self._evaluate()
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
         if self._evaluated is not None and self._evaluated[0] == self.position.step:
             return self._evaluated[1]
         if self.context.distributed:

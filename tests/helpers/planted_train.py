@@ -10,6 +10,13 @@
 - PLANTED_SIGKILL_AT_STEP=k: the last rank kills itself with SIGKILL right after optimizer step k,
   on torchrun's first attempt only (resume and restart tests). Fault injection lives here, not in
   the training core or its config.
+- PLANTED_SIGSTOP_AT_STEP=k: the same, with SIGSTOP: the rank stops answering (first attempt).
+- PLANTED_NAN_AT_STEP=k (PLANTED_NAN_RANK=r, default the last rank): the images of step k on
+  rank r become NaN, as a corrupt input would.
+- PLANTED_SIGNAL_AT_STEP=k, PLANTED_SIGNAL=TERM|INT, PLANTED_SIGNAL_TO=self|launcher,
+  PLANTED_SIGNAL_TIMES=n: after step k, rank PLANTED_SIGNAL_RANK (default the last) sends the
+  signal n times to itself, or to its parent (torchrun, as SLURM would).
+- PLANTED_REMOVE_AT_STEP=k, PLANTED_REMOVE_FILE=path: rank 0 deletes the file after step k.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.distributed import restart_attempt
+from engine.distributed import DistContext, restart_attempt
 from engine.events import Position
 from engine.recorder import RunRecorder
+from engine.trainer import Trainer
 from models import register_model
 from models.config import ModelConfig
 from models.smallcnn import SmallCNN
@@ -81,26 +89,65 @@ def _fail_if_planted() -> None:
         sys.exit(2)
 
 
-def _plant_sigkill() -> None:
-    """PLANTED_SIGKILL_AT_STEP=k: wrap the recorder's per-step event to die there once."""
-    planted = os.environ.get("PLANTED_SIGKILL_AT_STEP")
-    if planted is None:
-        return
+def _planted_step(name: str) -> int | None:
+    value = os.environ.get(name)
+    return None if value is None else int(value)
+
+
+def _planted_rank(name: str, context: DistContext) -> int:
+    return int(os.environ.get(name, context.world_size - 1))
+
+
+def _after_each_step(position: Position, context: DistContext) -> None:
+    """The faults planted after an optimizer step (the recorder's per-step event)."""
+    first_attempt = restart_attempt() == 0
+    last_rank = context.rank == context.world_size - 1
+    for name, number in (("SIGKILL", signal.SIGKILL), ("SIGSTOP", signal.SIGSTOP)):
+        at = _planted_step(f"PLANTED_{name}_AT_STEP")
+        if position.step == at and last_rank and first_attempt:
+            os.kill(os.getpid(), number)
+    at = _planted_step("PLANTED_SIGNAL_AT_STEP")
+    if position.step == at and context.rank == _planted_rank("PLANTED_SIGNAL_RANK", context):
+        number = signal.Signals["SIG" + os.environ.get("PLANTED_SIGNAL", "TERM")]
+        target = os.getppid() if os.environ.get("PLANTED_SIGNAL_TO") == "launcher" else os.getpid()
+        for _ in range(int(os.environ.get("PLANTED_SIGNAL_TIMES", "1"))):
+            os.kill(target, number)
+    at = _planted_step("PLANTED_REMOVE_AT_STEP")
+    if position.step == at and context.rank == 0:
+        os.remove(os.environ["PLANTED_REMOVE_FILE"])
+
+
+def _plant_step_faults() -> None:
     step_finished = RunRecorder.step_finished
 
-    def step_finished_then_die(
+    def step_finished_then_fault(
         self: RunRecorder, position: Position, batches_per_epoch: int, samples: int
     ) -> None:
         step_finished(self, position, batches_per_epoch, samples)
-        last_rank = self.context.rank == self.context.world_size - 1
-        if position.step == int(planted) and last_rank and restart_attempt() == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
+        _after_each_step(position, self.context)
 
-    RunRecorder.step_finished = step_finished_then_die  # type: ignore[method-assign]
+    RunRecorder.step_finished = step_finished_then_fault  # type: ignore[method-assign]
+
+
+def _plant_nan() -> None:
+    """PLANTED_NAN_AT_STEP=k: NaN images at step k on one rank (a corrupt input)."""
+    at = _planted_step("PLANTED_NAN_AT_STEP")
+    if at is None:
+        return
+    train_step = Trainer.train_step
+
+    def train_step_with_nan(self: Trainer, images: Tensor, labels: Tensor) -> Tensor:
+        rank = _planted_rank("PLANTED_NAN_RANK", self.context)
+        if self.position.step + 1 == at and self.context.rank == rank:
+            images = images * float("nan")
+        return train_step(self, images, labels)
+
+    Trainer.train_step = train_step_with_nan  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
     _fail_if_planted()
-    _plant_sigkill()
+    _plant_step_faults()
+    _plant_nan()
     sys.argv = ["train.py", *sys.argv[1:]]
     runpy.run_path("train.py", run_name="__main__")

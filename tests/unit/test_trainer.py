@@ -132,12 +132,23 @@ def test_without_the_rng_state_the_continuation_differs() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_no_host_sync_between_log_steps_on_cuda() -> None:
-    """Steps that log nothing must not make the CPU wait for the GPU (no .item(), .cpu(), ...).
+    """Steps that log nothing must not make the CPU wait for the GPU (no .item(), .cpu(), ...),
+    with production's non-finite check (read at log steps and epoch ends only).
 
-    `set_sync_debug_mode("error")` turns every synchronising CUDA call into an exception."""
+    `set_sync_debug_mode("error")` turns every synchronising CUDA call into an exception; it is
+    switched off when the epoch's last step is reported, before the epoch-end reads."""
     device = torch.device("cuda", torch.cuda.current_device())
     context = DistContext(0, 1, device.index or 0, 1, device, None)
-    trainer = make_trainer(KeptEvents(), context, epochs=1, log_every_steps=1000)
+
+    class SyncFreeUntilEpochEnd(KeptEvents):
+        def step_finished(self, position: Position, batches_per_epoch: int, samples: int) -> None:
+            super().step_finished(position, batches_per_epoch, samples)
+            if position.batch_in_epoch == batches_per_epoch:
+                torch.cuda.set_sync_debug_mode("default")
+
+    trainer = make_trainer(
+        SyncFreeUntilEpochEnd(), context, epochs=1, log_every_steps=1000, finite_check="log_steps"
+    )
     torch.cuda.set_sync_debug_mode("error")
     try:
         trainer.train_epoch()

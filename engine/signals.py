@@ -1,0 +1,54 @@
+"""SIGTERM and SIGINT: stop at the next step boundary with a checkpoint; a second one exits now.
+
+Why not the default (die at once): SLURM sends SIGTERM before it preempts a job and torchrun
+forwards it (and Ctrl-C) to every worker, then kills them 30 s later. Dying at once loses
+everything since the last checkpoint. The handler only records the signal; the trainer's vote
+(engine/health.py) makes every rank stop at the same step, after one checkpoint.
+
+Why a second signal exits at once: a user who presses Ctrl-C twice means it, and a hung
+checkpoint write must not make the job unkillable short of SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopSignals:
+    """Installs the handlers in this process; `received` is the first signal number, or 0."""
+
+    def __init__(self, announce: bool) -> None:
+        self.received = 0
+        self.announce = announce  # one rank prints
+        self._owner = os.getpid()
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for number in STOP_SIGNALS:
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def uninstall(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._owner:
+            return  # a DataLoader worker inherited the handler: its parent decides
+        name = signal.Signals(number).name
+        if self.received:
+            print(f"second {name}: exiting now, without a checkpoint", file=sys.stderr, flush=True)
+            os._exit(128 + number)
+        self.received = number
+        if self.announce:
+            print(
+                f"received {name}: stopping after this step with a checkpoint "
+                f"({name} again exits at once)",
+                file=sys.stderr,
+                flush=True,
+            )

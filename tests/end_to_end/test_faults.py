@@ -1,0 +1,291 @@
+"""Faults of a running job, planted for real: a NaN, a file size limit, signals, a stopped or
+missing rank, a data file that vanishes. Each must end with one line naming the cause and where,
+an exit code other than 0, the newest complete checkpoint intact, a manifest that says what
+happened, and `--resume auto` continuing (bitwise where the fault did not touch the numbers)."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.checkpoint import newest_complete
+from engine.rundir import RunDirectory
+from tests.conftest import (
+    REPO_ROOT,
+    TINY,
+    RunResult,
+    assert_same_weights,
+    launch_env,
+    run_command,
+    run_train,
+    torchrun,
+    wait_or_dump_stacks,
+)
+from tests.helpers.dataset_files import write_cifar10, write_image_tree
+
+pytestmark = pytest.mark.slow
+
+PLANTED = "tests/helpers/planted_train.py"
+EVERY_2 = "trainer.checkpoint_every_steps=2"
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory: pytest.TempPathFactory) -> dict[int, RunResult]:
+    """Uninterrupted runs of the tiny job on 1 and 2 processes."""
+    root = tmp_path_factory.mktemp("reference")
+    return {n: run_train(root / str(n), EVERY_2, nproc=n) for n in (1, 2)}
+
+
+def error_line(result: RunResult | subprocess.CompletedProcess[str]) -> str:
+    """The one `error:` line the run printed (by exactly one rank), with no worker traceback."""
+    output = result.stdout + result.stderr if hasattr(result, "stdout") else result.output
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, output[-4000:]
+    # torchrun prints its own summary (ChildFailedError); no line may come from our code.
+    assert 'train.py", line' not in output and "/engine/" not in output, output[-4000:]
+    return lines[0]
+
+
+def workers_exited_with(result: RunResult, code: int, count: int) -> bool:
+    """torchrun's summary lists each failed worker's exit code: all ranks stopped by themselves
+    (a rank torchrun had to kill shows -15)."""
+    return result.output.count(f"exitcode  : {code} ") == count
+
+
+def checkpoint_files(run: RunDirectory) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run.checkpoint_dir.iterdir())}
+
+
+def planted(tmp_path: Path, nproc: int, *args: str, **env: str) -> RunResult:
+    launcher = torchrun(nproc, PLANTED) if nproc > 1 else [sys.executable, PLANTED]
+    command = [*launcher, "--output-dir", str(tmp_path), *TINY, *args]
+    return RunResult(run_command(command, env=env), tmp_path)
+
+
+# ----------------------------------------------------------------------------- non-finite loss
+def test_a_nan_on_one_rank_stops_every_rank_at_that_step(references, tmp_path: Path) -> None:
+    failed = planted(tmp_path, 2, EVERY_2, PLANTED_NAN_AT_STEP="5", PLANTED_NAN_RANK="1")
+    assert failed.returncode != 0
+    line = error_line(failed)
+    assert "non-finite loss at step 5 (epoch 0) on rank 1" in line
+    assert "checkpoints/step-00000004.pt; continue with --resume auto" in line
+    assert workers_exited_with(failed, 1, 2)  # both ranks stopped at the vote, none was killed
+    newest, _ = newest_complete(failed.run.checkpoint_dir)
+    assert newest is not None and newest.name == "step-00000004.pt"
+    assert not list(failed.run.checkpoint_dir.glob("step-0000000[5-9].pt*"))
+    manifest = failed.manifest()
+    assert (manifest["status"], manifest["fault"], manifest["final_step"]) == (
+        "failed",
+        "non_finite_loss",
+        5,
+    )
+    assert manifest["resume_from"].endswith("step-00000004.pt")
+    resumed = run_train(tmp_path, EVERY_2, "--resume", "auto", nproc=2)
+    assert_same_weights(references[2].weights(), resumed.weights())
+
+
+def test_production_reads_the_flag_only_before_reporting_and_never_saves_after_it(
+    tmp_path: Path,
+) -> None:
+    # production: no read at step 5; the checkpoint due at step 6 reads it first and stops.
+    failed = planted(
+        tmp_path,
+        1,
+        "--profile",
+        "production",
+        EVERY_2,
+        "trainer.log_every_steps=4",
+        PLANTED_NAN_AT_STEP="5",
+    )
+    assert failed.returncode == 1
+    assert "non-finite loss at step 5 (epoch 0) on rank 0" in error_line(failed)
+    assert failed.manifest()["final_step"] == 6  # noticed at the next read, after step 6
+    newest, _ = newest_complete(failed.run.checkpoint_dir)
+    assert newest is not None and newest.name == "step-00000004.pt"
+    assert not list(failed.run.checkpoint_dir.glob("step-0000000[5-9].pt*"))
+    logged = [r["step"] for r in failed.metrics("step")]
+    assert logged == [4]  # the loss of a broken step is never logged as a number
+
+
+# ----------------------------------------------------------------------------- a full disk
+def test_a_write_error_while_checkpointing_keeps_the_previous_checkpoint(
+    references, tmp_path: Path
+) -> None:
+    first = run_train(tmp_path, EVERY_2, "trainer.max_steps=4", nproc=2)
+    before = checkpoint_files(first.run)
+    limit = len(before["step-00000004.pt"]) // 2  # a checkpoint no longer fits; logs still do
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [
+        *torchrun(2, "train.py"),
+        "--output-dir",
+        str(tmp_path),
+        *TINY,
+        EVERY_2,
+        "--resume",
+        "auto",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=launch_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limit_file_size,
+    )
+    stdout, stderr = wait_or_dump_stacks(process, 300)
+    failed = RunResult(
+        subprocess.CompletedProcess(command, process.returncode, stdout, stderr), tmp_path
+    )
+    assert failed.returncode != 0
+    line = error_line(failed)
+    assert "cannot write" in line and "step-00000006.pt: File too large" in line
+    assert "last complete checkpoint" in line and "step-00000004.pt" in line
+    assert workers_exited_with(failed, 1, 2)  # rank 1 stopped too, told by the vote
+    assert checkpoint_files(first.run) == before  # no partial file, the old ones untouched
+    assert failed.manifest()["fault"] == "write_error"
+    resumed = run_train(tmp_path, EVERY_2, "--resume", "auto", nproc=2)
+    assert_same_weights(references[2].weights(), resumed.weights())
+
+
+# ----------------------------------------------------------------------------- signals
+def test_sigint_checkpoints_at_the_next_step_and_says_how_to_resume(
+    references, tmp_path: Path
+) -> None:
+    stopped = planted(tmp_path, 1, EVERY_2, PLANTED_SIGNAL_AT_STEP="5", PLANTED_SIGNAL="INT")
+    assert stopped.returncode == 128 + signal.SIGINT
+    assert "received SIGINT: stopping after this step with a checkpoint" in stopped.output
+    line = error_line(stopped)
+    assert "stopped by SIGINT after step 5 (epoch 0)" in line
+    assert "step-00000005.pt; continue with --resume auto" in line
+    assert stopped.checkpoint()["step"] == 5
+    manifest = stopped.manifest()
+    assert (manifest["status"], manifest["fault"]) == ("interrupted", "interrupted")
+    resumed = run_train(tmp_path, EVERY_2, "--resume", "auto")
+    assert_same_weights(references[1].weights(), resumed.weights())
+
+
+def test_sigterm_to_torchrun_stops_all_ranks_at_one_step(references, tmp_path: Path) -> None:
+    # As SLURM does before a preemption: the launcher gets SIGTERM and forwards it to each rank.
+    # torchrun signals each rank's whole process group: the DataLoader workers get it too.
+    workers = "data.num_workers=2"
+    stopped = planted(
+        tmp_path, 2, EVERY_2, workers, PLANTED_SIGNAL_AT_STEP="3", PLANTED_SIGNAL_TO="launcher"
+    )
+    assert stopped.returncode != 0
+    checkpoint = stopped.checkpoint()
+    assert checkpoint["step"] == stopped.manifest()["final_step"] >= 3
+    assert len(checkpoint["rng"]) == 2  # one checkpoint, written with both ranks' state
+    assert f"stopped by SIGTERM after step {checkpoint['step']}" in error_line(stopped)
+    resumed = run_train(tmp_path, EVERY_2, workers, "--resume", "auto", nproc=2)
+    assert_same_weights(references[2].weights(), resumed.weights())
+
+
+def test_a_second_signal_exits_at_once_without_a_checkpoint(tmp_path: Path) -> None:
+    stopped = planted(tmp_path, 1, EVERY_2, PLANTED_SIGNAL_AT_STEP="5", PLANTED_SIGNAL_TIMES="2")
+    assert stopped.returncode == 128 + signal.SIGTERM
+    assert "second SIGTERM: exiting now, without a checkpoint" in stopped.output
+    assert stopped.checkpoint()["step"] == 4  # the one due at step 6 never came
+
+
+# ----------------------------------------------------------------------------- a silent rank
+def test_a_stopped_rank_is_named_and_max_restarts_recovers(references, tmp_path: Path) -> None:
+    # SIGSTOP of the last rank after step 7 on the first attempt: rank 0 waits 5 s in the vote
+    # after step 7, names the rank, and torchrun restarts the group, which resumes from step 6.
+    done = run_command(
+        [
+            *torchrun(2, "--max-restarts=1", PLANTED),
+            "--output-dir",
+            str(tmp_path),
+            *TINY,
+            EVERY_2,
+            "trainer.collective_timeout_s=5",
+        ],
+        env={"PLANTED_SIGSTOP_AT_STEP": "7"},
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert (
+        "error: the health vote after step 7: rank 1 did not arrive within 5 s "
+        "(trainer.collective_timeout_s)" in output
+    )
+    run = RunResult(done, tmp_path)
+    assert run.manifest()["resumed_from_step"] == 6
+    assert_same_weights(references[2].weights(), run.weights())
+
+
+def test_a_rank_that_never_joins_is_named(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    topology = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}
+    address = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    alone = run_train(
+        tmp_path, "trainer.collective_timeout_s=2", env={**topology, **address}, check=False
+    )
+    assert alone.returncode == 1
+    line = error_line(alone)
+    assert line == (
+        "error: joining the process group: rank 1 did not arrive within 2 s "
+        "(trainer.collective_timeout_s)"
+    )
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- data files
+def test_an_image_that_vanishes_mid_run_is_named_and_nothing_is_lost(tmp_path: Path) -> None:
+    root = write_image_tree(tmp_path / "images")
+    args = (
+        "data.name=imagefolder",
+        f"data.root={root}",
+        "data.batch_size=4",
+        "data.num_workers=2",
+        "trainer.epochs=3",
+        "trainer.checkpoint_every_steps=1",
+    )
+    reference = run_train(tmp_path / "reference", *args, nproc=2)
+    victim = root / "train" / "dog" / "3.png"
+    content = victim.read_bytes()
+    failed = planted(
+        tmp_path / "run",
+        2,
+        *args,
+        PLANTED_REMOVE_AT_STEP="1",
+        PLANTED_REMOVE_FILE=str(victim),
+    )
+    assert failed.returncode != 0
+    index = 8 + 3  # sorted: cat/0..7, then dog/0..7
+    line = error_line(failed)
+    assert f"cannot read image {victim} (train sample {index}): No such file or directory" in line
+    assert "continue with --resume auto" in line
+    assert failed.manifest()["fault"] == "data_file"
+    newest, _ = newest_complete(failed.run.checkpoint_dir)
+    assert newest is not None
+    victim.write_bytes(content)
+    resumed = run_train(tmp_path / "run", *args, "--resume", "auto", nproc=2)
+    assert_same_weights(reference.weights(), resumed.weights())
+
+
+def test_a_truncated_cifar10_file_is_named_at_the_next_start(tmp_path: Path) -> None:
+    folder = write_cifar10(tmp_path / "data")
+    args = ("data.name=cifar10", f"data.root={tmp_path / 'data'}", EVERY_2)
+    first = run_train(tmp_path / "runs", *args, "trainer.max_steps=2")
+    before = checkpoint_files(first.run)
+    victim = folder / "data_batch_2"
+    victim.write_bytes(victim.read_bytes()[:1000])
+    again = run_train(tmp_path / "runs", *args, "--resume", "auto", check=False)
+    assert again.returncode == 2
+    assert again.process.stderr.startswith(
+        f"error: {victim} (train samples from 40) is not a CIFAR-10 batch file"
+    )
+    assert len(again.process.stderr.strip().splitlines()) == 1
+    assert checkpoint_files(first.run) == before
