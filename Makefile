@@ -55,7 +55,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup train verify benchmark compare bench-speed bench-invariance diagnose docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
+.PHONY: help setup train verify benchmark compare bench-speed bench-invariance bench-health diagnose docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -101,6 +101,9 @@ bench-speed: $(STAMP) ## Template vs a plain PyTorch loop, per profile (samples/
 
 bench-invariance: $(STAMP) ## World-size-invariant mode vs DDP: ms/step and bytes per step at W=2 and W=1
 	$(PY) -m tools.bench_invariance $(ARGS)
+
+bench-health: $(STAMP) ## Cost of the fault checks: ms/step without them, production, debug; the vote at W=2
+	$(PY) -m tools.bench_health $(ARGS)
 
 test: $(STAMP) ## Run the test suite (what CI runs)
 	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)

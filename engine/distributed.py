@@ -188,9 +188,12 @@ def collective(context: DistContext, operation: str) -> Iterator[None]:
 
 
 def _peer_fault(context: DistContext, operation: str, error: BaseException) -> Exception:
+    timed_out = "timed out" in str(error).lower()
     try:
         raise_if_a_peer_failed(context)
-        grace = min(context.timeout_s, ROLL_CALL_GRACE_S)
+        # Survivors of a timeout reach the roll call up to a step apart; a lost connection is
+        # seen at once by every rank that was talking to the lost one.
+        grace = min(context.timeout_s, ROLL_CALL_GRACE_S if timed_out else 1.0)
         missing = roll_call(context.store, "alive", context.rank, context.world_size, grace)
     except PeerFailed as failure:
         return failure
@@ -198,7 +201,7 @@ def _peer_fault(context: DistContext, operation: str, error: BaseException) -> E
         missing = []
     present = sorted(set(range(context.world_size)) - set(missing))
     reporter = present[0] if present else context.rank
-    if "timed out" in str(error).lower():
+    if timed_out:
         cause = f"did not arrive within {context.timeout_s:g} s (trainer.collective_timeout_s)"
     else:
         cause = f"went away ({_first_line(error)})"

@@ -27,7 +27,7 @@ from engine.determinism import (
     Precision,
     determinism_report,
 )
-from engine.distributed import DistContext, all_gather_objects
+from engine.distributed import DistContext, all_gather_objects, collective
 from engine.events import Position
 from engine.faults import Interrupted, OutputWriteFailed, TrainingFault
 from engine.metrics import MetricsLogger
@@ -81,9 +81,7 @@ class RunRecorder:
             "strategy": plan.strategy,
             "ranks": [
                 {"rank": rank, "host": host, **description}
-                for rank, (host, description) in enumerate(
-                    all_gather_objects(context, (socket.gethostname(), plan.describe()))
-                )
+                for rank, (host, description) in enumerate(self._gather_plans(context, plan))
             ],
         }
         self.manifest: dict[str, Any] = {
@@ -118,6 +116,11 @@ class RunRecorder:
             if warning:
                 self.determinism_notes.append(warning)
                 print(f"warning: {warning}", file=sys.stderr)
+
+    @staticmethod
+    def _gather_plans(context: DistContext, plan: SeedPlan) -> list[Any]:
+        with collective(context, "gathering the seed plans"):
+            return all_gather_objects(context, (socket.gethostname(), plan.describe()))
 
     def say(self, message: str) -> None:
         if self.context.is_main:
@@ -276,7 +279,9 @@ class RunRecorder:
 
     def _gathered_op_counts(self) -> dict[str, int]:
         total: Counter[str] = Counter()
-        for counts in all_gather_objects(self.context, dict(self.nondeterminism.counts)):
+        with collective(self.context, "gathering the nondeterministic-op counts"):
+            gathered = all_gather_objects(self.context, dict(self.nondeterminism.counts))
+        for counts in gathered:
             total.update(counts)
         return dict(total)
 

@@ -191,14 +191,14 @@ class Trainer:
             )
             self.events.step_finished(position, per_epoch, labels.numel() * self.context.world_size)
             logged = position.step % log_every == 0
-            if logged:
-                lr = self.scheduler.get_last_lr()[0]
-                self._report(self.events.step_logged, position, {"loss": float(loss), "lr": lr})
             # The host reads the non-finite flag every step, or before anything is reported.
             epoch_ends = position.batch_in_epoch >= per_epoch or self.max_steps_reached()
             self.stop_if_asked(
                 read_finite=self.settings.finite_check == "every_step" or logged or epoch_ends
             )
+            if logged:
+                lr = self.scheduler.get_last_lr()[0]
+                self._report(self.events.step_logged, position, {"loss": float(loss), "lr": lr})
             if self.max_steps_reached():
                 return position.batch_in_epoch >= per_epoch
             if every and position.step % every == 0 and position.batch_in_epoch < per_epoch:

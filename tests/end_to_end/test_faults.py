@@ -249,7 +249,7 @@ def test_an_image_that_vanishes_mid_run_is_named_and_nothing_is_lost(tmp_path: P
         f"data.root={root}",
         "data.batch_size=4",
         "data.num_workers=2",
-        "trainer.epochs=3",
+        "trainer.epochs=2",
         "trainer.checkpoint_every_steps=1",
     )
     reference = run_train(tmp_path / "reference", *args, nproc=2)

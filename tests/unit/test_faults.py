@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import math
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from data.config import DataConfig
+from data.imagefolder import build_imagefolder
 from engine.distributed import DistContext
 from engine.events import Position
 from engine.faults import DataFileError, Interrupted, NonFiniteLoss, OutputWriteFailed
 from engine.health import GRADIENTS, LOSS, NOT_SEEN, NonFiniteWatch, RankHealth, Verdict
-from tests.unit.test_trainer import KeptEvents, make_trainer
+from tests.helpers.dataset_files import write_image_tree
+from tests.unit.test_trainer import InMemoryLoader, KeptEvents, make_trainer
 
 SINGLE = DistContext(0, 1, 0, 1, torch.device("cpu"), None)
 
@@ -62,8 +66,6 @@ class NaNLoader:
     """The unit tests' in-memory batches, with NaN images from global batch `bad` on."""
 
     def __init__(self, bad: int) -> None:
-        from tests.unit.test_trainer import InMemoryLoader
-
         self.inner = InMemoryLoader()
         self.bad = bad
 
@@ -136,3 +138,15 @@ def test_an_error_in_a_dataloader_worker_stays_one_line() -> None:
     with pytest.raises(DataFileError) as caught:
         next(iter(loader))
     assert str(caught.value) == "cannot read image /data/0.png (train sample 0): gone"
+
+
+def test_an_image_truncated_after_the_scan_is_named_with_its_sample_index(tmp_path: Path) -> None:
+    """The scan at start accepted the file; it is cut short later (a copy still in progress)."""
+    root = write_image_tree(tmp_path, per_class=2)
+    splits = build_imagefolder(DataConfig(name="imagefolder", root=str(root)))
+    victim = root / "val" / "dog" / "1.jpg"
+    victim.write_bytes(victim.read_bytes()[:60])
+    with pytest.raises(DataFileError) as caught:
+        splits.val[3]  # sorted: cat/0, cat/1, dog/0, dog/1
+    assert str(caught.value).startswith(f"cannot read image {victim} (val sample 3): ")
+    assert len(str(caught.value).splitlines()) == 1

@@ -1,0 +1,160 @@
+"""Cost of the fault checks in the training step: `make bench-health`.
+
+    python -m tools.bench_health [--steps 40] [--repeats 5] [--batch 128] [--width 16]
+
+One process times optimizer steps of the default model on in-memory 32x32 batches, the variants
+interleaved, best and median of the repeats:
+- `none`: the step without the non-finite watch or the vote (the trainer before they existed);
+- `log_steps` (production): the watch records on the device, the vote carries no device read;
+- `every_step` (debug, eval): the host reads the watch and votes after every step.
+Then two processes (torchrun, gloo) time the vote alone: one all_gather of four integers, which
+a multi-process run adds to every step. Writes bench-health.json to --output-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.determinism import Precision
+from engine.distributed import DistContext, init_distributed, leave_process_group
+from engine.events import Position
+from engine.health import RankHealth, Verdict
+from engine.optim import OptimConfig
+from engine.provenance import REPO_ROOT
+from engine.trainer import Trainer, TrainerConfig
+from models import ModelConfig, build_model
+from tools.launch import launch_environment, local_launcher
+
+VARIANTS = ("none", "log_steps", "every_step")
+
+
+class _NoEvents:
+    def step_finished(self, *arguments: Any) -> None: ...
+    def step_logged(self, *arguments: Any) -> None: ...
+    def epoch_finished(self, *arguments: Any) -> None: ...
+    def checkpoint_due(self, *arguments: Any) -> None: ...
+
+
+class _NoLoader:
+    def epoch(self, epoch: int, start_batch: int = 0) -> Any:
+        return iter(())
+
+    def batches_per_epoch(self) -> int:
+        return 1
+
+
+def _trainer(variant: str, width: int) -> Trainer:
+    torch.manual_seed(0)
+    context = DistContext(0, 1, 0, 1, torch.device("cpu"), None)
+    model = build_model(ModelConfig(width=width), num_classes=10, image_size=32)
+    trainer = Trainer(
+        TrainerConfig(finite_check="log_steps" if variant == "log_steps" else "every_step"),
+        OptimConfig(),
+        Precision(amp=None, channels_last=False, pin_memory=False),
+        context,
+        model,
+        _NoLoader(),
+        _NoLoader(),
+        _NoEvents(),
+    )
+    if variant == "none":
+        trainer.non_finite.record = lambda *arguments: None  # type: ignore[method-assign]
+    return trainer
+
+
+def _step(trainer: Trainer, variant: str, images: torch.Tensor, labels: torch.Tensor) -> Any:
+    def step() -> None:
+        trainer.train_step(images, labels)
+        trainer.position = Position(0, 0, trainer.position.step + 1)
+        if variant != "none":
+            trainer.stop_if_asked(read_finite=variant == "every_step")
+
+    return step
+
+
+def _seconds_per_call(call: Any, calls: int) -> float:
+    for _ in range(3):
+        call()
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return (time.perf_counter() - start) / calls
+
+
+def step_costs(steps: int, repeats: int, batch: int, width: int) -> dict[str, dict[str, float]]:
+    torch.set_num_threads(1)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 10, (batch,), generator=generator)
+    steppers = {v: _step(_trainer(v, width), v, images, labels) for v in VARIANTS}
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for _ in range(repeats):
+        for variant in VARIANTS:
+            times[variant].append(_seconds_per_call(steppers[variant], steps))
+    return {
+        v: {"best_ms": 1e3 * min(t), "median_ms": 1e3 * statistics.median(t)}
+        for v, t in times.items()
+    }
+
+
+def vote_cost(calls: int) -> None:
+    """Under torchrun: microseconds per vote; rank 0 prints one JSON line."""
+    context = init_distributed("cpu")
+    vote = lambda: Verdict.gather(context, RankHealth())  # noqa: E731
+    per_call = min(_seconds_per_call(vote, calls) for _ in range(5))
+    if context.is_main:
+        print(json.dumps({"vote_us": 1e6 * per_call, "world_size": context.world_size}))
+    leave_process_group(context.device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--output-dir", default="runs/bench")
+    parser.add_argument("--votes", type=int, default=0, help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.votes:
+        vote_cost(arguments.votes)
+        return
+    costs = step_costs(arguments.steps, arguments.repeats, arguments.batch, arguments.width)
+    launched = subprocess.run(
+        [*local_launcher(2), "-m", "tools.bench_health", "--votes", "1000"],
+        cwd=REPO_ROOT,
+        env=launch_environment({"OMP_NUM_THREADS": "1"}),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    votes = json.loads(launched.stdout.strip().splitlines()[-1])
+    none = costs["none"]["best_ms"]
+    print(
+        f"ms per optimizer step, batch {arguments.batch}, 1 thread (best / median of "
+        f"{arguments.repeats} x {arguments.steps} steps)"
+    )
+    for variant, cost in costs.items():
+        print(
+            f"  {variant:<11} {cost['best_ms']:7.2f} / {cost['median_ms']:7.2f}  "
+            f"({cost['best_ms'] / none - 1:+.1%} vs none, best)"
+        )
+    print(f"vote at W=2 (gloo all_gather of 4 integers): {votes['vote_us']:.0f} us per step")
+    output = Path(arguments.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    report = {"steps": costs, "vote": votes, "batch": arguments.batch, "width": arguments.width}
+    (output / "bench-health.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {output / 'bench-health.json'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
