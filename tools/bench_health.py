@@ -18,7 +18,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from engine.optim import OptimConfig
 from engine.provenance import REPO_ROOT
 from engine.trainer import Trainer, TrainerConfig
 from models import ModelConfig, build_model
+from tools.bench_invariance import timed
 from tools.launch import launch_environment, local_launcher
 
 VARIANTS = ("none", "log_steps", "every_step")
@@ -81,15 +81,6 @@ def _step(trainer: Trainer, variant: str, images: torch.Tensor, labels: torch.Te
     return step
 
 
-def _seconds_per_call(call: Any, calls: int) -> float:
-    for _ in range(3):
-        call()
-    start = time.perf_counter()
-    for _ in range(calls):
-        call()
-    return (time.perf_counter() - start) / calls
-
-
 def step_costs(steps: int, repeats: int, batch: int, width: int) -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)
@@ -99,7 +90,7 @@ def step_costs(steps: int, repeats: int, batch: int, width: int) -> dict[str, di
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for _ in range(repeats):
         for variant in VARIANTS:
-            times[variant].append(_seconds_per_call(steppers[variant], steps))
+            times[variant].append(timed(steppers[variant], steps))
     return {
         v: {"best_ms": 1e3 * min(t), "median_ms": 1e3 * statistics.median(t)}
         for v, t in times.items()
@@ -110,7 +101,7 @@ def vote_cost(calls: int) -> None:
     """Under torchrun: microseconds per vote; rank 0 prints one JSON line."""
     context = init_distributed("cpu")
     vote = lambda: Verdict.gather(context, RankHealth())  # noqa: E731
-    per_call = min(_seconds_per_call(vote, calls) for _ in range(5))
+    per_call = min(timed(vote, calls) for _ in range(5))
     if context.is_main:
         print(json.dumps({"vote_us": 1e6 * per_call, "world_size": context.world_size}))
     leave_process_group(context.device)

@@ -73,3 +73,20 @@ def test_speed_benchmark_compares_profiles_with_the_plain_loop(tmp_path: Path) -
     assert result["runs"]["plain"]["vs_plain_best"] == 1.0
     assert all(row["time_to_first_step_s"] > 0 for row in result["runs"].values())
     assert "vs plain" in (tmp_path / "benchmark-speed.md").read_text()
+
+
+def test_fault_check_benchmark_reports_its_numbers(tmp_path: Path) -> None:
+    small = ["--steps", "2", "--repeats", "1", "--batch", "8", "--width", "4"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.bench_health", *small, "--output-dir", str(tmp_path)],
+        cwd=REPO_ROOT,
+        env=launch_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "bench-health.json").read_text())
+    assert set(report["steps"]) == {"none", "log_steps", "every_step"}
+    assert report["vote"]["world_size"] == 2 and report["vote"]["vote_us"] > 0
+    assert "vote at W=2" in done.stdout
