@@ -147,3 +147,4 @@ def test_slurm_script_runs_one_torchrun_per_node_with_rendezvous_on_the_first_ho
     assert '--rdzv-endpoint="${MASTER_ADDR}:${MASTER_PORT}"' in text
     assert '--seed "${SEED}" --profile "${PROFILE}"' in text
     assert "export PYTHONHASHSEED=0 CUBLAS_WORKSPACE_CONFIG=:4096:8" in text
+    assert "#SBATCH --signal=TERM@120" in text  # checkpoint before the time limit
