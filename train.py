@@ -104,6 +104,7 @@ def main() -> None:
             trainer.fit()
         final_metrics = trainer.evaluate()
     except TrainingFault as fault:
+        stop_signals.quietly()  # torchrun's SIGTERM to the others must not cut this exit short
         if isinstance(fault, DataFileError):
             fault.reporting_rank = context.rank  # only this rank read the file
         recorder.record_fault(trainer.position, fault)
@@ -115,8 +116,7 @@ def main() -> None:
             raise_if_a_peer_failed(context)  # then that rank's line is the cause, not this error
             raise
         final_metrics = None
-    finally:
-        stop_signals.uninstall()
+    stop_signals.uninstall()
 
     # 5. Save: manifest with the final evaluation, determinism report; leave the process group.
     recorder.finish(

@@ -37,6 +37,12 @@ class StopSignals:
             signal.signal(number, handler)  # type: ignore[arg-type]
         self._previous.clear()
 
+    def quietly(self) -> None:
+        """The run is already stopping on a fault: a signal now (torchrun stopping the other
+        ranks) is recorded without a word, so the fault's line is written before the exit; a
+        second one still exits at once."""
+        self.announce = False
+
     def _handle(self, number: int, frame: FrameType | None) -> None:
         if os.getpid() != self._owner:
             return  # a DataLoader worker inherited the handler: its parent decides
