@@ -22,7 +22,7 @@ from engine.distributed import (
     shutdown,
 )
 from engine.errors import UserError, run_reporting_user_errors
-from engine.faults import DataFileError, TrainingFault
+from engine.faults import TrainingFault
 from engine.invariance import InvariantMode, MicroBatchLayout, pin_threads
 from engine.recorder import RunIdentity, RunRecorder
 from engine.resume import (
@@ -105,8 +105,6 @@ def main() -> None:
         final_metrics = trainer.evaluate()
     except TrainingFault as fault:
         stop_signals.quietly()  # torchrun's SIGTERM to the others must not cut this exit short
-        if isinstance(fault, DataFileError):
-            fault.reporting_rank = context.rank  # only this rank read the file
         recorder.record_fault(trainer.position, fault)
         post_fault(context, str(fault))  # the ranks still waiting for this one learn why
         raise

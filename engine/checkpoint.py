@@ -20,7 +20,7 @@ from typing import IO, Any
 import torch
 
 from engine.atomic import atomic_write, atomic_write_text, fsync_directory
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 
 FORMAT = "reproducible-ddp-template/checkpoint/v1"
 LAST = "last.pt"
@@ -145,10 +145,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
-        raise UserError(f"cannot load checkpoint {path}: {first_line[:200]}") from None
+        raise UserError(f"cannot load checkpoint {path}: {first_line(error)[:200]}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint of this template (format {FORMAT!r} expected)")
     return payload

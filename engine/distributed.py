@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 from engine.faults import PeerFailed, PeerUnresponsive
 
 DEFAULT_COLLECTIVE_TIMEOUT_S = 600.0
@@ -173,8 +173,11 @@ def is_communication_failure(error: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def collective(context: DistContext, operation: str) -> Iterator[None]:
+def collective(context: DistContext, operation: str, step: int | None = None) -> Iterator[None]:
     """Run collectives; if one fails, raise one line naming `operation` and the missing rank.
+
+    `operation` may hold `{step}`: it is formatted only on failure, since the trainer enters
+    this context every step.
 
     If another rank posted a fault of its own before leaving (`post_fault`), that rank reports
     it and this one stops quietly with `PeerFailed`; otherwise a roll call through the store
@@ -184,7 +187,7 @@ def collective(context: DistContext, operation: str) -> Iterator[None]:
     except RuntimeError as error:
         if not context.distributed or context.store is None or not is_communication_failure(error):
             raise
-        raise _peer_fault(context, operation, error) from None
+        raise _peer_fault(context, operation.format(step=step), error) from None
 
 
 def _peer_fault(context: DistContext, operation: str, error: BaseException) -> Exception:
@@ -254,8 +257,7 @@ def _ranks(ranks: list[int]) -> str:
 
 def _first_line(error: BaseException) -> str:
     """gloo's messages start with the C++ source location: drop it."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return re.sub(r"^\[[^\]]*\]\s*", "", text)[:200]
+    return re.sub(r"^\[[^\]]*\]\s*", "", first_line(error))[:200]
 
 
 def shutdown(context: DistContext) -> None:

@@ -20,6 +20,12 @@ USER_ERROR_EXIT_CODE = 2
 _WORKER_TRACEBACK = re.compile(r"Original Traceback.*\n(?:[\w.]+: )?(?P<message>[^\n]+)\n?\Z", re.S)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class UserError(Exception):
     """A problem with the user's input, explained in one line.
 

@@ -17,6 +17,7 @@ one line that names the cause and where it happened, never a traceback from N pr
 
 from __future__ import annotations
 
+import os
 import signal
 
 from engine.errors import UserError
@@ -81,6 +82,10 @@ class DataFileError(TrainingFault):
     """A data file vanished or became unreadable while the job ran.
 
     Constructed from one message only: DataLoader re-raises a worker's exception as
-    `type(error)(text)` (see `engine.errors`)."""
+    `type(error)(text)` (see `engine.errors`). Only the rank that read the file knows of it, so
+    that rank reports it (RANK, as torchrun set it; a DataLoader worker inherits it)."""
 
     kind = "data_file"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reporting_rank=int(os.environ.get("RANK", "0")))

@@ -183,7 +183,7 @@ class Trainer:
             if self.position.batch_in_epoch >= per_epoch:
                 break
             with collective(
-                self.context, f"the gradient exchange of step {self.position.step + 1}"
+                self.context, "the gradient exchange of step {step}", self.position.step + 1
             ):
                 loss = self.train_step(images, labels)
             position = self.position = Position(
@@ -265,7 +265,7 @@ class Trainer:
             stop_signal=self.stop.received if self.stop is not None else 0,
             write_failed=self._write_failure is not None,
         )
-        with collective(self.context, f"the health vote after step {self.position.step}"):
+        with collective(self.context, "the health vote after step {step}", self.position.step):
             return Verdict.gather(self.context, mine)
 
     def _stop_if_broken(self, verdict: Verdict) -> None:
@@ -291,7 +291,9 @@ class Trainer:
         The vote before it reads the non-finite flag (a broken state is never saved); the vote
         after it tells every rank whether rank 0's write failed."""
         self._stop_if_broken(self._vote(read_finite=True))
-        with collective(self.context, f"gathering the checkpoint of step {self.position.step}"):
+        with collective(
+            self.context, "gathering the checkpoint of step {step}", self.position.step
+        ):
             state = self.state_dict()
         self._report(self.events.checkpoint_due, self.position, state)
         self._stop_if_broken(self._vote(read_finite=False))
@@ -309,7 +311,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- metrics
     def epoch_metrics(self, seen_before: int, elapsed: float) -> dict[str, float]:
-        with collective(self.context, f"the epoch-end metrics at step {self.position.step}"):
+        with collective(self.context, "the epoch-end metrics at step {step}", self.position.step):
             return self._epoch_metrics(seen_before, elapsed)
 
     def _epoch_metrics(self, seen_before: int, elapsed: float) -> dict[str, float]:
@@ -347,7 +349,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Validation with rank 0's BatchNorm statistics on every rank (the ones that are saved)."""
-        with collective(self.context, f"the evaluation at step {self.position.step}"):
+        with collective(self.context, "the evaluation at step {step}", self.position.step):
             return self._evaluate()
 
     @torch.no_grad()

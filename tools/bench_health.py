@@ -100,7 +100,10 @@ def step_costs(steps: int, repeats: int, batch: int, width: int) -> dict[str, di
 def vote_cost(calls: int) -> None:
     """Under torchrun: microseconds per vote; rank 0 prints one JSON line."""
     context = init_distributed("cpu")
-    vote = lambda: Verdict.gather(context, RankHealth())  # noqa: E731
+
+    def vote() -> None:
+        Verdict.gather(context, RankHealth())
+
     per_call = min(timed(vote, calls) for _ in range(5))
     if context.is_main:
         print(json.dumps({"vote_us": 1e6 * per_call, "world_size": context.world_size}))

@@ -17,6 +17,8 @@
   PLANTED_SIGNAL_TIMES=n: after step k, rank PLANTED_SIGNAL_RANK (default the last) sends the
   signal n times to itself, or to its parent (torchrun, as SLURM would).
 - PLANTED_REMOVE_AT_STEP=k, PLANTED_REMOVE_FILE=path: rank 0 deletes the file after step k.
+- PLANTED_FAULT_LOG=path: each rank whose training stops on a fault appends "rank kind step" to
+  the file (proof that every rank decided to stop by itself, and where).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import Tensor
 
 from engine.distributed import DistContext, restart_attempt
 from engine.events import Position
+from engine.faults import TrainingFault
 from engine.recorder import RunRecorder
 from engine.trainer import Trainer
 from models import register_model
@@ -129,6 +132,23 @@ def _plant_step_faults() -> None:
     RunRecorder.step_finished = step_finished_then_fault  # type: ignore[method-assign]
 
 
+def _log_faults() -> None:
+    log = os.environ.get("PLANTED_FAULT_LOG")
+    if log is None:
+        return
+    fit = Trainer.fit
+
+    def fit_logging_faults(self: Trainer) -> None:
+        try:
+            fit(self)
+        except TrainingFault as fault:
+            with open(log, "a") as stream:
+                stream.write(f"{self.context.rank} {fault.kind} {self.position.step}\n")
+            raise
+
+    Trainer.fit = fit_logging_faults  # type: ignore[method-assign]
+
+
 def _plant_nan() -> None:
     """PLANTED_NAN_AT_STEP=k: NaN images at step k on one rank (a corrupt input)."""
     at = _planted_step("PLANTED_NAN_AT_STEP")
@@ -149,5 +169,6 @@ if __name__ == "__main__":
     _fail_if_planted()
     _plant_step_faults()
     _plant_nan()
+    _log_faults()
     sys.argv = ["train.py", *sys.argv[1:]]
     runpy.run_path("train.py", run_name="__main__")
