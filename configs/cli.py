@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from engine.determinism import PROFILES
-from engine.errors import UserError
+from foundation.errors import UserError
 from seeding.derive import SEED_LIMIT
+from training.determinism import PROFILES
 
 DEFAULT_CONFIG = "configs/default.yaml"
 DEFAULT_OUTPUT_DIR = "runs"

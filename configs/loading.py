@@ -16,9 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from configs.schema import Config
 from data import DATASETS
-from engine.determinism import PROFILES
-from engine.errors import UserError
+from foundation.errors import UserError
 from models import MODELS
+from training.determinism import PROFILES
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 

@@ -2,9 +2,9 @@
 
 | key            | section            | declared in           |
 |----------------|--------------------|-----------------------|
-| `trainer`      | TrainerConfig      | engine/trainer.py     |
-| `optim`        | OptimConfig        | engine/optim.py       |
-| `determinism`  | DeterminismConfig  | engine/determinism.py |
+| `trainer`      | TrainerConfig      | training/trainer.py   |
+| `optim`        | OptimConfig        | training/optim.py     |
+| `determinism`  | DeterminismConfig  | training/determinism.py |
 | `data`         | DataConfig         | data/config.py        |
 | `model`        | ModelConfig        | models/config.py      |
 """
@@ -16,16 +16,16 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from data.config import DataConfig
-from engine.determinism import DeterminismConfig, check_profile
-from engine.optim import OptimConfig
-from engine.section import Section
-from engine.trainer import TrainerConfig
+from foundation.section import RUNTIME, Section
 from models.config import ModelConfig
 from seeding.derive import SEED_LIMIT
+from training.determinism import DeterminismConfig, check_profile
+from training.optim import OptimConfig
+from training.trainer import TrainerConfig
 
 
 class Config(Section):
-    name: str = "default"
+    name: str = Field("default", json_schema_extra=RUNTIME)
     seed: int = Field(42, ge=0, lt=SEED_LIMIT)
     profile: Literal["debug", "eval", "production"] = "debug"
     trainer: TrainerConfig = TrainerConfig()

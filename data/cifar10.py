@@ -20,7 +20,7 @@ from data.config import DataConfig
 from data.registry import DatasetSplits, register_dataset
 from data.synthetic import ArrayImageDataset
 from data.transforms import small_image_eval, small_image_train
-from engine.errors import UserError
+from foundation.errors import UserError
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from engine.section import Section
+from foundation.section import RUNTIME, Section
 from seeding.derive import SEED_LIMIT
 
 
@@ -20,15 +20,15 @@ class SyntheticConfig(Section):
 
 class DataConfig(Section):
     name: str = "synthetic"
-    root: str = "datasets"
+    root: str = Field("datasets", json_schema_extra=RUNTIME)
     subset: int | None = Field(None, ge=1)
     batch_size: int = Field(128, ge=1, description="per process, unless global_batch_size is set")
     global_batch_size: int | None = Field(
         None, ge=1, description="samples per step over all processes (each takes B / W)"
     )
-    num_workers: int = Field(0, ge=0)
-    persistent_workers: bool = False
-    download: bool = False
+    num_workers: int = Field(0, ge=0, json_schema_extra=RUNTIME)
+    persistent_workers: bool = Field(False, json_schema_extra=RUNTIME)
+    download: bool = Field(False, json_schema_extra=RUNTIME)
     image_size: int = Field(32, ge=8)
     skip_bad_files: bool = False
     synthetic: SyntheticConfig = SyntheticConfig()

@@ -18,8 +18,8 @@ from torch.utils.data import Dataset
 
 from data.config import DataConfig
 from data.registry import DatasetSplits, register_dataset
-from engine.errors import UserError
-from engine.faults import DataFileError
+from foundation.errors import UserError
+from foundation.faults import DataFileError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.config import DataConfig
 from data.registry import DATASETS, DatasetSplits
-from engine.errors import UserError
+from foundation.errors import UserError
 from seeding import (
     EVAL_LANE,
     TRAIN_LANE,
@@ -63,7 +63,7 @@ class _WorkerStart:
     Why: torchrun stops a worker group by sending SIGTERM to each rank's whole process group,
     DataLoader workers included, and torch's worker handler dies of it; the rank then fails with
     "DataLoader worker ... is killed by signal" before it can write the checkpoint that SIGTERM
-    asks for (engine/signals.py). A worker whose rank is gone exits by itself (torch watches the
+    asks for (runtime/signals.py). A worker whose rank is gone exits by itself (torch watches the
     parent), and torchrun's SIGKILL 30 s later ends anything left."""
 
     seeder: WorkerSeeder

@@ -9,7 +9,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from data.config import DataConfig
-from engine.registry import Registry
+from foundation.registry import Registry
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from engine.section import Section
+from foundation.section import Section
 
 
 class ModelConfig(Section):

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from engine.registry import Registry
+from foundation.registry import Registry
 from models.config import ModelConfig
 
 ModelBuilder = Callable[[ModelConfig, int, int], nn.Module]

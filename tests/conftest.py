@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import torch
 
-from engine.provenance import REPO_ROOT
-from engine.rundir import RunDirectory, find_one_run
+from runtime.checkpoints import load_last
+from runtime.provenance import REPO_ROOT
+from runtime.rundir import RunDirectory, find_one_run
 from tools.launch import REPRODUCIBLE_ENVIRONMENT, local_launcher
 
 __all__ = ["REPO_ROOT"]  # re-exported: tests take the repository root from here
@@ -77,7 +78,7 @@ class RunResult:
         return manifest
 
     def checkpoint(self) -> dict[str, Any]:
-        return self.run.load_last_checkpoint()
+        return load_last(self.run)
 
     def weights(self) -> dict[str, torch.Tensor]:
         return self.checkpoint()["model"]
@@ -179,6 +180,32 @@ def assert_same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.
 
 def weights_differ(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
     return any(not torch.equal(first[name], second[name]) for name in first)
+
+
+class ReferenceRuns:
+    """Uninterrupted runs of the tiny job, each trained once per test session on first use.
+
+    Why shared: most guarantees compare a run made under changed conditions (resumed, other
+    workers, another world size, a fault survived) with the same job left alone. Neither the
+    number of DataLoader workers nor the checkpoint frequency changes a single number (both
+    proved below), so one uninterrupted run per (processes, profile) serves every such test.
+    Tests read these runs and never write into them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._runs: dict[tuple[int, str], RunResult] = {}
+
+    def tiny(self, nproc: int = 1, profile: str = "debug") -> RunResult:
+        key = (nproc, profile)
+        if key not in self._runs:
+            output = self.root / f"tiny-{nproc}-{profile}"
+            self._runs[key] = run_train(output, "--profile", profile, nproc=nproc)
+        return self._runs[key]
+
+
+@pytest.fixture(scope="session")
+def references(tmp_path_factory: pytest.TempPathFactory) -> ReferenceRuns:
+    return ReferenceRuns(tmp_path_factory.mktemp("references"))
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@
 One process times optimizer steps of the default model on in-memory 32x32 batches, the variants
 interleaved, best and median of the repeats:
 - `none`: the step without the non-finite watch or the vote (the trainer before they existed);
-- `log_steps` (production): the watch records on the device, the vote carries no device read;
-- `every_step` (debug, eval): the host reads the watch and votes after every step.
+- `log_steps` (production): the watch checks the loss, the gradients and the whole state
+  (parameters, buffers, optimizer state) on the device; the vote carries no device read;
+- `every_step` (debug, eval): the same, and the host reads the watch and votes every step.
 Then two processes (torchrun, gloo) time the vote alone: one all_gather of four integers, which
 a multi-process run adds to every step. Writes bench-health.json to --output-dir.
 """
@@ -23,25 +24,23 @@ from typing import Any
 
 import torch
 
-from engine.determinism import Precision
-from engine.distributed import DistContext, init_distributed, leave_process_group
-from engine.events import Position
-from engine.health import RankHealth, Verdict
-from engine.optim import OptimConfig
-from engine.provenance import REPO_ROOT
-from engine.trainer import Trainer, TrainerConfig
 from models import ModelConfig, build_model
+from runtime.process_group import join_process_group, leave_process_group
+from runtime.provenance import REPO_ROOT
+from runtime.signals import StopSignals
+from runtime.vote import HealthVote, RankHealth, Verdict
+from runtime.writes import WriteFailures
 from tools.bench_invariance import timed
 from tools.launch import launch_environment, local_launcher
+from training.determinism import Precision
+from training.events import NoBoundary, Position
+from training.health import NonFiniteWatch
+from training.optim import OptimConfig
+from training.steps import DataParallelMode
+from training.topology import Topology
+from training.trainer import Trainer, TrainerConfig
 
 VARIANTS = ("none", "log_steps", "every_step")
-
-
-class _NoEvents:
-    def step_finished(self, *arguments: Any) -> None: ...
-    def step_logged(self, *arguments: Any) -> None: ...
-    def epoch_finished(self, *arguments: Any) -> None: ...
-    def checkpoint_due(self, *arguments: Any) -> None: ...
 
 
 class _NoLoader:
@@ -52,31 +51,43 @@ class _NoLoader:
         return 1
 
 
+class _VoteOnly(NoBoundary):
+    """The session's vote after each step, without checkpoints or files."""
+
+    def __init__(self, watch: NonFiniteWatch, every_step: bool) -> None:
+        group = join_process_group("cpu")
+        self.vote = HealthVote(group, watch, StopSignals(announce=False), WriteFailures())
+        self.read_every_step = every_step
+
+    def after_step(
+        self, position: Position, trainer: Any, *, reports: bool, epoch_ends: bool
+    ) -> None:
+        self.vote(position, read_finite=self.read_every_step)
+
+
 def _trainer(variant: str, width: int) -> Trainer:
     torch.manual_seed(0)
-    context = DistContext(0, 1, 0, 1, torch.device("cpu"), None)
     model = build_model(ModelConfig(width=width), num_classes=10, image_size=32)
-    trainer = Trainer(
+    watch = None if variant == "none" else NonFiniteWatch(torch.device("cpu"))
+    return Trainer(
         TrainerConfig(finite_check="log_steps" if variant == "log_steps" else "every_step"),
-        OptimConfig(),
-        Precision(amp=None, channels_last=False, pin_memory=False),
-        context,
         model,
-        _NoLoader(),
-        _NoLoader(),
-        _NoEvents(),
+        optim=OptimConfig(),
+        precision=Precision(amp=None, channels_last=False, pin_memory=False),
+        topology=Topology.single(),
+        mode=DataParallelMode(),
+        train_loader=_NoLoader(),
+        val_loader=_NoLoader(),
+        boundary=None if watch is None else _VoteOnly(watch, variant == "every_step"),
+        watch=watch,
     )
-    if variant == "none":
-        trainer.non_finite.record = lambda *arguments: None  # type: ignore[method-assign]
-    return trainer
 
 
-def _step(trainer: Trainer, variant: str, images: torch.Tensor, labels: torch.Tensor) -> Any:
+def _step(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor) -> Any:
     def step() -> None:
         trainer.train_step(images, labels)
         trainer.position = Position(0, 0, trainer.position.step + 1)
-        if variant != "none":
-            trainer.stop_if_asked(read_finite=variant == "every_step")
+        trainer.boundary.after_step(trainer.position, trainer, reports=False, epoch_ends=False)
 
     return step
 
@@ -86,7 +97,7 @@ def step_costs(steps: int, repeats: int, batch: int, width: int) -> dict[str, di
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, 32, 32, generator=generator)
     labels = torch.randint(0, 10, (batch,), generator=generator)
-    steppers = {v: _step(_trainer(v, width), v, images, labels) for v in VARIANTS}
+    steppers = {v: _step(_trainer(v, width), images, labels) for v in VARIANTS}
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for _ in range(repeats):
         for variant in VARIANTS:
@@ -99,15 +110,15 @@ def step_costs(steps: int, repeats: int, batch: int, width: int) -> dict[str, di
 
 def vote_cost(calls: int) -> None:
     """Under torchrun: microseconds per vote; rank 0 prints one JSON line."""
-    context = init_distributed("cpu")
+    group = join_process_group("cpu")
 
     def vote() -> None:
-        Verdict.gather(context, RankHealth())
+        Verdict.gather(group, RankHealth())
 
     per_call = min(timed(vote, calls) for _ in range(5))
-    if context.is_main:
-        print(json.dumps({"vote_us": 1e6 * per_call, "world_size": context.world_size}))
-    leave_process_group(context.device)
+    if group.is_main:
+        print(json.dumps({"vote_us": 1e6 * per_call, "world_size": group.world_size}))
+    leave_process_group(group.device)
 
 
 def main() -> None:

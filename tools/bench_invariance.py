@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -32,11 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from engine.distributed import leave_process_group
-from engine.invariance import InvariantMode, InvariantStep, MicroBatchLayout
-from engine.provenance import REPO_ROOT
+from foundation.process import process_launch
 from models import ModelConfig, build_model
+from runtime.process_group import leave_process_group
+from runtime.provenance import REPO_ROOT
 from tools.launch import launch_environment, local_launcher
+from training.invariance import InvariantMode, InvariantStep, MicroBatchLayout
+from training.topology import Topology
 
 
 def timed(step: Any, steps: int) -> float:
@@ -80,7 +81,9 @@ def measure(world: int, rank: int, arguments: argparse.Namespace) -> dict[str, A
     for micro_batches_per_rank in (1, 2):
         model, optimizer = build(arguments.width, device)
         layout = MicroBatchLayout.checked(B, per_rank // micro_batches_per_rank, world, rank)
-        invariant = InvariantStep(model, InvariantMode(layout, lambda k, j: k * 1000 + j))
+        topology = Topology(rank, world, rank, 1, device, "gloo" if world > 1 else None)
+        mode = InvariantMode(layout, lambda k, j: k * 1000 + j)
+        invariant = InvariantStep(model, mode, topology)
         name = f"invariant {micro_batches_per_rank} x {layout.micro_batch}"
         variants[name] = stepper(invariant, optimizer, images, labels)
         received[name] = invariant
@@ -112,17 +115,20 @@ def stepper(
     steps = iter(range(1 << 62))
 
     def step() -> None:
-        invariant.gradients(next(steps), images, labels, invariant.model)
+        invariant.gradients(next(steps), images, labels, backward=_unused)
         optimizer.step()
 
     return step
 
 
+def _unused(loss: torch.Tensor) -> None:
+    raise AssertionError("the invariant step runs its own backward per micro-batch")
+
+
 def worker(arguments: argparse.Namespace) -> None:
     """One process of the W = 2 measurement (under torchrun), or the W = 1 one."""
     torch.set_num_threads(1)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    world, rank = process_launch().world_size, process_launch().rank
     if world > 1:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from configs import Config, load_config
-from engine.errors import run_reporting_user_errors
-from engine.rundir import RunDirectory, benchmark_directory, write_json
+from foundation.exit import run_reporting_user_errors
+from runtime.rundir import RunDirectory, benchmark_directory, write_json
 from tools.aggregate import aggregate, format_summary
 from tools.seed_runs import (
     METRICS,
@@ -27,7 +27,6 @@ from tools.seed_runs import (
     first_completed_manifest,
     run_variants,
     seeds_and_launch,
-    settings_without_seed,
 )
 
 
@@ -128,8 +127,7 @@ def main() -> int:
     seeds, launch, overrides = seeds_and_launch(arguments)
     config = load_config(arguments.config, arguments.profile, seeds[0], overrides)  # validates once
     bench_dir = benchmark_directory(arguments.output_dir, config.name, config.profile)
-    settings = settings_without_seed(config.model_dump(mode="json"))
-    variant = Variant("", arguments.config, config.name, overrides, arguments.output_dir, settings)
+    variant = Variant("", arguments.config, overrides, arguments.output_dir, config)
     results = run_variants([variant], seeds, launch, bench_dir / "logs")[""]
 
     summary = aggregate(results, METRICS)

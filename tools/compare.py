@@ -16,25 +16,27 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from configs import Config, load_config
-from engine.errors import UserError, run_reporting_user_errors
-from engine.rundir import write_json
+from configs.keys import differing_keys, keys_in_role
+from foundation.errors import UserError
+from foundation.exit import run_reporting_user_errors
+from runtime.rundir import write_json
 from tools.paired import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, compare_metric
 from tools.seed_runs import (
     METRICS,
+    Launch,
     Variant,
     add_seed_run_arguments,
     first_completed_manifest,
     run_variants,
     seeds_and_launch,
-    settings_without_seed,
 )
 
-# Keys that change which samples are drawn, in which order, or how they are augmented.
-_LOADER_ONLY = {"data.num_workers", "data.persistent_workers", "data.root", "data.download"}
+# Keys that group the same samples into other batches (they change no sample's draws).
 _BATCHING = {"data.batch_size", "data.global_batch_size"}
 
 
@@ -54,19 +56,9 @@ def parse_variant(text: str, label: str, default_config: str) -> tuple[str, tupl
     return config, tuple(tokens)
 
 
-def differing_keys(a: Config, b: Config) -> dict[str, list[Any]]:
-    first = settings_without_seed(a.model_dump(mode="json"))
-    second = settings_without_seed(b.model_dump(mode="json"))
-    return {
-        key: [first.get(key), second.get(key)]
-        for key in sorted(set(first) | set(second))
-        if first.get(key) != second.get(key)
-    }
-
-
-def pairing(differences: dict[str, list[Any]]) -> dict[str, Any]:
-    """What a seed pair shares, computed from the keys that differ."""
-    computing = [key for key in differences if key not in _LOADER_ONLY and key != "name"]
+def pairing(config: Config, differences: dict[str, list[Any]]) -> dict[str, Any]:
+    """What a seed pair shares, computed from the keys that differ and their roles."""
+    computing = keys_in_role(config, list(differences), "computation", "stopping")
     draws = [k for k in computing if k.startswith("data.") and k not in _BATCHING]
     notes = []
     if draws:
@@ -191,7 +183,24 @@ def plot(path: Path, report: dict[str, Any]) -> None:
     plt.close(figure)
 
 
-def main() -> int:
+@dataclass(frozen=True)
+class Comparison:
+    """A comparison as asked for, every part checked before anything runs."""
+
+    arguments: argparse.Namespace
+    seeds: list[int]
+    launch: Launch
+    variants: list[Variant]
+    specs: dict[str, tuple[str, str]]  # label -> (as given, config file)
+
+    @property
+    def output(self) -> Path:
+        return Path(self.arguments.output_dir)
+
+
+def checked(argv: list[str] | None = None) -> Comparison:
+    """Parse and check the command line, A and B (each a config file plus overrides) and the
+    metrics; any problem is a one-line error before anything is written or trained."""
     parser = argparse.ArgumentParser(
         prog="python -m tools.compare", description=__doc__.split("\n")[0]
     )
@@ -199,9 +208,7 @@ def main() -> int:
     parser.add_argument("--b", default="", help='variant B: "[config.yaml] key=value ..."')
     parser.add_argument("--metrics", nargs="*", default=list(METRICS))
     add_seed_run_arguments(parser, output_dir="runs/compare")
-    arguments = parser.parse_args()
-
-    # Everything is checked before anything is written or trained.
+    arguments = parser.parse_args(argv)
     seeds, launch, common = seeds_and_launch(arguments)
     unknown = [metric for metric in arguments.metrics if metric not in METRICS]
     if unknown or not arguments.metrics:
@@ -210,42 +217,48 @@ def main() -> int:
             f"choose from {', '.join(METRICS)}"
         )
     output = Path(arguments.output_dir)
-    variants, configs, specs = [], {}, {}
+    variants, specs = [], {}
     for label, text in (("A", arguments.a), ("B", arguments.b)):
         config_path, overrides = parse_variant(text, label, arguments.config)
         try:
             config = load_config(config_path, arguments.profile, seeds[0], (*common, *overrides))
         except UserError as error:
             raise UserError(f"{label}: {error}") from None
-        settings = settings_without_seed(config.model_dump(mode="json"))
-        variant = Variant(
-            label, config_path, config.name, (*common, *overrides), str(output / label), settings
+        variants.append(
+            Variant(label, config_path, (*common, *overrides), str(output / label), config)
         )
-        variants.append(variant)
-        configs[label], specs[label] = config, (text, config_path)
+        specs[label] = (text, config_path)
+    return Comparison(arguments, seeds, launch, variants, specs)
 
-    results = run_variants(variants, seeds, launch, output / "logs")
+
+def main() -> int:
+    comparison = checked()
+    arguments, output = comparison.arguments, comparison.output
+    a, b = comparison.variants
+    results = run_variants(
+        comparison.variants, comparison.seeds, comparison.launch, output / "logs"
+    )
 
     manifest = first_completed_manifest([r for runs in results.values() for r in runs])
-    differences = differing_keys(configs["A"], configs["B"])
+    differences = differing_keys(a.config, b.config)
     report = {
         "a": {
-            "spec": specs["A"][0],
-            "config": specs["A"][1],
-            "overrides": list(variants[0].overrides),
+            "spec": comparison.specs["A"][0],
+            "config": comparison.specs["A"][1],
+            "overrides": list(a.overrides),
         },
         "b": {
-            "spec": specs["B"][0],
-            "config": specs["B"][1],
-            "overrides": list(variants[1].overrides),
+            "spec": comparison.specs["B"][0],
+            "config": comparison.specs["B"][1],
+            "overrides": list(b.overrides),
         },
         "differing_keys": differences,
-        "seeds": seeds,
+        "seeds": comparison.seeds,
         "profile": arguments.profile,
         "world_size": arguments.nproc,
         "versions": manifest.get("versions", {}),
         "determinism": manifest.get("determinism", {}).get("verdict", "n/a"),
-        "pairing": pairing(differences),
+        "pairing": pairing(a.config, differences),
         "method": (
             "paired Student-t and paired BCa bootstrap (scipy.stats.bootstrap, "
             f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}) 95 % CIs of mean(B − A); "

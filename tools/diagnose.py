@@ -13,7 +13,6 @@ more nodes), `shared-dropout` seeds dropout without the rank.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 from datetime import timedelta
@@ -22,7 +21,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from engine.distributed import leave_process_group
+from foundation.process import process_launch
+from runtime.process_group import leave_process_group
 from seeding.global_streams import enter_dropout_stream, enter_init_stream, seed_host_globals
 from seeding.hashseed import hash_seed_warning
 from seeding.per_sample import SampleRandomness
@@ -97,11 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plant-mistake", choices=MISTAKES, default=None)
     arguments = parser.parse_args(argv)
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    seeding_rank = (
-        int(os.environ.get("LOCAL_RANK", "0")) if arguments.plant_mistake == "local-rank" else rank
-    )
+    launch = process_launch()
+    world_size, rank = launch.world_size, launch.rank
+    seeding_rank = launch.local_rank if arguments.plant_mistake == "local-rank" else rank
     plan = data_parallel(arguments.seed, seeding_rank)
     if world_size > 1:
         dist.init_process_group("gloo", timeout=timedelta(minutes=5))

@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from configs import load_config
 from data.synthetic import build_synthetic
-from engine.clock import seconds_since_process_start
-from engine.optim import build_optimizer, build_scheduler
 from models import build_model
+from runtime.clock import seconds_since_process_start
+from training.optim import build_optimizer, build_scheduler
 
 
 class Augmented(Dataset):

@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 
-from configs import parse_seed
-from engine.determinism import PROFILES
-from engine.errors import UserError
-from engine.provenance import REPO_ROOT
-from engine.resume import RESUMABLE_CHANGES, flatten
-from engine.rundir import RunDirectory
+from configs import Config, parse_seed
+from configs.keys import differing_keys, keys_in_role
+from foundation.errors import UserError
+from runtime.provenance import REPO_ROOT
+from runtime.rundir import RunDirectory
 from tools.launch import launch_environment, local_launcher
+from training.determinism import PROFILES
 
 METRICS = ("val_acc", "val_loss", "best_val_acc")
 
@@ -48,39 +48,36 @@ class Variant:
 
     label: str  # printed before each progress line ("" for a plain benchmark)
     config_path: str
-    config_name: str
     overrides: tuple[str, ...]
     output_dir: str
-    settings: dict[str, Any]  # the resolved config, flattened, without the seed
+    config: Config  # resolved, with the first seed
+
+    @property
+    def config_name(self) -> str:
+        return self.config.name
 
     def run_dir(self, profile: str, seed: int) -> RunDirectory:
         return RunDirectory.of(self.output_dir, self.config_name, profile, seed)
 
 
-def settings_without_seed(resolved: dict[str, Any]) -> dict[str, Any]:
-    """A resolved config (`Config.model_dump(mode="json")`), flattened, the seed left out."""
-    flat = flatten(resolved)
-    flat.pop("seed", None)
-    return flat
-
-
 def refuse_other_configurations(variants: list[Variant], seeds: list[int], profile: str) -> None:
     """A run directory that holds a run of another configuration is refused, not reused or
-    resumed: its results would be reported as this configuration's."""
+    resumed: its results would be reported as this configuration's. Only keys whose role is
+    `runtime` (foundation/section.py) may differ; a finished run with other stopping criteria
+    is another result too."""
     for variant in variants:
         for seed in seeds:
             run = variant.run_dir(profile, seed)
             saved = run.read_config()
             if saved is None:
                 continue
-            found = settings_without_seed(saved)
-            for key in sorted(set(variant.settings) | set(found)):
-                asked = variant.settings.get(key)
-                if key not in RESUMABLE_CHANGES and found.get(key) != asked:
-                    raise UserError(
-                        f"{run} holds a run of another configuration ({key}: "
-                        f"{found.get(key)!r}, asked {asked!r}); use another --output-dir"
-                    )
+            differences = differing_keys(saved, variant.config)
+            for key in keys_in_role(variant.config, list(differences), "computation", "stopping"):
+                found, asked = differences[key]
+                raise UserError(
+                    f"{run} holds a run of another configuration ({key}: "
+                    f"{found!r}, asked {asked!r}); use another --output-dir"
+                )
 
 
 def first_completed_manifest(results: list[dict[str, Any]]) -> dict[str, Any]:

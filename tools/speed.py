@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.provenance import REPO_ROOT
-from engine.rundir import find_one_run
+from runtime.provenance import REPO_ROOT
+from runtime.rundir import find_one_run
 from tools.launch import launch_environment
 
 PROFILES = ("production", "eval", "debug")

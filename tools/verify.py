@@ -21,9 +21,11 @@ from typing import Any
 
 import torch
 
-from engine.errors import UserError, run_reporting_user_errors
-from engine.provenance import REPO_ROOT
-from engine.rundir import RunDirectory, find_one_run
+from foundation.errors import UserError
+from foundation.exit import run_reporting_user_errors
+from runtime.checkpoints import load_last
+from runtime.provenance import REPO_ROOT
+from runtime.rundir import RunDirectory, find_one_run
 from tools.launch import launch_environment, local_launcher
 
 
@@ -77,7 +79,7 @@ def compare_runs(first: RunDirectory, second: RunDirectory) -> list[str]:
     loss = first_loss_difference(step_losses(first), step_losses(second))
     if loss:
         differences.append(loss)
-    weights = [run.load_last_checkpoint()["model"] for run in (first, second)]
+    weights = [load_last(run)["model"] for run in (first, second)]
     tensor = first_weight_difference(*weights)
     if tensor:
         differences.append(tensor)

@@ -5,25 +5,34 @@ happened, and `--resume auto` continuing (bitwise where the fault did not touch 
 
 from __future__ import annotations
 
+import contextlib
+import math
+import re
 import resource
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+import torch
 
-from engine.checkpoint import newest_complete
-from engine.rundir import RunDirectory
+from runtime.checkpoints import load_checkpoint, newest_complete
+from runtime.rundir import RunDirectory
 from tests.conftest import (
     REPO_ROOT,
     TINY,
+    ReferenceRuns,
     RunResult,
     assert_same_weights,
+    descendants,
     launch_env,
     run_command,
     run_train,
+    signal_all,
+    start_command,
     torchrun,
     wait_or_dump_stacks,
 )
@@ -35,20 +44,15 @@ PLANTED = "tests/helpers/planted_train.py"
 EVERY_2 = "trainer.checkpoint_every_steps=2"
 
 
-@pytest.fixture(scope="module")
-def references(tmp_path_factory: pytest.TempPathFactory) -> dict[int, RunResult]:
-    """Uninterrupted runs of the tiny job on 1 and 2 processes."""
-    root = tmp_path_factory.mktemp("reference")
-    return {n: run_train(root / str(n), EVERY_2, nproc=n) for n in (1, 2)}
-
-
 def error_line(result: RunResult | subprocess.CompletedProcess[str]) -> str:
     """The one `error:` line the run printed (by exactly one rank), with no worker traceback."""
     output = result.stdout + result.stderr if hasattr(result, "stdout") else result.output
     lines = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, output[-4000:]
     # torchrun prints its own summary (ChildFailedError); no line may come from our code.
-    assert 'train.py", line' not in output and "/engine/" not in output, output[-4000:]
+    assert (
+        'train.py", line' not in output and "/runtime/" not in output and "/training/" not in output
+    ), output[-4000:]
     return lines[0]
 
 
@@ -69,7 +73,9 @@ def planted(tmp_path: Path, nproc: int, *args: str, **env: str) -> RunResult:
 
 
 # ----------------------------------------------------------------------------- non-finite loss
-def test_a_nan_on_one_rank_stops_every_rank_at_that_step(references, tmp_path: Path) -> None:
+def test_a_nan_on_one_rank_stops_every_rank_at_that_step(
+    references: ReferenceRuns, tmp_path: Path
+) -> None:
     log = tmp_path / "stops.log"
     failed = planted(
         tmp_path,
@@ -95,7 +101,7 @@ def test_a_nan_on_one_rank_stops_every_rank_at_that_step(references, tmp_path: P
     )
     assert manifest["resume_from"].endswith("step-00000004.pt")
     resumed = run_train(tmp_path, EVERY_2, "--resume", "auto", nproc=2)
-    assert_same_weights(references[2].weights(), resumed.weights())
+    assert_same_weights(references.tiny(2).weights(), resumed.weights())
 
 
 def test_production_reads_the_flag_only_before_reporting_and_never_saves_after_it(
@@ -121,9 +127,31 @@ def test_production_reads_the_flag_only_before_reporting_and_never_saves_after_i
     assert logged == [4]  # the loss of a broken step is never logged as a number
 
 
+def test_a_huge_learning_rate_breaks_the_state_first_and_no_checkpoint_holds_it(
+    tmp_path: Path,
+) -> None:
+    """optim.lr=1e8: BatchNorm's running variance overflows while the loss is still finite.
+    The run stops at the step where the state first broke; every checkpoint left is finite."""
+    failed = run_train(tmp_path, "optim.lr=1e8", "trainer.checkpoint_every_steps=1", check=False)
+    assert failed.returncode == 1
+    line = error_line(failed)
+    match = re.search(r"non-finite state \(parameters, buffers or optimizer\) at step (\d+) ", line)
+    assert match is not None, line
+    broke = int(match.group(1))
+    logged = {r["step"]: r["loss"] for r in failed.metrics("step")}
+    assert all(math.isfinite(loss) for loss in logged.values()) and max(logged) == broke - 1
+    saved = sorted(p.name for p in failed.run.checkpoint_dir.glob("step-*.pt"))
+    assert saved and saved[-1] == f"step-{broke - 1:08d}.pt"
+    for path in failed.run.checkpoint_dir.glob("step-*.pt"):
+        state = load_checkpoint(path)
+        for name, tensor in [*state["model"].items()]:
+            assert not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()), name
+    assert failed.manifest()["fault"] == "non_finite_state"
+
+
 # ----------------------------------------------------------------------------- a full disk
 def test_a_write_error_while_checkpointing_keeps_the_previous_checkpoint(
-    references, tmp_path: Path
+    references: ReferenceRuns, tmp_path: Path
 ) -> None:
     first = run_train(tmp_path, EVERY_2, "trainer.max_steps=4", nproc=2)
     before = checkpoint_files(first.run)
@@ -163,12 +191,12 @@ def test_a_write_error_while_checkpointing_keeps_the_previous_checkpoint(
     assert checkpoint_files(first.run) == before  # no partial file, the old ones untouched
     assert failed.manifest()["fault"] == "write_error"
     resumed = run_train(tmp_path, EVERY_2, "--resume", "auto", nproc=2)
-    assert_same_weights(references[2].weights(), resumed.weights())
+    assert_same_weights(references.tiny(2).weights(), resumed.weights())
 
 
 # ----------------------------------------------------------------------------- signals
 def test_sigint_checkpoints_at_the_next_step_and_says_how_to_resume(
-    references, tmp_path: Path
+    references: ReferenceRuns, tmp_path: Path
 ) -> None:
     stopped = planted(tmp_path, 1, EVERY_2, PLANTED_SIGNAL_AT_STEP="5", PLANTED_SIGNAL="INT")
     assert stopped.returncode == 128 + signal.SIGINT
@@ -180,10 +208,12 @@ def test_sigint_checkpoints_at_the_next_step_and_says_how_to_resume(
     manifest = stopped.manifest()
     assert (manifest["status"], manifest["fault"]) == ("interrupted", "interrupted")
     resumed = run_train(tmp_path, EVERY_2, "--resume", "auto")
-    assert_same_weights(references[1].weights(), resumed.weights())
+    assert_same_weights(references.tiny(1).weights(), resumed.weights())
 
 
-def test_sigterm_to_torchrun_stops_all_ranks_at_one_step(references, tmp_path: Path) -> None:
+def test_sigterm_to_torchrun_stops_all_ranks_at_one_step(
+    references: ReferenceRuns, tmp_path: Path
+) -> None:
     # As SLURM does before a preemption: the launcher gets SIGTERM and forwards it to each rank.
     # torchrun signals each rank's whole process group: the DataLoader workers get it too.
     workers = "data.num_workers=2"
@@ -196,7 +226,7 @@ def test_sigterm_to_torchrun_stops_all_ranks_at_one_step(references, tmp_path: P
     assert len(checkpoint["rng"]) == 2  # one checkpoint, written with both ranks' state
     assert f"stopped by SIGTERM after step {checkpoint['step']}" in error_line(stopped)
     resumed = run_train(tmp_path, EVERY_2, workers, "--resume", "auto", nproc=2)
-    assert_same_weights(references[2].weights(), resumed.weights())
+    assert_same_weights(references.tiny(2).weights(), resumed.weights())
 
 
 def test_a_second_signal_exits_at_once_without_a_checkpoint(tmp_path: Path) -> None:
@@ -207,29 +237,55 @@ def test_a_second_signal_exits_at_once_without_a_checkpoint(tmp_path: Path) -> N
 
 
 # ----------------------------------------------------------------------------- a silent rank
-def test_a_stopped_rank_is_named_and_max_restarts_recovers(references, tmp_path: Path) -> None:
+def test_a_stopped_rank_is_named_and_max_restarts_recovers(
+    references: ReferenceRuns, tmp_path: Path
+) -> None:
     # SIGSTOP of the last rank after step 7 on the first attempt: rank 0 waits 5 s in the vote
     # after step 7, names the rank, and torchrun restarts the group, which resumes from step 6.
-    done = run_command(
-        [
-            *torchrun(2, "--max-restarts=1", PLANTED),
-            "--output-dir",
-            str(tmp_path),
-            *TINY,
-            EVERY_2,
-            "trainer.collective_timeout_s=5",
-        ],
-        env={"PLANTED_SIGSTOP_AT_STEP": "7"},
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
-    assert (
+    # torchrun waits 30 s for a stopped worker to honour SIGTERM before it kills it; once the
+    # rank is named, the test kills it at once instead (what torchrun would do, sooner).
+    named = (
         "error: the health vote after step 7: rank 1 did not arrive within 5 s "
-        "(trainer.collective_timeout_s)" in output
+        "(trainer.collective_timeout_s)"
     )
-    run = RunResult(done, tmp_path)
+    command = [
+        *torchrun(2, "--max-restarts=1", PLANTED),
+        "--output-dir",
+        str(tmp_path),
+        *TINY,
+        EVERY_2,
+        "trainer.collective_timeout_s=5",
+    ]
+    process = start_command(command, {"PLANTED_SIGSTOP_AT_STEP": "7"})
+    stderr_lines: list[str] = []
+
+    def kill_the_stopped_rank_once_named() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            stderr_lines.append(line)
+            if line.startswith(named):
+                signal_all(stopped(descendants(process.pid)), signal.SIGKILL)
+
+    reader = threading.Thread(target=kill_the_stopped_rank_once_named)
+    reader.start()
+    stdout, _ = wait_or_dump_stacks(process, 300)
+    reader.join()
+    output = stdout + "".join(stderr_lines)
+    assert process.returncode == 0, output[-4000:]
+    assert named in output
+    run = RunResult(subprocess.CompletedProcess(command, 0, stdout, ""), tmp_path)
     assert run.manifest()["resumed_from_step"] == 6
-    assert_same_weights(references[2].weights(), run.weights())
+    assert_same_weights(references.tiny(2).weights(), run.weights())
+
+
+def stopped(pids: list[int]) -> list[int]:
+    """The processes among `pids` that are stopped (state T in /proc)."""
+    found = []
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+                found.append(pid)
+    return found
 
 
 def test_a_rank_that_never_joins_is_named(tmp_path: Path) -> None:

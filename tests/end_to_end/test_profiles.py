@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import (
     REPO_ROOT,
     TINY,
+    ReferenceRuns,
     assert_same_weights,
     launch_env,
     run_command,
@@ -88,10 +89,9 @@ def test_production_on_cpu_reports_data_stream_reproducibility_and_hash_seed(
 
 
 @pytest.mark.slow
-def test_eval_two_processes_bitwise_identical(tmp_path: Path) -> None:
-    first = run_train(tmp_path / "a", "--profile", "eval", nproc=2)
-    second = run_train(tmp_path / "b", "--profile", "eval", nproc=2)
-    assert_same_weights(first.weights(), second.weights())
+def test_eval_two_processes_bitwise_identical(references: ReferenceRuns, tmp_path: Path) -> None:
+    again = run_train(tmp_path / "b", "--profile", "eval", "data.num_workers=2", nproc=2)
+    assert_same_weights(references.tiny(2, "eval").weights(), again.weights())
 
 
 def _verify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -12,8 +12,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from engine.provenance import state_dict_sha256
+from runtime.provenance import state_dict_sha256
 from tests.conftest import (
+    TINY,
+    ReferenceRuns,
+    RunResult,
     assert_same_weights,
     run_command,
     run_train,
@@ -26,9 +29,10 @@ from tests.conftest import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def single_run(tmp_path_factory: pytest.TempPathFactory):
-    return run_train(tmp_path_factory.mktemp("single"), "--seed", "42")
+@pytest.fixture
+def single_run(references: ReferenceRuns) -> RunResult:
+    """The tiny job, one process, debug profile, the config's seed 42."""
+    return references.tiny(1)
 
 
 def test_run_directory_layout_and_manifest(single_run) -> None:
@@ -58,7 +62,7 @@ def test_run_directory_layout_and_manifest(single_run) -> None:
     assert manifest["start_time"] and manifest["end_time"]
     assert set(manifest["final_metrics"]) == {"val_acc", "val_loss"}
     assert manifest["final_weights_sha256"] == state_dict_sha256(single_run.weights())
-    assert "--seed" in manifest["command_line"]
+    assert "train.py" in manifest["command_line"][1] and "--profile" in manifest["arguments"]
 
 
 def test_checkpoint_loads_with_weights_only(single_run) -> None:
@@ -119,15 +123,13 @@ def test_existing_run_is_refused_and_left_untouched(single_run) -> None:
 def test_same_seed_twice_is_bitwise_identical_and_workers_do_not_matter(
     single_run, tmp_path: Path
 ) -> None:
-    again = run_train(tmp_path / "again", "--seed", "42")
+    # Per-sample augmentation seeds and a private loader generator: a second run, loading with
+    # 2 persistent workers, gives the very same weights as the first, loading in the process.
+    again = run_train(
+        tmp_path / "again", "--seed", "42", "data.num_workers=2", "data.persistent_workers=true"
+    )
     assert_same_weights(single_run.weights(), again.weights())
     assert again.manifest()["final_weights_sha256"] == single_run.manifest()["final_weights_sha256"]
-    # Per-sample augmentation seeds and a private loader generator: 2 persistent workers
-    # give the very same weights as loading in the main process.
-    workers = run_train(
-        tmp_path / "workers", "--seed", "42", "data.num_workers=2", "data.persistent_workers=true"
-    )
-    assert_same_weights(single_run.weights(), workers.weights())
 
 
 def test_different_seeds_differ(single_run, tmp_path: Path) -> None:
@@ -135,18 +137,18 @@ def test_different_seeds_differ(single_run, tmp_path: Path) -> None:
     assert weights_differ(single_run.weights(), other.weights())
 
 
-def test_eval_profile_is_bitwise_identical_too(single_run, tmp_path: Path) -> None:
-    first = run_train(tmp_path / "a", "--seed", "42", "--profile", "eval")
-    second = run_train(tmp_path / "b", "--seed", "42", "--profile", "eval")
+def test_eval_profile_is_bitwise_identical_too(references: ReferenceRuns, tmp_path: Path) -> None:
+    first = references.tiny(1, "eval")
+    second = run_train(tmp_path / "b", "--profile", "eval", "data.num_workers=2")
     assert_same_weights(first.weights(), second.weights())
     assert (
         json.loads((first.run_dir / "determinism.json").read_text())["nondeterministic_ops"] == {}
     )
 
 
-@pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory: pytest.TempPathFactory):
-    return run_train(tmp_path_factory.mktemp("ddp"), "--seed", "42", nproc=2)
+@pytest.fixture
+def ddp_run(references: ReferenceRuns) -> RunResult:
+    return references.tiny(2)
 
 
 def test_two_process_gloo_run(ddp_run) -> None:
@@ -170,11 +172,11 @@ def test_two_process_run_is_bitwise_reproducible_with_0_or_2_workers(
 
 def test_ranks_leave_the_process_group_without_hanging() -> None:
     # Regression: plain barrier + destroy_process_group hung ~1 run in 50 at exit (gloo, torch
-    # 2.7.1). This helper ends 60 rounds the way train.py ends; with the plain leave it hung
+    # 2.7.1). This helper ends 30 rounds the way train.py ends; with the plain leave it hung
     # within 20 rounds in 5 of 5 tries.
-    done = run_command(torchrun(2, "tests/helpers/shutdown_rounds.py", "60"), timeout=150)
+    done = run_command(torchrun(2, "tests/helpers/shutdown_rounds.py", "30"), timeout=150)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "60 rounds left cleanly" in done.stdout
+    assert "30 rounds left cleanly" in done.stdout
 
 
 def test_ranks_share_init_and_differ_in_dropout_and_worker_streams(tmp_path: Path) -> None:
@@ -218,8 +220,6 @@ def run_two_nodes(*args: str) -> list[subprocess.CompletedProcess[str]]:
 
 
 def test_two_nodes_use_the_global_rank_and_equal_one_node(ddp_run, tmp_path: Path) -> None:
-    from tests.conftest import TINY, RunResult
-
     output_dir = tmp_path / "nodes"
     results = run_two_nodes("train.py", "--output-dir", str(output_dir), "--seed", "42", *TINY)
     assert all(r.returncode == 0 for r in results), (

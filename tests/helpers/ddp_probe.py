@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 import seeding
-from engine.distributed import leave_process_group
-from engine.provenance import state_dict_sha256
 from models import build_model
 from models.config import ModelConfig
+from runtime.process_group import leave_process_group
+from runtime.provenance import state_dict_sha256
 
 
 class GlobalDraws(Dataset):

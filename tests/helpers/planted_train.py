@@ -32,14 +32,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.distributed import DistContext, restart_attempt
-from engine.events import Position
-from engine.faults import TrainingFault
-from engine.recorder import RunRecorder
-from engine.trainer import Trainer
+from foundation.faults import TrainingFault
+from foundation.process import process_launch
 from models import register_model
 from models.config import ModelConfig
 from models.smallcnn import SmallCNN
+from runtime.process_group import ProcessGroup
+from runtime.recorder import RunRecorder
+from training.events import Position
+from training.trainer import Trainer
 
 
 class PutModel(SmallCNN):
@@ -97,26 +98,26 @@ def _planted_step(name: str) -> int | None:
     return None if value is None else int(value)
 
 
-def _planted_rank(name: str, context: DistContext) -> int:
-    return int(os.environ.get(name, context.world_size - 1))
+def _planted_rank(name: str, world_size: int) -> int:
+    return int(os.environ.get(name, world_size - 1))
 
 
-def _after_each_step(position: Position, context: DistContext) -> None:
+def _after_each_step(position: Position, group: ProcessGroup) -> None:
     """The faults planted after an optimizer step (the recorder's per-step event)."""
-    first_attempt = restart_attempt() == 0
-    last_rank = context.rank == context.world_size - 1
+    first_attempt = process_launch().restart_attempt == 0
+    last_rank = group.rank == group.world_size - 1
     for name, number in (("SIGKILL", signal.SIGKILL), ("SIGSTOP", signal.SIGSTOP)):
         at = _planted_step(f"PLANTED_{name}_AT_STEP")
         if position.step == at and last_rank and first_attempt:
             os.kill(os.getpid(), number)
     at = _planted_step("PLANTED_SIGNAL_AT_STEP")
-    if position.step == at and context.rank == _planted_rank("PLANTED_SIGNAL_RANK", context):
+    if position.step == at and group.rank == _planted_rank("PLANTED_SIGNAL_RANK", group.world_size):
         number = signal.Signals["SIG" + os.environ.get("PLANTED_SIGNAL", "TERM")]
         target = os.getppid() if os.environ.get("PLANTED_SIGNAL_TO") == "launcher" else os.getpid()
         for _ in range(int(os.environ.get("PLANTED_SIGNAL_TIMES", "1"))):
             os.kill(target, number)
     at = _planted_step("PLANTED_REMOVE_AT_STEP")
-    if position.step == at and context.rank == 0:
+    if position.step == at and group.rank == 0:
         os.remove(os.environ["PLANTED_REMOVE_FILE"])
 
 
@@ -127,7 +128,7 @@ def _plant_step_faults() -> None:
         self: RunRecorder, position: Position, batches_per_epoch: int, samples: int
     ) -> None:
         step_finished(self, position, batches_per_epoch, samples)
-        _after_each_step(position, self.context)
+        _after_each_step(position, self.group)
 
     RunRecorder.step_finished = step_finished_then_fault  # type: ignore[method-assign]
 
@@ -143,7 +144,7 @@ def _log_faults() -> None:
             fit(self)
         except TrainingFault as fault:
             with open(log, "a") as stream:
-                stream.write(f"{self.context.rank} {fault.kind} {self.position.step}\n")
+                stream.write(f"{self.topology.rank} {fault.kind} {self.position.step}\n")
             raise
 
     Trainer.fit = fit_logging_faults  # type: ignore[method-assign]
@@ -157,8 +158,8 @@ def _plant_nan() -> None:
     train_step = Trainer.train_step
 
     def train_step_with_nan(self: Trainer, images: Tensor, labels: Tensor) -> Tensor:
-        rank = _planted_rank("PLANTED_NAN_RANK", self.context)
-        if self.position.step + 1 == at and self.context.rank == rank:
+        rank = _planted_rank("PLANTED_NAN_RANK", self.topology.world_size)
+        if self.position.step + 1 == at and self.topology.rank == rank:
             images = images * float("nan")
         return train_step(self, images, labels)
 

@@ -1,7 +1,7 @@
 """Run under torchrun: join, train a DDP step, gather, leave with `shutdown`; many rounds.
 
 Each round ends the way train.py ends, so a leave that can deadlock (gloo's exit hang in torch
-2.7.1: see engine.distributed.shutdown) hangs here within a few dozen rounds.
+2.7.1: see runtime.process_group.leave_process_group) hangs here within a few dozen rounds.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from engine.distributed import DistContext, all_gather_objects, shutdown
+from runtime.process_group import ProcessGroup
+from training.topology import Topology, all_gather_objects
 
 
 def one_round(store: dist.Store, round_index: int, rank: int, world_size: int) -> None:
@@ -24,13 +25,13 @@ def one_round(store: dist.Store, round_index: int, rank: int, world_size: int) -
         rank=rank,
         world_size=world_size,
     )
-    context = DistContext(rank, world_size, rank, 1, torch.device("cpu"), "gloo")
+    group = ProcessGroup(Topology(rank, world_size, rank, 1, torch.device("cpu"), "gloo"))
     model = DistributedDataParallel(nn.Linear(4, 2))
     model(torch.ones(3, 4)).sum().backward()
-    gathered = all_gather_objects(context, {"rank": rank, "round": round_index})
+    gathered = all_gather_objects(group.topology, {"rank": rank, "round": round_index})
     assert [entry["rank"] for entry in gathered] == list(range(world_size))
     del model
-    shutdown(context)
+    group.leave()
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 import train
 from configs import Config, load_config
-from engine.errors import UserError
+from foundation.errors import UserError
 from tests.conftest import REPO_ROOT
 
 DEFAULT = REPO_ROOT / "configs" / "default.yaml"

@@ -13,7 +13,7 @@ import pytest
 from data.cifar10 import build_cifar10
 from data.config import DataConfig
 from data.imagefolder import build_imagefolder
-from engine.errors import UserError
+from foundation.errors import UserError
 from tests.helpers.dataset_files import write_cifar10, write_image_tree
 
 

@@ -1,6 +1,7 @@
-"""The pieces of fault handling on their own: the non-finite watch, the vote, the trainer's
-reactions (with a recorder that keeps what it is told), and one-line errors from DataLoader
-workers. The same faults with real processes and files are in tests/end_to_end/test_faults.py."""
+"""The pieces of fault handling on their own: the non-finite watch, the vote, the run session's
+reactions (in this process, with a real recorder and checkpoint owner writing to a temporary
+folder), and one-line errors from DataLoader workers. The same faults with real processes are
+in tests/end_to_end/test_faults.py."""
 
 from __future__ import annotations
 
@@ -13,16 +14,32 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+import seeding
 from data.config import DataConfig
 from data.imagefolder import build_imagefolder
-from engine.distributed import DistContext
-from engine.events import Position
-from engine.faults import DataFileError, Interrupted, NonFiniteLoss, OutputWriteFailed
-from engine.health import GRADIENTS, LOSS, NOT_SEEN, NonFiniteWatch, RankHealth, Verdict
+from foundation.faults import (
+    DataFileError,
+    Interrupted,
+    NonFiniteLoss,
+    NonFiniteState,
+    OutputWriteFailed,
+)
+from runtime.checkpoints import Checkpointer, ResumePoint, load_checkpoint, newest_complete
+from runtime.process_group import ProcessGroup
+from runtime.recorder import RunIdentity, RunRecorder
+from runtime.rundir import RunDirectory
+from runtime.session import RunSession
+from runtime.vote import RankHealth, Verdict
+from runtime.writes import WriteFailures
 from tests.helpers.dataset_files import write_image_tree
 from tests.unit.test_trainer import InMemoryLoader, KeptEvents, make_trainer
+from training.determinism import DeterminismConfig, Precision
+from training.events import Position
+from training.health import GRADIENTS, LOSS, NOT_SEEN, STATE, NonFiniteWatch
+from training.topology import Topology
+from training.trainer import Trainer, TrainerConfig
 
-SINGLE = DistContext(0, 1, 0, 1, torch.device("cpu"), None)
+SINGLE = ProcessGroup(Topology.single())
 
 
 def test_the_watch_keeps_the_first_bad_step_and_what_was_bad() -> None:
@@ -33,6 +50,20 @@ def test_the_watch_keeps_the_first_bad_step_and_what_was_bad() -> None:
     watch.record(2, torch.tensor(0.5), [torch.tensor([1.0, math.inf])])
     watch.record(3, torch.tensor(math.nan), good)
     assert watch.read() == (2, GRADIENTS)  # the first one stays
+
+
+def test_the_state_is_watched_too_and_named_last() -> None:
+    watch = NonFiniteWatch(torch.device("cpu"))
+    watch.record(1, torch.tensor(0.5), [torch.ones(2)], [torch.ones(3), torch.tensor([1e38])])
+    assert watch.read() == (NOT_SEEN, 0)  # large but finite: no overflow in the check
+    watch.record(2, torch.tensor(0.5), [torch.ones(2)], [torch.tensor([math.inf]), torch.ones(0)])
+    assert watch.read() == (2, STATE)
+    state_only = Verdict((RankHealth(2, STATE), RankHealth(2, STATE)))
+    assert state_only.non_finite_description(0) == (
+        "non-finite state (parameters, buffers or optimizer) at step 2 (epoch 0) on ranks 0, 1"
+    )
+    with pytest.raises(NonFiniteState):
+        state_only.raise_if_non_finite(0)
 
 
 def test_without_gradients_only_the_loss_counts_as_a_gradscaler_needs() -> None:
@@ -60,6 +91,7 @@ def test_the_verdict_names_the_rank_whose_loss_broke() -> None:
         "non-finite gradients at step 7 (epoch 1) on ranks 0, 1"
     )
     assert Verdict.gather(SINGLE, RankHealth(write_failed=True)).write_failed
+    assert TrainerConfig().finite_check == "every_step"
 
 
 class NaNLoader:
@@ -78,50 +110,126 @@ class NaNLoader:
         return 4
 
 
+def session_around(trainer: Trainer, folder: Path, checkpoints: Checkpointer | None = None):
+    """A real run session around `trainer`: its recorder and checkpoint owner write to
+    `folder`, in this process (one rank, no process group)."""
+    config = trainer.config
+    run_dir = RunDirectory(folder / "run")
+    identity = RunIdentity(
+        config_name="unit",
+        profile="debug",
+        seed=0,
+        argv=(),
+        resolved={"trainer": config.model_dump(mode="json")},
+        config_yaml="",
+        determinism=DeterminismConfig(),
+        hyperparameters={},
+        epochs=config.epochs,
+        git=None,
+    )
+    precision = Precision(amp=None, channels_last=False, pin_memory=False)
+    plan = seeding.data_parallel(0, 0)
+    recorder = RunRecorder(run_dir, identity, SINGLE, plan, precision, [], None, WriteFailures())
+    checkpoints = checkpoints or Checkpointer(run_dir, config)
+    checkpoints.expect({"unit": True}, ResumePoint(None, continuing=False))
+    session = RunSession(config, "debug", SINGLE, recorder, checkpoints, trainer.watch)
+    trainer.events, trainer.boundary = recorder, session
+    return session, checkpoints
+
+
+def saved_steps(checkpoints: Checkpointer) -> list[int]:
+    return sorted(int(p.stem.split("-")[1]) for p in checkpoints.directory.glob("step-*.pt"))
+
+
 @pytest.mark.parametrize(("finite_check", "stops_after"), [("every_step", 3), ("log_steps", 4)])
 def test_a_nan_stops_training_before_any_later_checkpoint(
-    finite_check: str, stops_after: int
+    tmp_path: Path, finite_check: str, stops_after: int
 ) -> None:
-    events = KeptEvents()
     trainer = make_trainer(
-        events, checkpoint_every_steps=2, log_every_steps=100, finite_check=finite_check
+        KeptEvents(),
+        watch=NonFiniteWatch(torch.device("cpu")),
+        checkpoint_every_steps=2,
+        log_every_steps=100,
+        finite_check=finite_check,
     )
     trainer.train_loader = NaNLoader(bad=3)
+    _, checkpoints = session_around(trainer, tmp_path)
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step 3 \(epoch 0\) on rank 0"):
         trainer.fit()
     assert trainer.position.step == stops_after  # log_steps: read before the checkpoint at 4
-    assert [step for step, _ in events.checkpoints] == [2]
+    assert saved_steps(checkpoints) == [2]
 
 
-class FailingWrites(KeptEvents):
-    def checkpoint_due(self, position: Position, state: dict[str, Any]) -> None:
-        if position.step == 4:
-            raise OutputWriteFailed("cannot write step-00000004.pt: No space left on device")
-        super().checkpoint_due(position, state)
+def test_a_state_that_breaks_while_the_loss_is_finite_is_never_saved(tmp_path: Path) -> None:
+    """The defect a hidden check found: with optim.lr=1e8 BatchNorm's running variance
+    overflowed while the loss was still finite, and checkpoints held inf."""
+    trainer = make_trainer(
+        KeptEvents(), watch=NonFiniteWatch(torch.device("cpu")), checkpoint_every_steps=1
+    )
+    _, checkpoints = session_around(trainer, tmp_path)
+    batchnorm = trainer.model.features[0][1]
+    forwards = []
 
+    def overflow_at_step_3(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        forwards.append(module.training)
+        if sum(forwards) == 3:  # the third training forward: the loss stays finite
+            batchnorm.running_var.data.mul_(math.inf)  # .data: autograd saved the buffer
 
-def test_a_failed_checkpoint_write_stops_training_there() -> None:
-    events = FailingWrites()
-    trainer = make_trainer(events, checkpoint_every_steps=2)
-    with pytest.raises(OutputWriteFailed, match="No space left on device"):
+    batchnorm.register_forward_hook(overflow_at_step_3)
+    with pytest.raises(NonFiniteState, match=r"non-finite state .* at step 3 \(epoch 0\)"):
         trainer.fit()
-    assert trainer.position.step == 4 and [s for s, _ in events.checkpoints] == [2]
+    assert saved_steps(checkpoints) == [1, 2]
+    for path in checkpoints.directory.glob("step-*.pt"):
+        state = load_checkpoint(path)
+        assert all(bool(torch.isfinite(t).all()) for t in state["model"].values())
 
 
-class Signalled:
-    """What `engine.signals.StopSignals` exposes, with a signal already received."""
+def test_the_checkpoint_owner_refuses_a_broken_state_even_unwatched(tmp_path: Path) -> None:
+    """Without the watch (a benchmark turns it off), the owner's own check still refuses."""
+    trainer = make_trainer(KeptEvents(), checkpoint_every_steps=1)
+    _, checkpoints = session_around(trainer, tmp_path)
+    step_once = trainer.train_step
 
-    received = signal.SIGTERM
+    def step_then_overflow(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = step_once(images, labels)
+        if trainer.position.step + 1 == 2:
+            trainer.model.head[3].weight.data[0, 0] = math.nan
+        return loss
+
+    trainer.train_step = step_then_overflow  # type: ignore[method-assign]
+    with pytest.raises(
+        NonFiniteState, match=r"refusing to save the checkpoint of step 2: model\.head\.3\.weight"
+    ):
+        trainer.fit()
+    assert saved_steps(checkpoints) == [1]
+    newest, _ = newest_complete(checkpoints.directory)
+    assert newest is not None and newest.name == "step-00000001.pt"
 
 
-def test_a_stop_signal_checkpoints_at_the_step_boundary_then_stops() -> None:
-    events = KeptEvents()
-    trainer = make_trainer(events)
-    trainer.stop = Signalled()  # type: ignore[assignment]
+class FullDisk(Checkpointer):
+    def save(self, position: Position, state: dict[str, Any], write: bool) -> None:
+        if position.step == 4:
+            raise OSError(28, "No space left on device")
+        super().save(position, state, write)
+
+
+def test_a_failed_checkpoint_write_stops_training_there(tmp_path: Path) -> None:
+    trainer = make_trainer(KeptEvents(), checkpoint_every_steps=2)
+    run_dir = RunDirectory(tmp_path / "run")
+    _, checkpoints = session_around(trainer, tmp_path, FullDisk(run_dir, trainer.config))
+    with pytest.raises(OutputWriteFailed, match=r"step-00000004.pt: No space left on device"):
+        trainer.fit()
+    assert trainer.position.step == 4 and saved_steps(checkpoints) == [2]
+
+
+def test_a_stop_signal_checkpoints_at_the_step_boundary_then_stops(tmp_path: Path) -> None:
+    trainer = make_trainer(KeptEvents())
+    session, checkpoints = session_around(trainer, tmp_path)
+    session.signals.received = signal.SIGTERM
     with pytest.raises(Interrupted, match=r"stopped by SIGTERM after step 1 \(epoch 0\)") as caught:
         trainer.fit()
     assert caught.value.exit_code == 128 + signal.SIGTERM
-    assert [step for step, _ in events.checkpoints] == [1]
+    assert saved_steps(checkpoints) == [1]
 
 
 class VanishingFiles(Dataset):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine.errors import UserError
-from engine.invariance import (
+from foundation.errors import UserError
+from training.invariance import (
     BatchNormReplay,
     MicroBatchLayout,
     rank_block,

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from configs import load_config
-from engine.determinism import apply_determinism, effective_flags
 from tests.conftest import (
     REPO_ROOT,
 )
+from training.determinism import apply_determinism, effective_flags
 
 DEFAULT = REPO_ROOT / "configs" / "default.yaml"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from engine.events import Position
-from engine.progress import ProgressLine, format_duration
+from runtime.progress import ProgressLine, format_duration
+from training.events import Position
 
 
 class FakeClock:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from data import DATASETS
-from engine.errors import UserError
-from engine.registry import Registry
+from foundation.errors import UserError
+from foundation.registry import Registry
 from models import MODELS
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import UserError
-from engine.rundir import RunDirectory, benchmark_directory, find_one_run, find_runs
+from foundation.errors import UserError
+from runtime.rundir import RunDirectory, benchmark_directory, find_one_run, find_runs
 
 
 def test_layout(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""The trainer on its own: the events it reports, and `state_dict` / `load_state_dict` mid-epoch.
+"""The trainer on its own: the events it reports, the boundary it calls, and `state_dict` /
+`load_state_dict` mid-epoch.
 
-No process group, no files: a recorder that keeps what it is told, and an in-memory loader that
-satisfies the `EpochLoader` protocol. The trainer knows neither `data/` nor the run directory.
+No process group, no files: a recorder and a boundary that keep what they are told, and an
+in-memory loader that satisfies the `EpochLoader` protocol. The trainer knows neither `data/`
+nor the run directory nor when checkpoints are written.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from typing import Any
 import pytest
 import torch
 
-from engine.determinism import Precision
-from engine.distributed import DistContext
-from engine.events import Position
-from engine.optim import OptimConfig
-from engine.trainer import Trainer, TrainerConfig
 from models.smallcnn import SmallCNN
+from training.determinism import Precision
+from training.events import NoBoundary, Position, Stateful, StepBoundary
+from training.health import NonFiniteWatch
+from training.optim import OptimConfig
+from training.steps import DataParallelMode
+from training.topology import Topology
+from training.trainer import Trainer, TrainerConfig
 
-SINGLE_PROCESS = DistContext(0, 1, 0, 1, torch.device("cpu"), None)
+SINGLE_PROCESS = Topology.single()
 
 
 class InMemoryLoader:
@@ -48,7 +52,6 @@ class KeptEvents:
         self.steps: list[Position] = []
         self.logged: list[tuple[int, set[str]]] = []
         self.epochs: list[tuple[int, set[str]]] = []
-        self.checkpoints: list[tuple[int, dict[str, Any]]] = []
 
     def step_finished(self, position: Position, batches_per_epoch: int, samples: int) -> None:
         assert batches_per_epoch == 4 and samples == 8
@@ -60,30 +63,54 @@ class KeptEvents:
     def epoch_finished(self, position: Position, metrics: dict[str, float]) -> None:
         self.epochs.append((position.epoch, set(metrics)))
 
-    def checkpoint_due(self, position: Position, state: dict[str, Any]) -> None:
-        self.checkpoints.append((position.step, copy.deepcopy(state)))
+
+class KeptBoundary(NoBoundary):
+    """Where the trainer stops at a boundary, and the state it hands over at the end."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, bool]] = []
+        self.final_state: dict[str, Any] = {}
+
+    def after_step(
+        self, position: Position, trainer: Stateful, *, reports: bool, epoch_ends: bool
+    ) -> None:
+        self.calls.append(("step", position.step, reports))
+
+    def after_epoch(self, position: Position, trainer: Stateful) -> None:
+        self.calls.append(("epoch", position.step, True))
+
+    def after_training(self, position: Position, trainer: Stateful) -> None:
+        self.calls.append(("end", position.step, True))
+        self.final_state = copy.deepcopy(trainer.state_dict())
 
 
 def make_trainer(
-    events: KeptEvents, context: DistContext = SINGLE_PROCESS, **settings: Any
+    events: KeptEvents,
+    topology: Topology = SINGLE_PROCESS,
+    boundary: StepBoundary | None = None,
+    watch: NonFiniteWatch | None = None,
+    **settings: Any,
 ) -> Trainer:
     torch.manual_seed(1)  # the same initial weights and dropout stream for every trainer here
     loader = InMemoryLoader()
     return Trainer(
         TrainerConfig(**{"epochs": 2, "log_every_steps": 3, **settings}),
-        OptimConfig(),
-        Precision(amp=None, channels_last=False, pin_memory=False),
-        context,
         SmallCNN(num_classes=10, width=4, dropout=0.5),
-        loader,
-        loader,
-        events,
+        optim=OptimConfig(),
+        precision=Precision(amp=None, channels_last=False, pin_memory=False),
+        topology=topology,
+        mode=DataParallelMode(),
+        train_loader=loader,
+        val_loader=loader,
+        events=events,
+        boundary=boundary,
+        watch=watch,
     )
 
 
-def test_the_trainer_reports_steps_logs_epochs_and_checkpoints_through_its_events() -> None:
-    events = KeptEvents()
-    make_trainer(events, checkpoint_every_steps=2).fit()
+def test_the_trainer_reports_steps_logs_and_epochs_and_stops_at_every_boundary() -> None:
+    events, boundary = KeptEvents(), KeptBoundary()
+    make_trainer(events, boundary=boundary).fit()
     assert [p.step for p in events.steps] == list(range(1, 9))
     assert [p.batch_in_epoch for p in events.steps] == [1, 2, 3, 4] * 2
     assert events.logged == [(3, {"loss", "lr"}), (6, {"loss", "lr"})]
@@ -91,18 +118,25 @@ def test_the_trainer_reports_steps_logs_epochs_and_checkpoints_through_its_event
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "samples_per_s"} == (
         events.epochs[0][1]
     )
-    # every 2 steps inside an epoch, and at each epoch end (never twice for one step)
-    assert [step for step, _ in events.checkpoints] == [2, 4, 6, 8]
+    # After every step (`reports` when numbers of the step follow: log steps and epoch ends),
+    # after every epoch, and once at the end.
+    steps = [(step, reports) for kind, step, reports in boundary.calls if kind == "step"]
+    assert steps == [(s, s in (3, 4, 6, 8)) for s in range(1, 9)]
+    assert [(kind, step) for kind, step, _ in boundary.calls if kind != "step"] == [
+        ("epoch", 4),
+        ("epoch", 8),
+        ("end", 8),
+    ]
 
 
 def test_state_dict_mid_epoch_then_load_state_dict_continues_bitwise() -> None:
     straight = make_trainer(KeptEvents())
     straight.fit()
 
-    first_part = KeptEvents()
-    make_trainer(first_part, max_steps=6).fit()  # stops after batch 2 of epoch 1
-    step, state = first_part.checkpoints[-1]
-    assert (step, state["epoch"], state["batch_in_epoch"]) == (6, 1, 2)
+    first_part = KeptBoundary()
+    make_trainer(KeptEvents(), boundary=first_part, max_steps=6).fit()  # batch 2 of epoch 1
+    state = first_part.final_state
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 2)
 
     resumed = make_trainer(KeptEvents())
     torch.manual_seed(12345)  # whatever the global RNG holds now, the state brings its own back
@@ -118,9 +152,9 @@ def test_without_the_rng_state_the_continuation_differs() -> None:
     """The check above can fail: drop the dropout stream's state and the weights differ."""
     straight = make_trainer(KeptEvents())
     straight.fit()
-    first_part = KeptEvents()
-    make_trainer(first_part, max_steps=6).fit()
-    _, state = first_part.checkpoints[-1]
+    first_part = KeptBoundary()
+    make_trainer(KeptEvents(), boundary=first_part, max_steps=6).fit()
+    state = first_part.final_state
     resumed = make_trainer(KeptEvents())
     resumed.load_state_dict(state)
     torch.manual_seed(12345)  # overwrite the restored dropout stream
@@ -138,7 +172,7 @@ def test_no_host_sync_between_log_steps_on_cuda() -> None:
     `set_sync_debug_mode("error")` turns every synchronising CUDA call into an exception; it is
     switched off when the epoch's last step is reported, before the epoch-end reads."""
     device = torch.device("cuda", torch.cuda.current_device())
-    context = DistContext(0, 1, device.index or 0, 1, device, None)
+    topology = Topology(0, 1, device.index or 0, 1, device, None)
 
     class SyncFreeUntilEpochEnd(KeptEvents):
         def step_finished(self, position: Position, batches_per_epoch: int, samples: int) -> None:
@@ -147,7 +181,12 @@ def test_no_host_sync_between_log_steps_on_cuda() -> None:
                 torch.cuda.set_sync_debug_mode("default")
 
     trainer = make_trainer(
-        SyncFreeUntilEpochEnd(), context, epochs=1, log_every_steps=1000, finite_check="log_steps"
+        SyncFreeUntilEpochEnd(),
+        topology,
+        watch=NonFiniteWatch(device),
+        epochs=1,
+        log_every_steps=1000,
+        finite_check="log_steps",
     )
     torch.cuda.set_sync_debug_mode("error")
     try:

@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from engine.section import Section
+from foundation.section import Section
 
 
 class OptimConfig(Section):

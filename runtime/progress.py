@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from engine.events import Position
+from training.events import Position
 
 TERMINAL_INTERVAL_S = 0.5
 LOG_INTERVAL_S = 30.0

@@ -1,13 +1,12 @@
-"""Where a run came from: library versions, the command line, a digest of the weights.
-
-The recorder puts these into manifest.json; the git state comes from `tools.provenance`, since
-the training core starts no subprocess.
-"""
+"""Where a run came from: library versions, the command line, the git state, a digest of the
+weights. The recorder puts these into manifest.json."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
+import subprocess
 import sys
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -57,3 +56,28 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
 
 def command_line() -> list[str]:
     return [sys.executable, *sys.argv]
+
+
+def git_state() -> dict[str, Any]:
+    """Commit and dirty flag of the code that runs. The container has no .git: its build
+    records the commit in TEMPLATE_GIT_COMMIT instead (dirty unknown)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    if commit is None:
+        commit = os.environ.get("TEMPLATE_GIT_COMMIT")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}

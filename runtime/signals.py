@@ -3,7 +3,7 @@
 Why not the default (die at once): SLURM sends SIGTERM before it preempts a job and torchrun
 forwards it (and Ctrl-C) to every worker, then kills them 30 s later. Dying at once loses
 everything since the last checkpoint. The handler only records the signal; the trainer's vote
-(engine/health.py) makes every rank stop at the same step, after one checkpoint.
+(runtime/vote.py) makes every rank stop at the same step, after one checkpoint.
 
 Why a second signal exits at once: a user who presses Ctrl-C twice means it, and a hung
 checkpoint write must not make the job unkillable short of SIGKILL.

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -35,7 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from engine.errors import UserError
+from foundation.errors import UserError
+from training.determinism import Precision
+from training.steps import Backward, StepResult
+from training.topology import Topology, all_gather_objects
 
 INTRA_OP_THREADS = 1  # what torchrun gives every worker; the same for a single process here
 
@@ -213,42 +217,54 @@ class BatchNormReplay:
                 running_var.mul_(1 - factor).add_(batch_var.to(running_var), alpha=factor)  # type: ignore[union-attr]
 
 
-@dataclass(frozen=True)
 class InvariantMode:
-    """What the trainer needs to run the mode: the layout, and the seed of micro-batch j of
-    step k (`SeedPlan.seed("microbatch", k, j)`)."""
+    """The mode as train.py chooses it (`parallel_mode`): the layout, and the seed of micro-batch
+    j of step k (`SeedPlan.seed("microbatch", k, j)`)."""
 
-    layout: MicroBatchLayout
-    micro_batch_seed: Callable[[int, int], int]
+    def __init__(self, layout: MicroBatchLayout, micro_batch_seed: Callable[[int, int], int]):
+        self.layout = layout
+        self.micro_batch_seed = micro_batch_seed
+        # Validation in fixed chunks of b, one per batch: the same samples per batch for any W.
+        self.eval_chunk: int | None = layout.micro_batch
 
+    def notes(self) -> list[str]:
+        return [self.layout.note()]
 
-@dataclass
-class StepResult:
-    loss: torch.Tensor  # mean loss of the global batch (a 0-d tensor on the device)
-    correct: torch.Tensor  # correct predictions in the global batch
-    samples: int  # B
+    def describe(self) -> dict[str, Any] | None:
+        return self.layout.describe()
+
+    def fingerprint_world_size(self, world_size: int) -> int | str:
+        return "any"  # the world size changes nothing that is computed
+
+    def prepare(self, device: torch.device) -> None:
+        pin_threads(device)
+
+    def training_step(
+        self, model: nn.Module, topology: Topology, precision: Precision
+    ) -> InvariantStep:
+        return InvariantStep(model, self, topology)
 
 
 class InvariantStep:
     """One optimizer step over the global batch, identical for every world size it serves."""
 
-    def __init__(self, model: nn.Module, mode: InvariantMode) -> None:
+    def __init__(self, model: nn.Module, mode: InvariantMode, topology: Topology) -> None:
         self.model = model
         self.layout = mode.layout
         self.micro_batch_seed = mode.micro_batch_seed
+        self.topology = topology
         self.distributed = mode.layout.world_size > 1
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self.batchnorm = BatchNormReplay(model)
         self.bytes_per_step = 0  # what all_gather brings to this rank, for the benchmark
 
     def gradients(
-        self,
-        step: int,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        forward: Callable[[torch.Tensor], torch.Tensor],
+        self, step: int, images: torch.Tensor, labels: torch.Tensor, backward: Backward
     ) -> StepResult:
-        """Leave the mean gradient of the global batch in every parameter's `.grad`."""
+        """Leave the mean gradient of the global batch in every parameter's `.grad`.
+
+        Each micro-batch runs its own backward (`backward` is not needed: the mode refuses AMP,
+        so nothing is scaled)."""
         layout = self.layout
         b = layout.micro_batch
         lo, hi = layout.block
@@ -266,7 +282,7 @@ class InvariantStep:
             for parameter in self.parameters:
                 parameter.grad = None
             with torch.enable_grad():
-                logits = forward(images[local])
+                logits = self.model(images[local])
                 loss = F.cross_entropy(logits, labels[local])
                 loss.backward()
             captured.append(self.batchnorm.capture())
@@ -302,6 +318,30 @@ class InvariantStep:
                 parameter.grad = mean[offset : offset + count].view_as(parameter).clone()
                 offset += count
         return StepResult(mean[offset], total[offset + 1], layout.global_batch)
+
+    def epoch_sums(self, sums: torch.Tensor) -> list[float]:
+        """Already the sums of the global batches, the same on every rank."""
+        return sums.tolist()
+
+    def evaluation_sums(self, per_batch: list[torch.Tensor]) -> list[float]:
+        """Validation sums added over chunks in global order: the same for any world size.
+
+        Batch i of rank r is chunk r + i * W (see the evaluation layout of the sampler)."""
+        mine = torch.stack(per_batch).tolist() if per_batch else []
+        world = self.topology.world_size
+        chunks: dict[int, list[float]] = {}
+        for rank, batches in enumerate(all_gather_objects(self.topology, mine)):
+            for i, sums in enumerate(batches):
+                chunks[rank + i * world] = sums
+        totals = [0.0, 0.0, 0.0]
+        for chunk in sorted(chunks):
+            totals = [total + value for total, value in zip(totals, chunks[chunk], strict=True)]
+        return totals
+
+    def totals_to_continue(self, rank: int) -> int:
+        """The running sums are the same on every rank, and no per-rank stream is drawn from
+        while training: a checkpoint of another world size continues from rank 0's."""
+        return 0
 
     def _all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
         if not self.distributed:

@@ -12,7 +12,7 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from engine.rundir import RunDirectory
+from runtime.rundir import RunDirectory
 
 
 class MetricsLogger:

@@ -2,16 +2,13 @@
 
 Why a dedicated type: a traceback for a typo in a config key buries the one fact the user needs.
 Anything raised as `UserError` is printed as `error: <message>` by one rank and the process exits
-with the error's code (2 for bad input; see `engine.faults` for the faults of a running job);
-every other exception is a bug and keeps its traceback.
+with the error's code (2 for bad input; see `foundation.faults` for the faults of a running job);
+every other exception is a bug and keeps its traceback. `foundation.exit` prints and exits.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import sys
-from collections.abc import Callable
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -42,21 +39,3 @@ class UserError(Exception):
         wrapped = _WORKER_TRACEBACK.search(message)
         super().__init__(wrapped.group("message") if wrapped else message)
         self.reporting_rank = reporting_rank
-
-
-def run_reporting_user_errors(main: Callable[[], int | None]) -> None:
-    """Run `main`; turn a UserError into one line on stderr (from its reporting rank) and its
-    exit code."""
-    try:
-        code = main()
-    except UserError as error:
-        if int(os.environ.get("RANK", "0")) == error.reporting_rank:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-        if error.exit_at_once:
-            sys.stdout.flush()
-            os._exit(error.exit_code)
-        sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(code or 0)

@@ -11,7 +11,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from engine.errors import UserError
+from foundation.errors import UserError
 
 Builder = TypeVar("Builder", bound=Callable[..., object])
 

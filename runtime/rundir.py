@@ -22,9 +22,8 @@ from typing import Any
 
 import yaml
 
-from engine.atomic import atomic_write_text
-from engine.checkpoint import LAST, load_checkpoint
-from engine.errors import UserError
+from foundation.errors import UserError
+from runtime.atomic import atomic_write_text
 
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
@@ -32,6 +31,7 @@ DETERMINISM = "determinism.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
+LAST_CHECKPOINT = "last.pt"  # the newest complete checkpoint (runtime/checkpoints.py writes it)
 BENCHMARK = "benchmark"
 _RUN_MARKERS = (MANIFEST, CONFIG, METRICS, CHECKPOINTS)
 
@@ -89,7 +89,7 @@ class RunDirectory:
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.checkpoint_dir / LAST
+        return self.checkpoint_dir / LAST_CHECKPOINT
 
     def __str__(self) -> str:
         return str(self.path)
@@ -153,9 +153,6 @@ class RunDirectory:
             return []
         records = [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
         return [record for record in records if kind is None or record["kind"] == kind]
-
-    def load_last_checkpoint(self) -> dict[str, Any]:
-        return load_checkpoint(self.last_checkpoint)
 
 
 def find_runs(output_dir: str | Path) -> list[RunDirectory]:

@@ -1,9 +1,11 @@
 """The run recorder: everything a run writes and prints, driven by the trainer's events.
 
-It writes config.yaml, manifest.json, determinism.json, metrics (metrics.jsonl, TensorBoard),
-checkpoints and the progress and epoch lines, all through `engine.rundir`. Only rank 0 writes or
-prints; the collective parts (gathering the seed plans, the op counts) involve every rank. It
-knows the run only as plain values (`RunIdentity`) and the trainer only through its events.
+It writes config.yaml, manifest.json, determinism.json, metrics (metrics.jsonl, TensorBoard) and
+the progress and epoch lines, all through `runtime.rundir` (checkpoints are the checkpoint
+owner's, runtime/checkpoints.py). Only rank 0 writes or prints; the collective parts (gathering
+the seed plans, the op counts) involve every rank. It knows the run only as plain values
+(`RunIdentity`) and the trainer only through its events. A failed write is kept in the shared
+`WriteFailures` for the next vote, not raised (runtime/writes.py).
 """
 
 from __future__ import annotations
@@ -12,30 +14,25 @@ import contextlib
 import socket
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from engine.checkpoint import newest_complete, remove_stale_temporaries, save_checkpoint
-from engine.clock import seconds_since_process_start
-from engine.determinism import (
-    DeterminismConfig,
-    NondeterminismRecorder,
-    Precision,
-    determinism_report,
-)
-from engine.distributed import DistContext, all_gather_objects, collective
-from engine.events import Position
-from engine.faults import Interrupted, OutputWriteFailed, TrainingFault
-from engine.metrics import MetricsLogger
-from engine.progress import ProgressLine
-from engine.provenance import command_line, library_versions, now_iso, state_dict_sha256
-from engine.rundir import RunDirectory
+from foundation.faults import Interrupted, TrainingFault
+from runtime.clock import seconds_since_process_start
+from runtime.metrics import MetricsLogger
+from runtime.process_group import ProcessGroup
+from runtime.progress import ProgressLine
+from runtime.provenance import command_line, library_versions, now_iso, state_dict_sha256
+from runtime.rundir import RunDirectory
+from runtime.writes import WriteFailures
 from seeding import SeedPlan
 from seeding.hashseed import hash_seed_warning
+from training.determinism import DeterminismConfig, Precision, determinism_report
+from training.events import Position
+from training.topology import all_gather_objects
 
 
 @dataclass(frozen=True)
@@ -46,12 +43,11 @@ class RunIdentity:
     profile: str
     seed: int
     argv: tuple[str, ...]
-    settings: dict[str, Any]  # the resolved config, as saved in config.yaml and checkpoints
+    resolved: dict[str, Any]  # the resolved config, as saved in config.yaml and checkpoints
     config_yaml: str
     determinism: DeterminismConfig
     hyperparameters: dict[str, Any]  # for TensorBoard's HParams tab
     epochs: int
-    keep_checkpoints: int
     git: dict[str, Any] | None
     world_size_invariance: dict[str, Any] | None = None  # the mode's layout, when it is on
 
@@ -61,27 +57,26 @@ class RunRecorder:
         self,
         run_dir: RunDirectory,
         identity: RunIdentity,
-        context: DistContext,
+        group: ProcessGroup,
         plan: SeedPlan,
         precision: Precision,
         determinism_notes: list[str],
-        fingerprint: dict[str, Any],
         resume_step: int | None,
+        writes: WriteFailures,
     ) -> None:
         self.run_dir = run_dir
         self.identity = identity
-        self.context = context
+        self.group = group
         self.precision = precision
-        self.fingerprint = fingerprint  # what a checkpoint must match to be resumed
         self.determinism_notes = list(determinism_notes)
-        self.nondeterminism = NondeterminismRecorder()
+        self.writes = writes
         self.first_step_at: float | None = None  # seconds since process start
         self.seeds = {
             "base": identity.seed,
             "strategy": plan.strategy,
             "ranks": [
                 {"rank": rank, "host": host, **description}
-                for rank, (host, description) in enumerate(self._gather_plans(context, plan))
+                for rank, (host, description) in enumerate(self._gather_plans(group, plan))
             ],
         }
         self.manifest: dict[str, Any] = {
@@ -92,12 +87,12 @@ class RunRecorder:
             "profile": identity.profile,
             "seed": identity.seed,
             "seeds": self.seeds,
-            "world_size": context.world_size,
-            "nodes": context.nodes,
-            "device": str(context.device),
-            "backend": context.backend,
+            "world_size": group.world_size,
+            "nodes": group.topology.nodes,
+            "device": str(group.device),
+            "backend": group.topology.backend,
             "versions": library_versions(),
-            "git": identity.git if context.is_main else None,
+            "git": identity.git if group.is_main else None,
             "start_time": now_iso(),
             "end_time": None,
             "resumed_from_step": resume_step,
@@ -105,12 +100,10 @@ class RunRecorder:
             "final_metrics": None,
             "final_weights_sha256": None,
         }
-        self.logger = MetricsLogger(run_dir, enabled=context.is_main, resume_step=resume_step)
-        self.progress = ProgressLine(sys.stdout, identity.epochs) if context.is_main else None
-        if context.is_main:
+        self.logger = MetricsLogger(run_dir, enabled=group.is_main, resume_step=resume_step)
+        self.progress = ProgressLine(sys.stdout, identity.epochs) if group.is_main else None
+        if group.is_main:
             run_dir.create()
-            for stale in remove_stale_temporaries(run_dir.checkpoint_dir):
-                print(f"removed an unfinished checkpoint write: {stale.name}")
             run_dir.write_config(identity.config_yaml)
             warning = hash_seed_warning()
             if warning:
@@ -118,12 +111,21 @@ class RunRecorder:
                 print(f"warning: {warning}", file=sys.stderr)
 
     @staticmethod
-    def _gather_plans(context: DistContext, plan: SeedPlan) -> list[Any]:
-        with collective(context, "gathering the seed plans"):
-            return all_gather_objects(context, (socket.gethostname(), plan.describe()))
+    def _gather_plans(group: ProcessGroup, plan: SeedPlan) -> list[Any]:
+        with group.guard("gathering the seed plans"):
+            return all_gather_objects(group.topology, (socket.gethostname(), plan.describe()))
+
+    def checkpoint_provenance(self) -> dict[str, Any]:
+        """What every checkpoint records beside the state: the seeds, the resolved config and
+        the library versions."""
+        return {
+            "seeds": self.seeds,
+            "config": self.identity.resolved,
+            "versions": self.manifest["versions"],
+        }
 
     def say(self, message: str) -> None:
-        if self.context.is_main:
+        if self.group.is_main:
             if self.progress is not None:
                 self.progress.clear()
             print(message, flush=True)
@@ -132,7 +134,7 @@ class RunRecorder:
     def start(self, position: Position) -> None:
         report = self._determinism({})
         self.manifest["determinism"] = report
-        if self.context.is_main:
+        if self.group.is_main:
             self.run_dir.write_determinism(report)
             self.run_dir.write_manifest(self.manifest)
         where = (
@@ -143,17 +145,9 @@ class RunRecorder:
         )
         self.say(
             f"run {self.run_dir}  seed {self.identity.seed}  profile {self.identity.profile}  "
-            f"{self.context.world_size} process(es) on {self.context.nodes} node(s), "
-            f"{self.context.device}{where}\ndeterminism: {report['verdict']}"
+            f"{self.group.world_size} process(es) on {self.group.topology.nodes} node(s), "
+            f"{self.group.device}{where}\ndeterminism: {report['verdict']}"
         )
-
-    @contextlib.contextmanager
-    def recording_nondeterminism(self) -> Iterator[None]:
-        self.nondeterminism.install()
-        try:
-            yield
-        finally:
-            self.nondeterminism.uninstall()
 
     # ----------------------------------------------------------------- events (TrainingEvents)
     def step_finished(self, position: Position, batches_per_epoch: int, samples: int) -> None:
@@ -163,12 +157,12 @@ class RunRecorder:
             self.progress.update(position, batches_per_epoch, samples)
 
     def step_logged(self, position: Position, values: dict[str, float]) -> None:
-        with self._writing(self.run_dir.metrics_file):
+        with self.writes.guarded(self.run_dir.metrics_file):
             self.logger.log("step", position.step, values, epoch=position.epoch)
 
     def epoch_finished(self, position: Position, metrics: dict[str, float]) -> None:
         epoch = position.epoch
-        with self._writing(self.run_dir.metrics_file):
+        with self.writes.guarded(self.run_dir.metrics_file):
             self.logger.log("epoch", position.step, metrics, epoch=epoch)
         self.say(
             f"epoch {epoch:>3}/{self.identity.epochs}  step {position.step:>6}  "
@@ -177,44 +171,14 @@ class RunRecorder:
             f"lr {metrics['lr']:.5f}  {metrics['samples_per_s']:,.0f} samples/s",
         )
 
-    def checkpoint_due(self, position: Position, state: dict[str, Any]) -> None:
-        if not self.context.is_main:
-            return
-        payload = {
-            **state,
-            "fingerprint": self.fingerprint,
-            "seeds": self.seeds,
-            "config": self.identity.settings,
-            "versions": self.manifest["versions"],
-        }
-        directory = self.run_dir.checkpoint_dir
-        with self._writing(directory / f"step-{position.step:08d}.pt"):
-            save_checkpoint(directory, position.step, payload, self.identity.keep_checkpoints)
-
-    @contextlib.contextmanager
-    def _writing(self, path: Path) -> Iterator[None]:
-        """A full disk, a quota or a file size limit: one line naming the file and the cause.
-        Checkpoints are written to a temporary file and renamed (engine/atomic.py), so the
-        previous one and its checksum are untouched."""
-        try:
-            yield
-        except OSError as error:
-            raise OutputWriteFailed(
-                f"cannot write {path}: {error.strerror or error}".rstrip()
-            ) from None
-
     # ----------------------------------------------------------------- a fault
-    def record_fault(self, position: Position, fault: TrainingFault) -> None:
-        """Complete the fault's line with where to continue from; the rank that reports it
-        writes the manifest. Nothing else is written: no checkpoint, no final metrics."""
-        if self.context.rank != fault.reporting_rank:
+    def record_fault(
+        self, position: Position, fault: TrainingFault, resume_from: Path | None
+    ) -> None:
+        """The rank that reports the fault writes the manifest: what happened, and where to
+        continue from. Nothing else is written: no checkpoint, no final metrics."""
+        if self.group.rank != fault.reporting_rank:
             return
-        newest = self._newest_checkpoint()
-        fault.add_hint(
-            "no checkpoint was written yet, so the run starts over"
-            if newest is None
-            else f"last complete checkpoint {newest}; continue with --resume auto"
-        )
         self.manifest.update(self.run_dir.read_manifest() or {})
         self.manifest.update(
             status="interrupted" if isinstance(fault, Interrupted) else "failed",
@@ -224,7 +188,7 @@ class RunRecorder:
             wall_time_s=round(seconds_since_process_start(), 3),
             final_step=position.step,
             final_epoch=position.epoch,
-            resume_from=None if newest is None else str(newest),
+            resume_from=None if resume_from is None else str(resume_from),
         )
         try:
             self.run_dir.write_manifest(self.manifest)
@@ -233,25 +197,21 @@ class RunRecorder:
         with contextlib.suppress(OSError):
             self.logger.close()
 
-    def _newest_checkpoint(self) -> Path | None:
-        return newest_complete(self.run_dir.checkpoint_dir)[0]
-
     # ----------------------------------------------------------------- end
     def finish(
         self,
         position: Position,
         weights: dict[str, torch.Tensor],
-        final_metrics: dict[str, float] | None,
-        status: str = "completed",
-        error: str | None = None,
+        final_metrics: dict[str, float],
+        op_counts: dict[str, int],
     ) -> None:
         """Collective (op counts are gathered); rank 0 writes the manifest and prints the end."""
-        report = self._determinism(self._gathered_op_counts())
-        if not self.context.is_main:
+        report = self._determinism(self._gathered(op_counts))
+        if not self.group.is_main:
             return
         self.manifest.update(
-            status=status,
-            error=error,
+            status="completed",
+            error=None,
             end_time=now_iso(),
             wall_time_s=round(seconds_since_process_start(), 3),
             time_to_first_step_s=self.first_step_at,
@@ -263,24 +223,20 @@ class RunRecorder:
         )
         self.run_dir.write_determinism(report)
         self.run_dir.write_manifest(self.manifest)
-        if final_metrics is not None:
-            hyperparameters = {
-                **self.identity.hyperparameters,
-                "world_size": self.context.world_size,
-            }
-            self.logger.log_hparams(hyperparameters, final_metrics)
-            self.say(
-                f"done: val_acc {final_metrics['val_acc']:.4f}  "
-                f"val_loss {final_metrics['val_loss']:.4f}  step {position.step}  "
-                f"{self.manifest['wall_time_s']:.1f}s\n"
-                f"determinism: {report['verdict']}\noutputs: {self.run_dir}"
-            )
+        hyperparameters = {**self.identity.hyperparameters, "world_size": self.group.world_size}
+        self.logger.log_hparams(hyperparameters, final_metrics)
+        self.say(
+            f"done: val_acc {final_metrics['val_acc']:.4f}  "
+            f"val_loss {final_metrics['val_loss']:.4f}  step {position.step}  "
+            f"{self.manifest['wall_time_s']:.1f}s\n"
+            f"determinism: {report['verdict']}\noutputs: {self.run_dir}"
+        )
         self.logger.close()
 
-    def _gathered_op_counts(self) -> dict[str, int]:
+    def _gathered(self, op_counts: dict[str, int]) -> dict[str, int]:
         total: Counter[str] = Counter()
-        with collective(self.context, "gathering the nondeterministic-op counts"):
-            gathered = all_gather_objects(self.context, dict(self.nondeterminism.counts))
+        with self.group.guard("gathering the nondeterministic-op counts"):
+            gathered = all_gather_objects(self.group.topology, dict(op_counts))
         for counts in gathered:
             total.update(counts)
         return dict(total)
@@ -289,7 +245,7 @@ class RunRecorder:
         return determinism_report(
             self.identity.profile,
             self.identity.determinism,
-            self.context.device,
+            self.group.device,
             self.determinism_notes,
             ops,
             self.precision,

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
-from engine.section import Section
+from foundation.section import RUNTIME, Section
 from seeding.hashseed import hash_seed_status
 
 PROFILES = ("debug", "eval", "production")
@@ -35,7 +36,7 @@ class DeterminismConfig(Section):
     amp: bool = False
     channels_last: bool = False
     pin_memory: bool = False
-    anomaly_detection: bool = False
+    anomaly_detection: bool = Field(False, json_schema_extra=RUNTIME)
 
 
 # What debug and eval promise (bitwise reproducibility on the same hardware) and the settings that

@@ -1,0 +1,313 @@
+"""The checkpoint owner: when to save, what goes in, the atomic write, keep-last-k, finding and
+loading the one to resume from, the computation fingerprint, and the refusal to save a broken
+state.
+
+Why one owner: these decisions used to be spread over the trainer, the recorder, train.py and
+three helper modules; a change of policy (say, saving every N minutes) now touches one class,
+which knows the trainer only through the `state_dict` protocol (training/events.py).
+
+Why this file format:
+- A killed writer must never leave a `last.pt` that cannot be loaded: each checkpoint is written
+  to a temporary file in the same directory, flushed, fsynced and renamed into place; only then is
+  its checksum file written and `last.pt` re-pointed (a hard link, renamed over the old one).
+- A checkpoint without a matching `.sha256` file is incomplete (the writer died between the two
+  renames) or damaged, and `--resume auto` falls back to the newest complete one.
+- `weights_only=True` refuses arbitrary pickles, so the payload holds only tensors and plain values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from pydantic import BaseModel
+
+from foundation.errors import UserError, first_line
+from foundation.faults import NonFiniteState
+from foundation.process import process_launch
+from foundation.section import keys_with_role
+from runtime.atomic import atomic_write, atomic_write_text, fsync_directory
+from runtime.rundir import LAST_CHECKPOINT, RunDirectory
+from training.events import Position
+from training.health import first_non_finite
+from training.trainer import TrainerConfig
+
+FORMAT = "reproducible-ddp-template/checkpoint/v1"
+LAST = LAST_CHECKPOINT
+_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete temporary files left by a killed writer (only rank 0 writes, so none is live)."""
+    stale = sorted(directory.glob(".*.tmp")) if directory.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+class _KeepsWriteErrors:
+    """A stream that remembers the OSError of a failed write.
+
+    Why: torch.save's zip writer turns a failed write (a full disk, a file size limit) into
+    "RuntimeError: [enforce fail at inline_container.cc] unexpected pos"; the cause, which the
+    user must read, is only known here."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.stream.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _save_payload(stream: IO[bytes], payload: dict[str, Any]) -> None:
+    keeping = _KeepsWriteErrors(stream)
+    try:
+        torch.save({"format": FORMAT, **payload}, keeping)
+    except RuntimeError:
+        if keeping.error is not None:
+            raise keeping.error from None
+        raise
+
+
+def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
+    """Write `step-<step>.pt` atomically, point `last.pt` at it, keep the newest `keep`."""
+    final = directory / f"step-{step:08d}.pt"
+    atomic_write(final, lambda stream: _save_payload(stream, payload), binary=True)
+    checksum = file_sha256(final)
+    atomic_write_text(_checksum_path(final), f"{checksum}  {final.name}\n")
+    link = directory / f".{LAST}.{step}.tmp"
+    link.unlink(missing_ok=True)
+    try:
+        os.link(final, link)
+    except OSError:  # filesystems without hard links: a copy, still renamed atomically
+        link.write_bytes(final.read_bytes())
+    os.replace(link, directory / LAST)
+    atomic_write_text(_checksum_path(directory / LAST), f"{checksum}  {LAST}\n")
+    fsync_directory(directory)
+    _prune(directory, keep)
+    return final
+
+
+def _numbered_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in directory.glob("step-*.pt"):
+        match = _STEP_FILE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def _prune(directory: Path, keep: int) -> None:
+    for _, path in _numbered_checkpoints(directory)[:-keep]:
+        path.unlink(missing_ok=True)
+        _checksum_path(path).unlink(missing_ok=True)
+
+
+def is_complete(path: Path) -> bool:
+    checksum_file = _checksum_path(path)
+    if not path.is_file() or not checksum_file.is_file():
+        return False
+    recorded = checksum_file.read_text().split()[:1]
+    return recorded == [file_sha256(path)]
+
+
+def newest_complete(directory: Path) -> tuple[Path | None, list[Path]]:
+    """The newest checkpoint whose checksum matches, and the newer ones that were skipped."""
+    skipped = []
+    for _, path in reversed(_numbered_checkpoints(directory)):
+        if is_complete(path):
+            return path, skipped
+        skipped.append(path)
+    return None, skipped
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load and check a checkpoint; any problem is a one-line UserError."""
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    checksum_file = _checksum_path(path)
+    if checksum_file.is_file():
+        recorded = checksum_file.read_text().split()[:1]
+        if recorded != [file_sha256(path)]:
+            raise UserError(
+                f"checkpoint {path} is corrupt or truncated (sha256 does not match {checksum_file.name})"
+            )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        raise UserError(f"cannot load checkpoint {path}: {first_line(error)[:200]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not a checkpoint of this template (format {FORMAT!r} expected)")
+    return payload
+
+
+# ----------------------------------------------------------------------------- the owner
+def computation_fingerprint(
+    config: BaseModel, world_size: int | str, device_type: str
+) -> dict[str, Any]:
+    """Every setting that changes what is computed: the config's keys whose role is
+    `computation` (foundation/section.py), the world size as the parallel mode counts it
+    ("any" in the world-size-invariant mode) and the device type."""
+    return {
+        **keys_with_role(config, "computation"),
+        "world_size": world_size,
+        "device_type": device_type,
+    }
+
+
+def first_difference(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    for key in sorted(set(saved) | set(current)):
+        if saved.get(key) != current.get(key):
+            return f"{key} differs (checkpoint {saved.get(key)!r}, now {current.get(key)!r})"
+    return None
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """What a run continues from: a loaded checkpoint (None: start fresh), and whether the run
+    directory's logs continue (`--resume auto`, a torchrun restart, or a path into it)."""
+
+    checkpoint: dict[str, Any] | None
+    continuing: bool
+
+    @property
+    def step(self) -> int | None:
+        """The step the logs continue after (None: a fresh run directory)."""
+        if not self.continuing:
+            return None
+        return self.checkpoint["step"] if self.checkpoint else 0
+
+
+class Checkpointer:
+    """Checkpoints of one run directory. Every rank holds one; only the writer (rank 0) writes."""
+
+    def __init__(self, run_dir: RunDirectory, config: TrainerConfig) -> None:
+        self.run_dir = run_dir
+        self.directory = run_dir.checkpoint_dir
+        self.every_steps = config.checkpoint_every_steps
+        self.keep = config.keep_checkpoints
+        self.fingerprint: dict[str, Any] = {}
+        self.provenance: dict[str, Any] = {}
+        self.saved_step = -1
+
+    # ----------------------------------------------------------------- before the run
+    def resume_point(self, request: str | None) -> ResumePoint:
+        """`--resume auto`, `--resume PATH`, or a fresh run (refusing a directory that already
+        holds one). Under `torchrun --max-restarts` a restarted worker group is started with the
+        same command line; TORCHELASTIC_RESTART_COUNT > 0 makes it `auto`. Any problem with the
+        file is a one-line error, before anything is written."""
+        if request is None and process_launch().restart_attempt > 0:
+            request = "auto"
+        if request is None:
+            self.run_dir.refuse_to_overwrite()
+            return ResumePoint(None, continuing=False)
+        if request == "auto":
+            newest, skipped = newest_complete(self.directory)
+            if skipped and process_launch().rank == 0:
+                names = ", ".join(path.name for path in skipped)
+                print(
+                    f"warning: skipped incomplete or damaged checkpoint(s): {names}",
+                    file=sys.stderr,
+                )
+            path = newest
+        else:
+            path = Path(request)
+            if not path.is_file():
+                raise UserError(f"--resume: checkpoint not found: {path}")
+        checkpoint = None if path is None else load_checkpoint(path)
+        return ResumePoint(checkpoint, continuing=self.run_dir.holds_a_run())
+
+    def expect(self, fingerprint: dict[str, Any], resume: ResumePoint) -> None:
+        """What every checkpoint of this run must match; a resumed checkpoint of another
+        computation is refused here, before anything is written."""
+        self.fingerprint = fingerprint
+        if resume.checkpoint is None:
+            return
+        difference = first_difference(resume.checkpoint["fingerprint"], fingerprint)
+        if difference is not None:
+            raise UserError(
+                f"cannot resume: {difference}; only stopping criteria and loader settings may "
+                "change"
+            )
+        self.saved_step = resume.checkpoint["step"]
+
+    # ----------------------------------------------------------------- policy
+    def due(self, position: Position, epoch_ends: bool) -> bool:
+        """Inside an epoch, every `trainer.checkpoint_every_steps` (epoch ends save anyway)."""
+        every = self.every_steps
+        return bool(every) and position.step % every == 0 and not epoch_ends
+
+    def saved_at(self, step: int) -> bool:
+        return self.saved_step == step
+
+    # ----------------------------------------------------------------- writing (rank 0)
+    def path_of(self, step: int) -> Path:
+        return self.directory / f"step-{step:08d}.pt"
+
+    def save(self, position: Position, state: dict[str, Any], write: bool) -> None:
+        """Every rank records the save; the writer (rank 0) writes the state of `position`
+        atomically, points last.pt at it and keeps the newest k.
+
+        Refused, with nothing written, when the model or the optimizer state holds a NaN or an
+        inf: the non-finite watch should have stopped the run before, and a broken checkpoint
+        would be what `--resume auto` picks up."""
+        self.saved_step = position.step
+        if not write:
+            return
+        broken = first_non_finite(_named_state(state))
+        if broken is not None:
+            raise NonFiniteState(
+                f"refusing to save the checkpoint of step {position.step}: {broken} is not "
+                f"finite; nothing from step {position.step} on was saved"
+            )
+        payload = {**state, "fingerprint": self.fingerprint, **self.provenance}
+        save_checkpoint(self.directory, position.step, payload, self.keep)
+
+    def newest(self) -> Path | None:
+        """The newest complete checkpoint on disk, for the line that says where to resume."""
+        return newest_complete(self.directory)[0]
+
+    def open_for_writing(self, provenance: dict[str, Any]) -> None:
+        """On the writer, before the first save: what every checkpoint records beside the state
+        (seeds, resolved config, versions), and the temporary files a killed writer left."""
+        self.provenance = provenance
+        for stale in remove_stale_temporaries(self.directory):
+            print(f"removed an unfinished checkpoint write: {stale.name}")
+
+
+def load_last(run_dir: RunDirectory) -> dict[str, Any]:
+    """The newest complete checkpoint of a run (verify, tests)."""
+    return load_checkpoint(run_dir.last_checkpoint)
+
+
+def _named_state(state: dict[str, Any]) -> list[tuple[str, Any]]:
+    named = [(f"model.{name}", tensor) for name, tensor in state["model"].items()]
+    for index, values in state["optimizer"]["state"].items():
+        named += [(f"optimizer.state.{index}.{key}", value) for key, value in values.items()]
+    return named

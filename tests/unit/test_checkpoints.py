@@ -1,0 +1,139 @@
+"""The checkpoint owner on its own: the file format's refusals, keep-last-k, which checkpoint a
+run resumes from, and which config changes a resume refuses (decided by each key's role).
+
+The same refusals end to end, one message format each, are in end_to_end/test_resume.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from configs import load_config
+from foundation.errors import UserError
+from runtime.checkpoints import (
+    Checkpointer,
+    ResumePoint,
+    computation_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from runtime.rundir import RunDirectory
+
+
+def a_checkpoint(directory: Path, step: int = 1, keep: int = 3) -> Path:
+    payload = {"model": {"w": torch.arange(4.0)}, "step": step}
+    return save_checkpoint(directory, step, payload, keep)
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("empty", "cannot load checkpoint"),
+        ("garbage", "cannot load checkpoint"),
+        ("truncated", "cannot load checkpoint"),
+        ("foreign", "is not a checkpoint of this template"),
+        ("bad checksum", "is corrupt or truncated (sha256 does not match bad.pt.sha256)"),
+        ("missing", "checkpoint not found"),
+    ],
+)
+def test_a_bad_checkpoint_file_is_one_line(tmp_path: Path, damage: str, expected: str) -> None:
+    good = a_checkpoint(tmp_path / "good")
+    assert load_checkpoint(good)["step"] == 1
+    bad = tmp_path / "bad.pt"
+    content = {
+        "empty": b"",
+        "garbage": b"not a checkpoint at all",
+        "truncated": good.read_bytes()[: good.stat().st_size // 2],
+        "bad checksum": good.read_bytes(),
+    }
+    if damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, bad)
+    elif damage in content:
+        bad.write_bytes(content[damage])
+    if damage == "bad checksum":
+        (tmp_path / "bad.pt.sha256").write_text("0" * 64 + "  bad.pt\n")
+    with pytest.raises(UserError) as caught:
+        load_checkpoint(bad)
+    assert expected in str(caught.value) and len(str(caught.value).splitlines()) == 1
+
+
+def test_keeps_only_the_newest_k_and_last_names_the_newest(tmp_path: Path) -> None:
+    for step in (2, 4, 6, 8, 10):
+        a_checkpoint(tmp_path, step, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("step-*.pt")) == [
+        "step-00000008.pt",
+        "step-00000010.pt",
+    ]
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 10
+
+
+def test_which_checkpoint_a_run_resumes_from(tmp_path: Path) -> None:
+    run_dir = RunDirectory(tmp_path / "run")
+    checkpoints = Checkpointer(run_dir, load_config("configs/default.yaml").trainer)
+    assert checkpoints.resume_point(None) == ResumePoint(None, continuing=False)
+    assert checkpoints.resume_point("auto") == ResumePoint(None, continuing=False)  # fresh
+    with pytest.raises(UserError, match="--resume: checkpoint not found"):
+        checkpoints.resume_point(str(tmp_path / "nowhere.pt"))
+    a_checkpoint(run_dir.checkpoint_dir, 3)
+    a_checkpoint(run_dir.checkpoint_dir, 5)
+    (run_dir.checkpoint_dir / "step-00000005.pt.sha256").unlink()  # a writer killed mid-save
+    resumed = checkpoints.resume_point("auto")
+    assert resumed.continuing and resumed.checkpoint is not None and resumed.step == 3
+    with pytest.raises(UserError, match="already holds a run; continue it with --resume auto"):
+        checkpoints.resume_point(None)
+
+
+def fingerprint(*overrides: str, world_size: int | str = 1, profile: str | None = None) -> dict:
+    config = load_config("configs/default.yaml", profile, overrides=overrides)
+    return computation_fingerprint(config, world_size, "cpu")
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (("data.batch_size=16",), "data.batch_size"),
+        (("model.dropout=0.3",), "model.dropout"),
+        (("optim.lr=0.1",), "optim.lr"),
+        (("seed=7",), "seed"),
+        (("data.synthetic.seed=3",), "data.synthetic.seed"),
+    ],
+)
+def test_a_resume_under_another_computation_is_refused(
+    tmp_path: Path, change: tuple[str, ...], named: str
+) -> None:
+    checkpoint = {"fingerprint": fingerprint(), "step": 3}
+    checkpoints = Checkpointer(RunDirectory(tmp_path), load_config("configs/default.yaml").trainer)
+    with pytest.raises(UserError, match=rf"^cannot resume: {named} differs \(checkpoint "):
+        checkpoints.expect(fingerprint(*change), ResumePoint(checkpoint, continuing=True))
+
+
+def test_another_profile_is_another_computation() -> None:
+    assert fingerprint(profile="eval")["profile"] == "eval" != fingerprint()["profile"]
+
+
+def test_stopping_criteria_and_runtime_settings_may_change_on_resume() -> None:
+    same = fingerprint(
+        "trainer.epochs=20",
+        "trainer.max_steps=5",
+        "trainer.checkpoint_every_steps=2",
+        "trainer.keep_checkpoints=1",
+        "trainer.log_every_steps=1",
+        "trainer.finite_check=log_steps",
+        "trainer.collective_timeout_s=5",
+        "data.root=elsewhere",
+        "data.num_workers=3",
+        "data.persistent_workers=true",
+        "determinism.anomaly_detection=true",
+    )
+    assert same == fingerprint()
+
+
+def test_the_world_size_is_part_of_the_computation_unless_the_mode_makes_it_irrelevant() -> None:
+    assert fingerprint(world_size=2) != fingerprint(world_size=1)
+    invariant = ("data.global_batch_size=32", "trainer.micro_batch_size=8")
+    invariant += ("trainer.world_size_invariant=true",)
+    assert fingerprint(*invariant, world_size="any")["world_size"] == "any"
+    other_batch = fingerprint("data.global_batch_size=64", *invariant[1:], world_size="any")
+    assert other_batch != fingerprint(*invariant, world_size="any")

@@ -1,0 +1,67 @@
+"""What compare and the multi-seed runner refuse, and what a seed pair shares, in this process.
+
+End to end (real runs, one refusal each) in end_to_end/test_compare.py and test_benchmark.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from configs import load_config
+from configs.keys import differing_keys
+from foundation.errors import UserError
+from tools.compare import checked, pairing
+from tools.seed_runs import parse_seeds
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ([], "no seeds given"),
+        (["1", "2", "1"], "duplicate seed(s): 1"),
+        (["1", "x"], "seed 'x' is not an integer in [0, 2**64)"),
+        (["-3"], "seed '-3' is not an integer"),
+    ],
+)
+def test_bad_seed_lists_are_refused(seeds: list[str], message: str) -> None:
+    with pytest.raises(UserError) as caught:
+        parse_seeds(seeds)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "more", "message"),
+    [
+        ("", "optim.lr=0.1", [], "A is missing"),
+        ("optim.lr=0.1", "", [], "B is missing"),
+        ("optim.lrr=0.1", "optim.lr=0.1", [], "A: unknown config key 'optim.lrr'"),
+        ("optim.lr=0.1", "optim.lr=0.2", ["--metrics", "val_f1"], "unknown metric 'val_f1'"),
+        ("optim.lr=0.1", "optim.lr", [], "B: malformed override 'optim.lr'"),
+        ("optim.lr=0.1", "nowhere.yaml", [], "B: config file not found: nowhere.yaml"),
+    ],
+)
+def test_bad_comparisons_are_refused_before_anything_runs(
+    a: str, b: str, more: list[str], message: str
+) -> None:
+    with pytest.raises(UserError) as caught:
+        checked(["--a", a, "--b", b, "--seeds", "0", "1", *more])
+    assert str(caught.value).startswith(message)
+
+
+def pairing_of(a: tuple[str, ...], b: tuple[str, ...]) -> dict:
+    first = load_config("configs/default.yaml", overrides=a)
+    second = load_config("configs/default.yaml", overrides=b)
+    return pairing(first, differing_keys(first, second))
+
+
+def test_what_a_seed_pair_shares_follows_the_keys_that_differ() -> None:
+    same = pairing_of((), ("data.num_workers=2", "trainer.log_every_steps=5"))
+    assert "every difference must be exactly 0" in " ".join(same["notes"])
+    lr = pairing_of((), ("optim.lr=0.1",))
+    assert lr["shares_data_order_and_augmentation"] is True
+    assert "pairs start from the same initial weights" in lr["notes"]
+    dropout = pairing_of((), ("model.dropout=0.0",))
+    assert "the dropout rate differs, so the dropout masks differ" in dropout["notes"]
+    data = pairing_of((), ("data.synthetic.seed=1",))
+    assert data["shares_data_order_and_augmentation"] is False
+    width = pairing_of((), ("model.width=8",))
+    assert "the model differs: its initial weights are drawn anew" in width["notes"]

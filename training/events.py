@@ -1,0 +1,106 @@
+"""How the trainer talks to the world around it, and what it needs from its data.
+
+Why protocols: the trainer must not know who records it (metrics files, TensorBoard, a progress
+line), who decides to checkpoint or stop, nor where its batches come from.
+- `TrainingEvents`: plain values after steps, log steps and epochs (runtime/recorder.py).
+- `StepBoundary`: every rank calls it after each step, each epoch and at the end; it is where
+  the ranks stop together or checkpoint (runtime/session.py). It receives the trainer as a
+  `Stateful`: the checkpoint owner knows a `state_dict` protocol, not a class.
+- `EpochLoader`: the batches of an epoch (data/loaders.py's `SeededLoader`).
+A test can pass any other implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where training stands: with per-sample seeds and a sampler that starts at an offset, this
+    plus every rank's RNG state is all it takes to continue exactly, mid-epoch included."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+
+
+class EpochLoader(Protocol):
+    def epoch(
+        self, epoch: int, start_batch: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of `epoch` for this rank, skipping the first `start_batch`."""
+        ...
+
+    def batches_per_epoch(self) -> int: ...
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]:
+        """Collective: everything needed to continue exactly (every rank's part gathered)."""
+        ...
+
+
+class TrainingEvents(Protocol):
+    def step_finished(self, position: Position, batches_per_epoch: int, samples: int) -> None:
+        """After every optimizer step; `samples` is this step's sample count over all ranks.
+        Called on the hot path: implementations must not synchronise with the device."""
+        ...
+
+    def step_logged(self, position: Position, values: dict[str, float]) -> None:
+        """Every `trainer.log_every_steps` steps, on every rank."""
+        ...
+
+    def epoch_finished(self, position: Position, metrics: dict[str, float]) -> None:
+        """At the end of each epoch, with the metrics reduced over all ranks."""
+        ...
+
+
+class StepBoundary(Protocol):
+    def after_step(
+        self, position: Position, trainer: Stateful, *, reports: bool, epoch_ends: bool
+    ) -> None:
+        """Every rank, after each optimizer step, before anything of it is reported (`reports`:
+        the trainer is about to log numbers of this step). May checkpoint, or raise a
+        `TrainingFault` to stop every rank here."""
+        ...
+
+    def after_epoch(self, position: Position, trainer: Stateful) -> None:
+        """Every rank, after an epoch's metrics were reported."""
+        ...
+
+    def after_training(self, position: Position, trainer: Stateful) -> None:
+        """Every rank, when training stops (epochs done or max_steps reached)."""
+        ...
+
+
+class NoBoundary:
+    """Never stops, never checkpoints: a trainer on its own (tests, benchmarks)."""
+
+    def after_step(
+        self, position: Position, trainer: Stateful, *, reports: bool, epoch_ends: bool
+    ) -> None:
+        return None
+
+    def after_epoch(self, position: Position, trainer: Stateful) -> None:
+        return None
+
+    def after_training(self, position: Position, trainer: Stateful) -> None:
+        return None
+
+
+class NoEvents:
+    """Tells nobody: a trainer on its own (benchmarks)."""
+
+    def step_finished(self, position: Position, batches_per_epoch: int, samples: int) -> None:
+        return None
+
+    def step_logged(self, position: Position, values: dict[str, float]) -> None:
+        return None
+
+    def epoch_finished(self, position: Position, metrics: dict[str, float]) -> None:
+        return None

@@ -1,0 +1,27 @@
+"""Which parallel mode a run uses, chosen once from its config (see training/steps.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from training.invariance import InvariantMode, MicroBatchLayout
+from training.steps import DataParallelMode, ParallelMode
+from training.topology import Topology
+from training.trainer import TrainerConfig
+
+
+def parallel_mode(
+    trainer: TrainerConfig,
+    global_batch_size: int | None,
+    topology: Topology,
+    micro_batch_seed: Callable[[int, int], int],
+) -> ParallelMode:
+    """The world-size-invariant mode if asked for, else ordinary data parallelism. A world size
+    the invariant mode cannot serve is refused here, before anything is written."""
+    if not trainer.world_size_invariant:
+        return DataParallelMode()
+    assert global_batch_size and trainer.micro_batch_size  # the config schema checks both
+    layout = MicroBatchLayout.checked(
+        global_batch_size, trainer.micro_batch_size, topology.world_size, topology.rank
+    )
+    return InvariantMode(layout, micro_batch_seed)

@@ -1,0 +1,341 @@
+"""The training loop, its resumable state, and evaluation.
+
+The trainer knows what a run computes and nothing of the process around it: it asks its step
+strategy (training/steps.py) for gradients, applies the optimizer, and tells its collaborators
+what happened: `events` (the recorder), `boundary` (where the runtime votes, checkpoints and
+stops every rank together), `watch` (the non-finite check) and `guard` (names a collective that
+failed). All of them are keyword-only and replaceable; a test or a benchmark passes its own.
+
+Why `state_dict` / `load_state_dict`: a checkpointer should know a protocol, not a class. The
+state is the model, optimizer, scheduler and scaler, the `Position` (epoch, batch in epoch, step),
+the running sums of the current epoch and every rank's RNG state: with per-sample augmentation
+seeds and a sampler that can start at an offset, that is everything needed to continue an
+interrupted run exactly where it stopped, mid-epoch included.
+
+Why the running sums stay on the device: copying the loss to the host every step makes the CPU
+wait for the GPU at every step. Numbers are brought to the host only where they are printed or
+saved (log steps, epoch ends, checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from foundation.section import RUNTIME, STOPPING, Section
+from seeding import capture_rng_state, restore_rng_state
+from training.determinism import Precision
+from training.events import (
+    EpochLoader,
+    NoBoundary,
+    NoEvents,
+    Position,
+    StepBoundary,
+    TrainingEvents,
+)
+from training.health import NonFiniteWatch, model_state_tensors
+from training.optim import OptimConfig, build_optimizer, build_scheduler
+from training.steps import ParallelMode
+from training.topology import (
+    CollectiveGuard,
+    Topology,
+    all_gather_objects,
+    broadcast_from_rank_0,
+    unguarded,
+)
+
+DEFAULT_COLLECTIVE_TIMEOUT_S = 600.0
+
+
+class TrainerConfig(Section):
+    """The `trainer` section."""
+
+    epochs: int = Field(8, ge=1, json_schema_extra=STOPPING)
+    max_steps: int | None = Field(
+        None, ge=1, description="stop after this many optimizer steps", json_schema_extra=STOPPING
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every_steps: int | None = Field(None, ge=1, json_schema_extra=RUNTIME)
+    keep_checkpoints: int = Field(3, ge=1, json_schema_extra=RUNTIME)
+    log_every_steps: int = Field(50, ge=1, json_schema_extra=RUNTIME)
+    limit_train_batches: int | None = Field(
+        None, ge=1, description="batches per epoch (small runs)"
+    )
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="samples per forward/backward in the world-size-invariant mode"
+    )
+    world_size_invariant: bool = Field(
+        False, description="the same weights for any world size (see training/invariance.py)"
+    )
+    finite_check: Literal["every_step", "log_steps"] = Field(
+        "every_step",
+        description="when the host reads the non-finite flag (see runtime/vote.py); "
+        "production uses log_steps: no extra host sync per step",
+        json_schema_extra=RUNTIME,
+    )
+    collective_timeout_s: float = Field(
+        DEFAULT_COLLECTIVE_TIMEOUT_S,
+        gt=0,
+        description="how long a collective waits for a rank that stopped answering",
+        json_schema_extra=RUNTIME,
+    )
+
+
+@dataclasses.dataclass
+class EpochTotals:
+    """Running sums of the current epoch on this rank, on the training device (saved, so a
+    resumed epoch reports alike)."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    count: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> EpochTotals:
+        return cls(
+            torch.zeros((), dtype=torch.float64, device=device),
+            torch.zeros((), dtype=torch.int64, device=device),
+        )
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "loss_sum": self.loss_sum.cpu(),
+            "correct": self.correct.cpu(),
+            "count": torch.tensor(self.count, dtype=torch.int64),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor], device: torch.device) -> EpochTotals:
+        return cls(state["loss_sum"].to(device), state["correct"].to(device), int(state["count"]))
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainerConfig,
+        model: nn.Module,
+        *,
+        optim: OptimConfig,
+        precision: Precision,
+        topology: Topology,
+        mode: ParallelMode,
+        train_loader: EpochLoader,
+        val_loader: EpochLoader,
+        events: TrainingEvents | None = None,
+        boundary: StepBoundary | None = None,
+        watch: NonFiniteWatch | None = None,
+        guard: CollectiveGuard = unguarded,
+    ) -> None:
+        self.config = config
+        self.topology = topology
+        self.device = topology.device
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.events = events or NoEvents()
+        self.boundary = boundary or NoBoundary()
+        self.watch = watch  # None: no non-finite check (a benchmark of the bare step)
+        self.guard = guard
+        self.precision = precision
+        self.memory_format = (
+            torch.channels_last if precision.channels_last else torch.contiguous_format
+        )
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        self.step = mode.training_step(self.model, topology, precision)
+        self.optimizer = build_optimizer(optim, self.model)
+        self.horizon = config.epochs * self.batches_per_epoch()
+        self.scheduler, self.lr_factor = build_scheduler(self.optimizer, optim, self.horizon)
+        self.scaler = torch.amp.GradScaler("cuda") if precision.amp == torch.float16 else None
+        self.position = Position()
+        self.totals = EpochTotals.zeros(self.device)
+        self._evaluated: tuple[int, dict[str, float]] | None = None  # (step, metrics)
+
+    # ----------------------------------------------------------------- schedule
+    def batches_per_epoch(self) -> int:
+        batches = self.train_loader.batches_per_epoch()
+        limit = self.config.limit_train_batches
+        return batches if limit is None else min(batches, limit)
+
+    def max_steps_reached(self) -> bool:
+        limit = self.config.max_steps
+        return limit is not None and self.position.step >= limit
+
+    def finished(self) -> bool:
+        return self.position.epoch >= self.config.epochs or self.max_steps_reached()
+
+    # ----------------------------------------------------------------- loop
+    def fit(self) -> None:
+        while not self.finished():
+            epoch_start = time.perf_counter()
+            seen_before = self.totals.count
+            completed = self.train_epoch()
+            if not completed:
+                break
+            elapsed = time.perf_counter() - epoch_start
+            metrics = self.epoch_metrics(seen_before, elapsed)
+            self.position = Position(self.position.epoch + 1, 0, self.position.step)
+            self.totals = EpochTotals.zeros(self.device)
+            self.events.epoch_finished(self.position, metrics)
+            self.boundary.after_epoch(self.position, self)
+        self.boundary.after_training(self.position, self)
+
+    def train_epoch(self) -> bool:
+        """Train until the epoch ends (True) or max_steps stops it (False)."""
+        per_epoch = self.batches_per_epoch()
+        log_every = self.config.log_every_steps
+        self.model.train()
+        start = self.position.batch_in_epoch
+        for images, labels in self.train_loader.epoch(self.position.epoch, start_batch=start):
+            if self.position.batch_in_epoch >= per_epoch:
+                break
+            with self.guard("the gradient exchange of step {step}", self.position.step + 1):
+                loss = self.train_step(images, labels)
+            position = self.position = Position(
+                self.position.epoch, self.position.batch_in_epoch + 1, self.position.step + 1
+            )
+            self.events.step_finished(
+                position, per_epoch, labels.numel() * self.topology.world_size
+            )
+            logged = position.step % log_every == 0
+            epoch_ends = position.batch_in_epoch >= per_epoch or self.max_steps_reached()
+            # Every rank at the same boundary: a broken state or a stop signal ends the run here,
+            # before anything of this step is reported.
+            self.boundary.after_step(
+                position, self, reports=logged or epoch_ends, epoch_ends=epoch_ends
+            )
+            if logged:
+                lr = self.scheduler.get_last_lr()[0]
+                self.events.step_logged(position, {"loss": float(loss), "lr": lr})
+            if self.max_steps_reached():
+                return position.batch_in_epoch >= per_epoch
+        return True
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images, labels = self._to_device(images, labels)
+        result = self.step.gradients(self.position.step, images, labels, self._backward)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.watch is not None:
+            # Under a GradScaler inf gradients are skipped steps, not failures: state only.
+            gradients = [] if self.scaler is not None else self._gradients()
+            state = model_state_tensors(self.model, self.optimizer)
+            self.watch.record(self.position.step + 1, result.loss, gradients, state)
+        with torch.no_grad():
+            self.totals.loss_sum += result.loss.double() * result.samples
+            self.totals.correct += result.correct.long()
+            self.totals.count += result.samples
+        return result.loss
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _gradients(self) -> list[torch.Tensor]:
+        return [p.grad for p in self.model.parameters() if p.grad is not None]
+
+    def _autocast(self) -> torch.autocast:
+        amp = self.precision.amp
+        return torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None)
+
+    def _to_device(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        return images, labels.to(self.device, non_blocking=True)
+
+    # ----------------------------------------------------------------- metrics
+    def epoch_metrics(self, seen_before: int, elapsed: float) -> dict[str, float]:
+        with self.guard("the epoch-end metrics at step {step}", self.position.step):
+            seen = self.totals.count - seen_before
+            counts = torch.tensor(
+                [float(self.totals.count), float(seen)], dtype=torch.float64, device=self.device
+            )
+            sums = torch.cat(
+                [self.totals.loss_sum.reshape(1), self.totals.correct.double().reshape(1), counts]
+            )
+            loss_sum, correct, count, seen_total = self.step.epoch_sums(sums)
+        evaluation = self.evaluate()
+        return {
+            "train_loss": loss_sum / max(count, 1.0),
+            "train_acc": correct / max(count, 1.0),
+            **evaluation,
+            "lr": self.scheduler.get_last_lr()[0],
+            "samples_per_s": seen_total / max(elapsed, 1e-9),
+        }
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation with rank 0's BatchNorm statistics on every rank (the ones that are saved)."""
+        with self.guard("the evaluation at step {step}", self.position.step):
+            return self._evaluate()
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
+        if self._evaluated is not None and self._evaluated[0] == self.position.step:
+            return self._evaluated[1]
+        broadcast_from_rank_0(self.topology, self.model.buffers())
+        self.model.eval()
+        per_batch: list[torch.Tensor] = []
+        for images, labels in self.val_loader.epoch(0):
+            images, labels = self._to_device(images, labels)
+            with self._autocast():
+                logits = self.model(images)
+            loss = F.cross_entropy(logits.float(), labels, reduction="sum").double()
+            correct = (logits.argmax(dim=1) == labels).sum().double()
+            per_batch.append(torch.stack([loss, correct, loss.new_tensor(float(labels.numel()))]))
+        self.model.train()
+        loss_sum, correct, count = self.step.evaluation_sums(per_batch)
+        metrics = {"val_loss": loss_sum / max(count, 1.0), "val_acc": correct / max(count, 1.0)}
+        self._evaluated = (self.position.step, metrics)
+        return metrics
+
+    def close(self) -> None:
+        """Drop the step strategy: the DDP wrapper's reducer in it holds the process group,
+        which can only be left after it is gone (runtime/process_group.py)."""
+        del self.step
+
+    # ----------------------------------------------------------------- resumable state
+    def state_dict(self) -> dict[str, Any]:
+        """Collective: every rank's RNG state and running sums are gathered onto every rank."""
+        rng_states = all_gather_objects(self.topology, capture_rng_state())
+        totals = all_gather_objects(self.topology, self.totals.state_dict())
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "schedule_horizon": self.horizon,
+            "step": self.position.step,
+            "epoch": self.position.epoch,
+            "batch_in_epoch": self.position.batch_in_epoch,
+            "epoch_totals": totals,
+            "rng": rng_states,
+            "world_size": self.topology.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint whose computation the checkpoint owner has checked."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.horizon = int(state["schedule_horizon"])
+        self.lr_factor.horizon = max(1, self.horizon)
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.position = Position(state["epoch"], state["batch_in_epoch"], state["step"])
+        rank = self.topology.rank
+        own = self.step.totals_to_continue(rank)
+        self.totals = EpochTotals.from_state_dict(state["epoch_totals"][own], self.device)
+        if rank < len(state["rng"]):
+            restore_rng_state(state["rng"][rank])
