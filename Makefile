@@ -29,6 +29,8 @@ PYTEST_ARGS ?=
 # train.py would be too late for this process. torchrun passes them on to every rank.
 export PYTHONHASHSEED ?= 0
 export CUBLAS_WORKSPACE_CONFIG ?= :4096:8
+# albumentations asks PyPI for a newer release on import: no network at run time.
+export NO_ALBUMENTATIONS_UPDATE ?= 1
 export PYTHONUNBUFFERED := 1
 
 TRAIN_FLAGS = --config $(CONFIG) \
@@ -55,7 +57,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup train verify benchmark compare bench-speed bench-invariance bench-health diagnose docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
+.PHONY: help setup train verify benchmark compare bench-speed bench-invariance bench-health diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,16 +80,23 @@ verify: $(STAMP) ## Train twice and compare losses and weights bitwise: make ver
 
 SEEDS       ?=
 JOBS        ?= 1
-benchmark: $(STAMP) ## Several seeds -> mean ± std report: make benchmark SEEDS="0 1 2 3 4" [PROFILE=eval] [JOBS=2]
+# Where the seeds run: the local pool, or one SLURM job array (SBATCH="--partition=gpu ...";
+# WAIT=0 submits and returns, a later identical command reports what finished).
+LAUNCHER    ?= local
+SBATCH      ?=
+WAIT        ?= 1
+SEED_RUN_FLAGS = --jobs $(JOBS) --nproc $(NPROC) --launcher $(LAUNCHER) --sbatch="$(SBATCH)" \
+	$(if $(filter 0,$(WAIT)),--no-wait)
+benchmark: $(STAMP) ## Several seeds -> mean ± std report: make benchmark SEEDS="0 1 2 3 4" [PROFILE=eval] [JOBS=2] [LAUNCHER=slurm]
 	$(PY) -m tools.benchmark --seeds $(SEEDS) --profile $(or $(PROFILE),eval) --config $(CONFIG) \
-		--output-dir $(or $(OUTPUT_DIR),runs) --jobs $(JOBS) --nproc $(NPROC) -- $(ARGS)
+		--output-dir $(or $(OUTPUT_DIR),runs) $(SEED_RUN_FLAGS) -- $(ARGS)
 
 A           ?=
 B           ?=
 METRICS     ?=
 compare: $(STAMP) ## Is B better than A? Seed-paired: make compare A="k=v .." B="k=v .." SEEDS="0 1 2 3 4"
 	$(PY) -m tools.compare --a "$(A)" --b "$(B)" --seeds $(SEEDS) --profile $(or $(PROFILE),eval) \
-		--config $(CONFIG) --output-dir $(or $(OUTPUT_DIR),runs/compare) --jobs $(JOBS) --nproc $(NPROC) \
+		--config $(CONFIG) --output-dir $(or $(OUTPUT_DIR),runs/compare) $(SEED_RUN_FLAGS) \
 		$(if $(METRICS),--metrics $(METRICS)) -- $(ARGS)
 
 diagnose: $(STAMP) ## Print every seed stream per rank and check it against the plan: make diagnose NPROC=2
@@ -120,37 +129,66 @@ lint: $(STAMP) ## ruff, import-linter (the layer contracts) and hadolint
 # ----------------------------------------------------------------------------- container
 IMAGE       ?= reproducible-ddp-template:latest
 BASE_IMAGE  ?= pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
+# The stand-in base is named after the lock it was built from: a new lock, a new stand-in.
+STANDIN_IMAGE ?= reproducible-ddp-template-base:standin-$(shell sha256sum requirements.lock | cut -c1-12)
 HOST_RUNS   ?= $(abspath $(or $(OUTPUT_DIR),runs))
 HOST_DATA   ?= $(abspath datasets)
-GPUS        ?= all
+# auto: GPUs when the NVIDIA container runtime and a GPU are there; none; all; '"device=0,1"'.
+GPUS        ?= auto
+DOCKER_CHECK = scripts/docker/checks.sh
 # The container never runs as root: the caller's ids, or 1000 when the caller is root.
+CALLER_IDS  := $(shell id -u):$(shell id -g)
 CONTAINER_UID ?= $(if $(filter 0,$(shell id -u)),1000,$(shell id -u))
 CONTAINER_GID ?= $(if $(filter 0,$(shell id -u)),1000,$(shell id -g))
 # --ipc=host: DataLoader workers share batches through /dev/shm, which is 64 MB by default.
-# --user: files written to the mounted run and dataset folders belong to the calling user.
-DOCKER_RUN = docker run --rm --gpus $(GPUS) --ipc=host --user $(CONTAINER_UID):$(CONTAINER_GID) \
+# --user: files written to the mounted run and dataset folders belong to the calling user (a
+# root caller gets them back after the run). OMP_NUM_THREADS passes through when you set it.
+DOCKER_RUN = docker run --rm $(shell $(DOCKER_CHECK) gpus '$(GPUS)') --ipc=host \
+	--user $(CONTAINER_UID):$(CONTAINER_GID) $(if $(OMP_NUM_THREADS),-e OMP_NUM_THREADS=$(OMP_NUM_THREADS)) \
 	-v $(HOST_RUNS):/workspace/runs -v $(HOST_DATA):/workspace/datasets
+# The same launcher as `make train` (a plain interpreter for one process), so the same job
+# computes the same bits in the container and on the host.
+CONTAINER_LAUNCH = $(if $(filter $(LAUNCH),$(PY)),python,torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS))
 CONTAINER_FLAGS = --config $(CONFIG) $(if $(SEED),--seed $(SEED)) $(if $(PROFILE),--profile $(PROFILE)) \
 	--output-dir runs $(if $(RESUME),--resume $(RESUME)) $(ARGS)
+# Mount points belong to the container's user while it runs; a root caller gets them back.
+define with_mounts
+	mkdir -p $(HOST_RUNS) $(HOST_DATA)
+	$(if $(filter 0,$(shell id -u)),chown $(CONTAINER_UID):$(CONTAINER_GID) $(HOST_RUNS) $(HOST_DATA))
+	$(1); status=$$?; $(if $(filter 0,$(shell id -u)),chown -R $(CALLER_IDS) $(HOST_RUNS) $(HOST_DATA);) exit $$status
+endef
 
-docker-build: ## Build the image (BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime)
+wheelhouse: ## Download the lock's wheels for the image into wheelhouse/ with your pip settings (proxy, CA, air-gapped)
+	$(PYTHON_BOOT) scripts/docker/requirements.py download-wheelhouse requirements-dev.lock wheelhouse
+	@echo "wheelhouse/: $$(ls wheelhouse/*.whl | wc -l) wheels; make docker-build now installs from it offline"
+
+docker-base-standin: ## Build a CPU stand-in for the PyTorch base image (Debian + the lock's torch), tag printed
+	@scripts/docker/standin_base.sh $(STANDIN_IMAGE)
+	@echo "use it: make docker-build BASE_IMAGE=$(STANDIN_IMAGE)"
+
+docker-build: ## Build the image (BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime); offline from wheelhouse/ if filled
+	@if ls wheelhouse/*.whl >/dev/null 2>&1; then \
+		$(PYTHON_BOOT) scripts/docker/requirements.py check-wheelhouse requirements-dev.lock wheelhouse; fi
+	@$(DOCKER_CHECK) engine
+	@$(DOCKER_CHECK) base $(BASE_IMAGE)
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg USER_UID=$(CONTAINER_UID) \
 		--build-arg USER_GID=$(CONTAINER_GID) --build-arg GIT_COMMIT=$(shell git rev-parse HEAD 2>/dev/null) \
 		-t $(IMAGE) .
 
-docker-train: ## Train in the container: make docker-train SEED=42 NPROC=8 PROFILE=eval
-	mkdir -p $(HOST_RUNS) $(HOST_DATA)
-	$(if $(filter 0,$(shell id -u)),chown $(CONTAINER_UID):$(CONTAINER_GID) $(HOST_RUNS) $(HOST_DATA))
-	$(DOCKER_RUN) $(IMAGE) torchrun --standalone --nproc_per_node=$(NPROC) \
-		--max-restarts=$(MAX_RESTARTS) train.py $(CONTAINER_FLAGS)
+docker-train: ## Train in the container: make docker-train SEED=42 NPROC=8 PROFILE=eval [GPUS=none]
+	@$(DOCKER_CHECK) engine
+	@$(DOCKER_CHECK) image $(IMAGE)
+	$(call with_mounts,$(DOCKER_RUN) $(IMAGE) $(CONTAINER_LAUNCH) train.py $(CONTAINER_FLAGS))
 
 docker-test: ## Run the fast tests inside the container
-	$(DOCKER_RUN) $(IMAGE) python -m pytest tests -m "not slow" -q
+	@$(DOCKER_CHECK) engine
+	@$(DOCKER_CHECK) image $(IMAGE)
+	$(call with_mounts,$(DOCKER_RUN) $(IMAGE) python -m pytest tests -m "not slow" -q -p no:cacheprovider)
 
 docker-shell: ## A shell in the container, with runs/ and datasets/ mounted
-	mkdir -p $(HOST_RUNS) $(HOST_DATA)
-	$(if $(filter 0,$(shell id -u)),chown $(CONTAINER_UID):$(CONTAINER_GID) $(HOST_RUNS) $(HOST_DATA))
-	$(DOCKER_RUN) -it $(IMAGE) bash
+	@$(DOCKER_CHECK) engine
+	@$(DOCKER_CHECK) image $(IMAGE)
+	$(call with_mounts,$(DOCKER_RUN) -it $(IMAGE) bash)
 
 hadolint: $(STAMP) ## Lint the Dockerfile
 	$(VENV)/bin/hadolint Dockerfile

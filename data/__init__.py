@@ -2,7 +2,11 @@
 so a new dataset is one file with a `@register_dataset("name")` builder."""
 
 import importlib
+import os
 import pkgutil
+
+# albumentations asks PyPI for a newer release when it is imported: no network at run time.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from data.config import DataConfig
 from data.registry import DATASETS, DatasetSplits, register_dataset

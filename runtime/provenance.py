@@ -81,3 +81,24 @@ def git_state() -> dict[str, Any]:
     if commit is None:
         commit = os.environ.get("TEMPLATE_GIT_COMMIT")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def slurm_job() -> dict[str, Any] | None:
+    """The SLURM job this process runs in (None outside SLURM): its id, array task, node list,
+    and how often it was requeued so far, against the bound train.sbatch sets."""
+    environment = os.environ
+    if "SLURM_JOB_ID" not in environment:
+        return None
+
+    def number(name: str) -> int | None:
+        value = environment.get(name)
+        return int(value) if value is not None and value.isdigit() else None
+
+    return {
+        "job_id": environment["SLURM_JOB_ID"],
+        "array_job_id": environment.get("SLURM_ARRAY_JOB_ID"),
+        "array_task_id": number("SLURM_ARRAY_TASK_ID"),
+        "nodelist": environment.get("SLURM_JOB_NODELIST"),
+        "requeues": number("SLURM_RESTART_COUNT") or 0,
+        "max_requeues": number("MAX_REQUEUES"),
+    }

@@ -25,7 +25,13 @@ from runtime.clock import seconds_since_process_start
 from runtime.metrics import MetricsLogger
 from runtime.process_group import ProcessGroup
 from runtime.progress import ProgressLine
-from runtime.provenance import command_line, library_versions, now_iso, state_dict_sha256
+from runtime.provenance import (
+    command_line,
+    library_versions,
+    now_iso,
+    slurm_job,
+    state_dict_sha256,
+)
 from runtime.rundir import RunDirectory
 from runtime.writes import WriteFailures
 from seeding import SeedPlan
@@ -93,6 +99,7 @@ class RunRecorder:
             "backend": group.topology.backend,
             "versions": library_versions(),
             "git": identity.git if group.is_main else None,
+            "slurm": slurm_job(),
             "start_time": now_iso(),
             "end_time": None,
             "resumed_from_step": resume_step,

@@ -6,7 +6,10 @@ everything since the last checkpoint. The handler only records the signal; the t
 (runtime/vote.py) makes every rank stop at the same step, after one checkpoint.
 
 Why a second signal exits at once: a user who presses Ctrl-C twice means it, and a hung
-checkpoint write must not make the job unkillable short of SIGKILL.
+checkpoint write must not make the job unkillable short of SIGKILL. But not a second signal
+that comes within `REPEAT_WINDOW_S` of the first: at a job's time limit SLURM sends SIGTERM twice,
+about 15 ms apart (the time-limit kill, then the job's terminate); taken as "exit now", it lost
+everything since the last checkpoint. A repeat that close is the same request.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+REPEAT_WINDOW_S = 1.0  # a second signal sooner than this is the first one repeated
 
 
 class StopSignals:
@@ -24,6 +29,7 @@ class StopSignals:
 
     def __init__(self, announce: bool) -> None:
         self.received = 0
+        self.received_at = 0.0
         self.announce = announce  # one rank prints
         self._owner = os.getpid()
         self._previous: dict[int, object] = {}
@@ -47,14 +53,17 @@ class StopSignals:
         if os.getpid() != self._owner:
             return  # a DataLoader worker inherited the handler: its parent decides
         name = signal.Signals(number).name
+        now = time.monotonic()
         if self.received:
+            if now - self.received_at < REPEAT_WINDOW_S:
+                return  # the same request repeated (SLURM's time limit sends SIGTERM twice)
             print(f"second {name}: exiting now, without a checkpoint", file=sys.stderr, flush=True)
             os._exit(128 + number)
-        self.received = number
+        self.received, self.received_at = number, now
         if self.announce:
             print(
                 f"received {name}: stopping after this step with a checkpoint "
-                f"({name} again exits at once)",
+                f"({name} again, a second later or more, exits at once)",
                 file=sys.stderr,
                 flush=True,
             )

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ from runtime.checkpoints import load_last
 from runtime.provenance import REPO_ROOT
 from runtime.rundir import RunDirectory, find_one_run
 from tools.launch import REPRODUCIBLE_ENVIRONMENT, local_launcher
+
+# The tests import albumentations in this process too: no update check against PyPI.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 __all__ = ["REPO_ROOT"]  # re-exported: tests take the repository root from here
 
@@ -206,6 +210,37 @@ class ReferenceRuns:
 @pytest.fixture(scope="session")
 def references(tmp_path_factory: pytest.TempPathFactory) -> ReferenceRuns:
     return ReferenceRuns(tmp_path_factory.mktemp("references"))
+
+
+def benchmark_command(
+    output_dir: Path, *seeds: str, options: tuple[str, ...] = (), overrides: tuple[str, ...] = ()
+) -> list[str]:
+    """`make benchmark` of the tiny job as a command line: tool options, then overrides."""
+    return [
+        sys.executable,
+        "-m",
+        "tools.benchmark",
+        "--seeds",
+        *seeds,
+        "--output-dir",
+        str(output_dir),
+        *options,
+        "--",
+        *TINY,
+        *overrides,
+    ]
+
+
+@pytest.fixture(scope="session")
+def local_benchmark(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seeds 0, 1, 2 of the tiny job through the local pool (2 at once): the output folder.
+    The SLURM launcher's report must aggregate to the same numbers (packaging/test_slurm.py)."""
+    output = tmp_path_factory.mktemp("local-benchmark")
+    done = run_command(
+        benchmark_command(output, "0", "1", "2", options=("--jobs", "2")), timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return output
 
 
 @pytest.fixture

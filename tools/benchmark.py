@@ -58,13 +58,20 @@ def write_markdown(
                 f"{r['best_val_acc']:.4f} ({r['best_epoch']}) | {r['wall_time_s']:.1f} | `{r['weights_sha256'][:12]}` |"
             )
         else:
-            lines.append(f"| {r['seed']} | **failed**: {r['error']} | | | | | |")
+            lines.append(f"| {r['seed']} | **{r['status']}**: {r['error']} | | | | | |")
     lines += ["", "| metric | n | mean ± std [95 % CI] |", "|---|---|---|"]
     lines += [f"| {metric} | {s['n']} | {format_summary(s)} |" for metric, s in summary.items()]
     if failed:
         lines += [
             "",
             f"**{len(failed)} seed(s) failed and are not in the aggregate:** {', '.join(str(r['seed']) for r in failed)}.",
+        ]
+    pending = [str(r["seed"]) for r in results if r["status"] == "pending"]
+    if pending:
+        lines += [
+            "",
+            f"**{len(pending)} seed(s) still queued or running, not in the aggregate:** "
+            f"{', '.join(pending)}; run the same command again to add them.",
         ]
     path.write_text("\n".join(lines) + "\n")
 
@@ -112,7 +119,8 @@ def plot_curves(path: Path, results: list[dict[str, Any]]) -> None:
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    if any(curves.values()):
+        axes[0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -147,6 +155,7 @@ def main() -> int:
         "aggregate": summary,
         "aggregate_method": "sample std (ddof=1); 95 % CI = mean ± t(0.975, n-1)·std/√n over completed seeds",
         "failed_seeds": [r["seed"] for r in results if r["status"] == "failed"],
+        "pending_seeds": [r["seed"] for r in results if r["status"] == "pending"],
         **context,
     }
     write_json(bench_dir / "report.json", report)

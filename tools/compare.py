@@ -101,7 +101,7 @@ def excluded(results: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
         failed = [(label, r) for label, r in (("A", a), ("B", b)) if r["status"] != "completed"]
         if failed:
             left_out[str(a["seed"])] = "; ".join(
-                f"failed in {label}: {r['error']}" for label, r in failed
+                f"{r['status']} in {label}: {r['error']}" for label, r in failed
             )
     return left_out
 

@@ -9,8 +9,13 @@ import os
 import sys
 
 # What the Makefile exports for every run: the hash seed (set inside train.py it would be too
-# late) and cuBLAS's deterministic workspace (it must be set before the first cuBLAS call).
-REPRODUCIBLE_ENVIRONMENT = {"PYTHONHASHSEED": "0", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+# late), cuBLAS's deterministic workspace (it must be set before the first cuBLAS call), and no
+# update check by albumentations (it asks PyPI on import: no network at run time).
+REPRODUCIBLE_ENVIRONMENT = {
+    "PYTHONHASHSEED": "0",
+    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+}
 
 
 def launch_environment(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -3,8 +3,10 @@
 
 Each seed is a normal train.py run in its normal run directory. A seed whose run completed is
 reused, not retrained; one that holds an interrupted run resumes from its checkpoint; one that
-fails is reported with its error and does not stop the others. `jobs` runs go at once: on CPU
-the cores are divided between them, on GPUs they are spread over the visible devices.
+fails is reported with its error and does not stop the others. Two launchers run them: the local
+pool (the default), where `jobs` runs go at once (on CPU the cores are divided between them, on
+GPUs they are spread over the visible devices), and SLURM (`launcher="slurm"`), one job array
+per command (tools/slurm_array.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from foundation.errors import UserError
 from runtime.provenance import REPO_ROOT
 from runtime.rundir import RunDirectory
 from tools.launch import launch_environment, local_launcher
+from tools.slurm_array import SlurmArrays, Task, abandoned, check_reachable, run_tasks
 from training.determinism import PROFILES
 
 METRICS = ("val_acc", "val_loss", "best_val_acc")
@@ -40,6 +43,9 @@ class Launch:
     jobs: int = 1
     nproc: int = 1
     entry: str = "train.py"
+    launcher: str = "local"  # or "slurm"
+    sbatch: str = ""  # options passed to sbatch, as one string
+    wait: bool = True  # slurm: follow the array until every task ended
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,11 @@ def add_seed_run_arguments(parser: argparse.ArgumentParser, output_dir: str) -> 
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--nproc", type=int, default=1)
     parser.add_argument("--entry", default="train.py", help=argparse.SUPPRESS)
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    parser.add_argument("--sbatch", default="", help='options for sbatch, e.g. "--partition=gpu"')
+    parser.add_argument(
+        "--no-wait", dest="wait", action="store_false", help="slurm: submit and return at once"
+    )
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="key=value for every run")
 
 
@@ -128,7 +139,17 @@ def seeds_and_launch(arguments: argparse.Namespace) -> tuple[list[int], Launch, 
     seeds = parse_seeds(" ".join(arguments.seeds).split())
     if arguments.jobs < 1 or arguments.nproc < 1:
         raise UserError("--jobs and --nproc must be at least 1")
-    launch = Launch(arguments.profile, arguments.jobs, arguments.nproc, arguments.entry)
+    launch = Launch(
+        arguments.profile,
+        arguments.jobs,
+        arguments.nproc,
+        arguments.entry,
+        arguments.launcher,
+        arguments.sbatch,
+        arguments.wait,
+    )
+    if launch.launcher == "slurm":
+        check_reachable()
     return seeds, launch, tuple(item for item in arguments.overrides if item != "--")
 
 
@@ -260,6 +281,18 @@ def run_variants(
                 resume = run_dir.holds_a_run()
                 pending.append(SeedJob(variant, seed, run_dir, log, resume, env))
 
+    if launch.launcher == "slurm":
+        results.update(_run_on_slurm(pending, launch, log_dir, progress))
+    else:
+        results.update(_run_locally(pending, launch, progress))
+    return {
+        variant.label: [results[(variant.label, seed)] for seed in seeds] for variant in variants
+    }
+
+
+def _run_locally(
+    pending: list[SeedJob], launch: Launch, progress: Progress
+) -> dict[tuple[str, int], dict[str, Any]]:
     def run_one(job: SeedJob) -> dict[str, Any]:
         action = "resuming" if job.resume else "starting"
         progress.say(
@@ -278,11 +311,43 @@ def run_variants(
         return result
 
     with ThreadPoolExecutor(max_workers=launch.jobs) as pool:
-        for job, result in zip(pending, pool.map(run_one, pending), strict=True):
-            results[(job.variant.label, job.seed)] = result
-    return {
-        variant.label: [results[(variant.label, seed)] for seed in seeds] for variant in variants
-    }
+        return {
+            (job.variant.label, job.seed): result
+            for job, result in zip(pending, pool.map(run_one, pending), strict=True)
+        }
+
+
+def _run_on_slurm(
+    pending: list[SeedJob], launch: Launch, log_dir: Path, progress: Progress
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """The same commands as the local pool, as one job array; the results read the same way."""
+    if not pending:
+        return {}
+    jobs = {(job.variant.label, job.seed): job for job in pending}
+    name = f"{pending[0].variant.config_name}-seeds"
+    arrays = SlurmArrays(log_dir, launch.sbatch, launch.nproc, name)
+    tasks = [Task(key, job.run_dir, job.log, command_for(job, launch)) for key, job in jobs.items()]
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def finished(task: Task, task_id: str, state: str | None) -> None:
+        job = jobs[task.key]
+        result = collect(job.seed, job.run_dir, job.log, None, reused=False)
+        if result["status"] != "completed":
+            result["error"] = f"{abandoned(job.run_dir, state, task_id)}: {result['error']}"
+        progress.finish(_prefix(job.variant), result)
+        results[task.key] = result
+
+    for task in run_tasks(arrays, tasks, launch.wait, progress.say, finished):
+        job = jobs[task.key]
+        results[task.key] = {
+            "seed": job.seed,
+            "status": "pending",
+            "reused": False,
+            "run_dir": str(job.run_dir),
+            "log": str(job.log),
+            "error": "still queued or running on SLURM",
+        }
+    return results
 
 
 def _prefix(variant: Variant) -> str:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtime.rundir import RunDirectory, find_runs
-from tests.conftest import TINY, run_command, run_train
+from tests.conftest import benchmark_command, run_command, run_train
 
 
 def benchmark(
@@ -22,22 +21,8 @@ def benchmark(
     jobs: int = 1,
     more: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "tools.benchmark",
-        "--seeds",
-        *seeds,
-        "--output-dir",
-        str(output_dir),
-        "--jobs",
-        str(jobs),
-        "--entry",
-        entry,
-        "--",
-        *TINY,
-        *more,
-    ]
+    options = ("--jobs", str(jobs), "--entry", entry)
+    command = benchmark_command(output_dir, *seeds, options=options, overrides=more)
     return run_command(command, env=env, timeout=600)
 
 
@@ -50,10 +35,11 @@ def test_a_bad_seed_list_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_three_seeds_end_to_end_then_reuse(tmp_path: Path) -> None:
-    done = benchmark(tmp_path, "0", "1", "2", jobs=2)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+def test_three_seeds_end_to_end_then_reuse(local_benchmark: Path) -> None:
+    tmp_path = local_benchmark
     bench = tmp_path / "default" / "eval" / "benchmark"
+    log = (bench / "logs" / "seed0.log").read_text()
+    assert "epoch   2/2" in log
     report = json.loads((bench / "report.json").read_text())
     assert [entry["seed"] for entry in report["seeds"]] == [0, 1, 2]
     for entry in report["seeds"]:
@@ -69,12 +55,12 @@ def test_three_seeds_end_to_end_then_reuse(tmp_path: Path) -> None:
     markdown = (bench / "report.md").read_text()
     assert "±" in markdown and "95 %" in markdown and "bitwise reproducible" in markdown
     assert (bench / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "progress: 3/3 runs done, 0 failed" in done.stdout
 
     manifests = {p: p.stat().st_mtime_ns for p in (r.manifest_file for r in find_runs(tmp_path))}
     again = benchmark(tmp_path, "0", "1", "2")
     assert again.returncode == 0
     assert again.stdout.count("(reused)") == 3
+    assert "progress: 3/3 runs done, 0 failed" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in manifests} == manifests
 
     # Other overrides into the same folder: refused, not reported as the old runs' numbers.

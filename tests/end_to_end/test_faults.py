@@ -230,10 +230,33 @@ def test_sigterm_to_torchrun_stops_all_ranks_at_one_step(
 
 
 def test_a_second_signal_exits_at_once_without_a_checkpoint(tmp_path: Path) -> None:
-    stopped = planted(tmp_path, 1, EVERY_2, PLANTED_SIGNAL_AT_STEP="5", PLANTED_SIGNAL_TIMES="2")
+    stopped = planted(
+        tmp_path,
+        1,
+        EVERY_2,
+        PLANTED_SIGNAL_AT_STEP="5",
+        PLANTED_SIGNAL_TIMES="2",
+        PLANTED_SIGNAL_INTERVAL="1.5",
+    )
     assert stopped.returncode == 128 + signal.SIGTERM
     assert "second SIGTERM: exiting now, without a checkpoint" in stopped.output
     assert stopped.checkpoint()["step"] == 4  # the one due at step 6 never came
+
+
+def test_sigterm_twice_at_once_is_one_request_as_at_a_slurm_time_limit(tmp_path: Path) -> None:
+    """SLURM's time limit sends SIGTERM twice, about 15 ms apart: one checkpoint, not an exit."""
+    stopped = planted(
+        tmp_path,
+        1,
+        EVERY_2,
+        PLANTED_SIGNAL_AT_STEP="5",
+        PLANTED_SIGNAL_TIMES="2",
+        PLANTED_SIGNAL_INTERVAL="0.015",
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM
+    assert "second SIGTERM" not in stopped.output
+    assert stopped.checkpoint()["step"] == 5
+    assert stopped.manifest()["status"] == "interrupted"
 
 
 # ----------------------------------------------------------------------------- a silent rank

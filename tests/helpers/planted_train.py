@@ -14,8 +14,11 @@
 - PLANTED_NAN_AT_STEP=k (PLANTED_NAN_RANK=r, default the last rank): the images of step k on
   rank r become NaN, as a corrupt input would.
 - PLANTED_SIGNAL_AT_STEP=k, PLANTED_SIGNAL=TERM|INT, PLANTED_SIGNAL_TO=self|launcher,
-  PLANTED_SIGNAL_TIMES=n: after step k, rank PLANTED_SIGNAL_RANK (default the last) sends the
-  signal n times to itself, or to its parent (torchrun, as SLURM would).
+  PLANTED_SIGNAL_TIMES=n, PLANTED_SIGNAL_INTERVAL=s: after step k, rank PLANTED_SIGNAL_RANK
+  (default the last) sends the signal n times, s seconds apart, to itself, or to its parent
+  (torchrun, as SLURM would).
+- PLANTED_SLEEP_PER_STEP=s: every rank sleeps s seconds after each step (a slower job, the same
+  numbers: time for a test to signal it while it runs).
 - PLANTED_REMOVE_AT_STEP=k, PLANTED_REMOVE_FILE=path: rank 0 deletes the file after step k.
 - PLANTED_FAULT_LOG=path: each rank whose training stops on a fault appends "rank kind step" to
   the file (proof that every rank decided to stop by itself, and where).
@@ -27,6 +30,7 @@ import os
 import runpy
 import signal
 import sys
+import time
 
 import numpy as np
 import torch
@@ -114,8 +118,14 @@ def _after_each_step(position: Position, group: ProcessGroup) -> None:
     if position.step == at and group.rank == _planted_rank("PLANTED_SIGNAL_RANK", group.world_size):
         number = signal.Signals["SIG" + os.environ.get("PLANTED_SIGNAL", "TERM")]
         target = os.getppid() if os.environ.get("PLANTED_SIGNAL_TO") == "launcher" else os.getpid()
-        for _ in range(int(os.environ.get("PLANTED_SIGNAL_TIMES", "1"))):
+        interval = float(os.environ.get("PLANTED_SIGNAL_INTERVAL", "0"))
+        for time_index in range(int(os.environ.get("PLANTED_SIGNAL_TIMES", "1"))):
+            if time_index:
+                time.sleep(interval)
             os.kill(target, number)
+    pause = os.environ.get("PLANTED_SLEEP_PER_STEP")
+    if pause:
+        time.sleep(float(pause))
     at = _planted_step("PLANTED_REMOVE_AT_STEP")
     if position.step == at and group.rank == 0:
         os.remove(os.environ["PLANTED_REMOVE_FILE"])

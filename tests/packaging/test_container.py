@@ -1,15 +1,17 @@
-"""The container and cluster files, checked statically (no Docker engine or SLURM runs here)."""
+"""The container and cluster files, read and dry-run (the real engine and scheduler: test_docker.py
+and test_slurm.py)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from scripts.container_requirements import PROVIDED_BY_BASE_IMAGE, install_list, locked
+from scripts.docker.requirements import PROVIDED_BY_BASE_IMAGE, install_list, locked
 from tests.conftest import REPO_ROOT
 
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
@@ -51,8 +53,10 @@ def test_installs_the_lock_minus_the_base_image_with_no_drift() -> None:
         installed[name] == dev_pins[name] for name in installed
     )  # exactly the lock's versions
     run = " ".join(argument for kind, argument in instructions() if kind == "RUN")
-    assert "--check /tmp/lock/requirements.lock" in run  # fails the build on python/torch drift
-    assert "pip install --no-cache-dir --no-deps -r /tmp/lock/install.txt" in run
+    assert "check-image /tmp/lock/requirements.lock" in run  # fails the build on python/torch drift
+    assert "check-installed /tmp/lock/requirements-dev.lock" in run  # and on any other drift
+    assert "pip install --no-cache-dir --no-deps $offline -r /tmp/lock/install.txt" in run
+    assert 'offline="--no-index --find-links /tmp/wheelhouse"' in run
 
 
 def test_layer_order_user_and_environment() -> None:
@@ -69,10 +73,10 @@ def test_layer_order_user_and_environment() -> None:
         "PYTHONHASHSEED=0",
         "PYTHONUNBUFFERED=1",
         "CUBLAS_WORKSPACE_CONFIG=:4096:8",
-        "OMP_NUM_THREADS=4",
         "PIP_NO_CACHE_DIR=1",
     ):
         assert setting in environment
+    assert "OMP_NUM_THREADS" not in environment  # the launcher sets it, as on the host
 
 
 def test_dockerignore_keeps_results_envs_data_and_caches_out() -> None:
@@ -91,11 +95,11 @@ def make_dry_run(*arguments: str) -> str:
 
 
 def test_make_docker_train_shows_the_exact_command() -> None:
-    shown = make_dry_run("docker-train", "SEED=42", "NPROC=8", "PROFILE=eval")
-    command = next(line for line in shown.splitlines() if line.startswith("docker run"))
+    shown = make_dry_run("docker-train", "SEED=42", "NPROC=8", "PROFILE=eval", "GPUS=all")
+    command = next(line for line in shown.splitlines() if "docker run" in line)
     runs, data = REPO_ROOT / "runs", REPO_ROOT / "datasets"
-    assert re.fullmatch(
-        rf"docker run --rm --gpus all --ipc=host --user \d+:\d+ -v {runs}:/workspace/runs -v {data}:/workspace/datasets "
+    assert re.search(
+        rf"docker run --rm --gpus 'all' --ipc=host --user \d+:\d+ -v {runs}:/workspace/runs -v {data}:/workspace/datasets "
         r"reproducible-ddp-template:latest torchrun --standalone --nproc_per_node=8 --max-restarts=0 train.py "
         r"--config configs/default.yaml --seed 42 --profile eval --output-dir runs",
         command,
@@ -109,7 +113,49 @@ def test_make_docker_train_shows_the_exact_command() -> None:
 
 @pytest.mark.parametrize("target", ["docker-test", "docker-shell"])
 def test_other_docker_targets_exist(target: str) -> None:
-    assert "docker run --rm --gpus all --ipc=host" in make_dry_run(target)
+    assert "docker run --rm --ipc=host" in make_dry_run(target, "GPUS=none")
+
+
+@pytest.mark.parametrize(
+    ("gpus", "flag"),
+    [("none", ""), ("all", "--gpus 'all' "), ('"device=0,1"', """--gpus '"device=0,1"' """)],
+)
+def test_gpus_are_asked_for_only_when_wanted(gpus: str, flag: str) -> None:
+    shown = make_dry_run("docker-train", f"GPUS={gpus}")
+    assert f"docker run --rm {flag}--ipc=host" in shown, shown
+
+
+def test_gpus_auto_asks_for_none_without_the_nvidia_runtime() -> None:
+    """This machine has no NVIDIA container runtime: `auto` (the default) passes no --gpus."""
+    shown = make_dry_run("docker-train")
+    assert "docker run --rm --ipc=host" in shown and "--gpus" not in shown
+
+
+def test_one_process_in_the_container_is_launched_as_make_train_launches_it() -> None:
+    """The same launcher as on the host (a plain interpreter for one process): the same bits."""
+    shown = make_dry_run("docker-train", "GPUS=none")
+    assert "reproducible-ddp-template:latest python train.py --config" in shown
+
+
+def test_no_docker_is_one_line(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("make", "bash", "sh", "id", "sha256sum", "cut", "git", "mkdir", "dirname"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    done = subprocess.run(
+        ["make", "docker-train"],
+        cwd=REPO_ROOT,
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and errors == [
+        "error: docker not found: install Docker Engine, or train without a container (make train)"
+    ], done.stderr
 
 
 def test_make_train_multi_node_static_and_c10d() -> None:
@@ -148,3 +194,4 @@ def test_slurm_script_runs_one_torchrun_per_node_with_rendezvous_on_the_first_ho
     assert '--seed "${SEED}" --profile "${PROFILE}"' in text
     assert "export PYTHONHASHSEED=0 CUBLAS_WORKSPACE_CONFIG=:4096:8" in text
     assert "#SBATCH --signal=TERM@120" in text  # checkpoint before the time limit
+    assert "#SBATCH --requeue" in text and 'scontrol requeue "${SLURM_JOB_ID}"' in text

@@ -4,13 +4,19 @@ End to end (real runs, one refusal each) in end_to_end/test_compare.py and test_
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from configs import load_config
 from configs.keys import differing_keys
 from foundation.errors import UserError
+from runtime.rundir import RunDirectory
+from tools import slurm_array
 from tools.compare import checked, pairing
 from tools.seed_runs import parse_seeds
+from tools.slurm_array import abandoned
 
 
 @pytest.mark.parametrize(
@@ -65,3 +71,30 @@ def test_what_a_seed_pair_shares_follows_the_keys_that_differ() -> None:
     assert data["shares_data_order_and_augmentation"] is False
     width = pairing_of((), ("model.width=8",))
     assert "the model differs: its initial weights are drawn anew" in width["notes"]
+
+
+def test_a_run_whose_task_ended_abruptly_stops_claiming_to_run(tmp_path: Path) -> None:
+    run = RunDirectory(tmp_path / "run")
+    run.create()
+    run.write_manifest({"status": "running", "seed": 1})
+    reason = abandoned(run, "NODE_FAIL", "12_3")
+    assert reason == "SLURM task 12_3 ended NODE_FAIL"
+    assert run.read_manifest() == {
+        "status": "failed",
+        "seed": 1,
+        "fault": "scheduler",
+        "error": reason,
+    }
+    run.write_manifest({"status": "interrupted"})
+    abandoned(run, "CANCELLED", "12_4")
+    assert run.read_manifest() == {"status": "interrupted"}  # it said what happened itself
+
+
+@pytest.mark.skipif(shutil.which("sinfo") is None, reason="no SLURM client here")
+def test_a_slurm_that_does_not_answer_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sinfo retries a missing configuration for a minute; the runner gives up sooner."""
+    monkeypatch.setenv("SLURM_CONF", "/nonexistent/slurm.conf")
+    monkeypatch.setattr(slurm_array, "REACH_TIMEOUT_S", 1.0)
+    with pytest.raises(UserError) as caught:
+        slurm_array.check_reachable()
+    assert str(caught.value).startswith("LAUNCHER=slurm, but no SLURM answers within 1 s (sinfo: ")

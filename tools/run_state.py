@@ -1,0 +1,29 @@
+"""The state of one run directory, for scripts: `python -m tools.run_state [train.py flags]`.
+
+    python -m tools.run_state --config C --seed S --profile P --output-dir O [key=value ...]
+
+Prints `none` (no run there yet), `running`, `completed`, `failed` or `interrupted` (stopped by
+SIGTERM/SIGINT after a checkpoint: continue it with --resume auto). The SLURM script asks it
+whether to requeue the job; the run directory is found exactly as train.py finds it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from configs import load_config, parse_args
+from foundation.exit import run_reporting_user_errors
+from runtime.rundir import RunDirectory
+
+
+def main() -> int:
+    arguments = parse_args(sys.argv[1:])
+    config = load_config(arguments.config, arguments.profile, arguments.seed, arguments.overrides)
+    run_dir = RunDirectory.of(arguments.output_dir, config.name, config.profile, config.seed)
+    manifest = run_dir.read_manifest()
+    print("none" if manifest is None else manifest.get("status", "running"))
+    return 0
+
+
+if __name__ == "__main__":
+    run_reporting_user_errors(main)
