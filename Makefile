@@ -24,6 +24,9 @@ RDZV        ?= static
 MAX_RESTARTS ?= 0
 TESTS       ?= tests
 PYTEST_ARGS ?=
+# make test runs the test files on 2 workers (pytest-xdist): the runs are mostly process start-up
+# and waits, so 2 workers keep both cores of a small machine busy.
+TEST_WORKERS ?= 2
 
 # Variables that must exist before the interpreter (and CUDA) start: setting them inside
 # train.py would be too late for this process. torchrun passes them on to every rank.
@@ -114,8 +117,8 @@ bench-invariance: $(STAMP) ## World-size-invariant mode vs DDP: ms/step and byte
 bench-health: $(STAMP) ## Cost of the fault checks: ms/step without them, production, debug; the vote at W=2
 	$(PY) -m tools.bench_health $(ARGS)
 
-test: $(STAMP) ## Run the test suite (what CI runs)
-	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
+test: $(STAMP) ## Run the test suite (what CI runs), TEST_WORKERS=2 files at a time
+	$(PY) -m pytest $(TESTS) -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest $(TESTS) -m "not slow" $(PYTEST_ARGS)
