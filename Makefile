@@ -60,7 +60,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup train verify benchmark compare bench-speed bench-invariance bench-health diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
+.PHONY: help setup train docs verify benchmark compare bench-speed bench-invariance bench-health diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,8 +78,9 @@ setup: $(STAMP) ## Create .venv from the lock (re-installs only when the lock ch
 train: $(STAMP) ## Train: make train SEED=42 [PROFILE=eval] [NPROC=2] [CONFIG=..] [ARGS="k=v"]
 	$(LAUNCH) train.py $(TRAIN_FLAGS)
 
-verify: $(STAMP) ## Train twice and compare losses and weights bitwise: make verify SEED=42 PROFILE=debug
-	$(PY) -m tools.verify --nproc $(NPROC) -- $(TRAIN_FLAGS)
+QUICK       ?=
+verify: $(STAMP) ## Certify a config: the guarantee matrix, bitwise: make verify [CONFIG=..] [ARGS=..] [QUICK=1]
+	$(PY) -m tools.verify $(if $(QUICK),--quick) -- $(TRAIN_FLAGS)
 
 SEEDS       ?=
 JOBS        ?= 1
@@ -102,8 +103,8 @@ compare: $(STAMP) ## Is B better than A? Seed-paired: make compare A="k=v .." B=
 		--config $(CONFIG) --output-dir $(or $(OUTPUT_DIR),runs/compare) $(SEED_RUN_FLAGS) \
 		$(if $(METRICS),--metrics $(METRICS)) -- $(ARGS)
 
-diagnose: $(STAMP) ## Print every seed stream per rank and check it against the plan: make diagnose NPROC=2
-	$(LAUNCH) -m tools.diagnose $(if $(SEED),--seed $(SEED))
+diagnose: $(STAMP) ## Seed streams and the job's own data and model per rank, against the plan: make diagnose NPROC=2 [CONFIG=..] [ARGS=..]
+	$(LAUNCH) -m tools.diagnose $(TRAIN_FLAGS)
 
 bench-seeding: $(STAMP) ## Measure per-sample augmentation seeding (us/sample, share of loading time)
 	$(PY) -m tools.bench_seeding
@@ -122,6 +123,9 @@ test: $(STAMP) ## Run the test suite (what CI runs), TEST_WORKERS=2 files at a t
 
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest $(TESTS) -m "not slow" $(PYTEST_ARGS)
+
+docs: $(STAMP) ## Rewrite README's config-key, dataset and model tables from the code
+	$(PY) -m tools.docs
 
 lint: $(STAMP) ## ruff, import-linter (the layer contracts) and hadolint
 	$(VENV)/bin/ruff check .

@@ -62,12 +62,14 @@ def main() -> None:
         config.data, plan, topology.world_size, topology.rank, precision.pin_memory, mode.eval_chunk
     )
     seeding.enter_init_stream(plan)
-    model = build_model(config.model, data.num_classes, config.data.image_size)
+    model = build_model(config.model, data.num_classes, data.image_size)
     seeding.enter_dropout_stream(plan)
-    identity = run_identity(config, arguments.argv, git_state() if group.is_main else None, mode)
+    git = git_state() if group.is_main else None
+    identity = run_identity(config, arguments.argv, git, mode, data.describe_pipelines())
     recorder = RunRecorder(
         run_dir, identity, group, plan, precision, determinism_notes, resume.step, WriteFailures()
     )
+    recorder.show_augmentation(data.preview)
     watch = NonFiniteWatch(topology.device)
     session = RunSession(config.trainer, config.profile, group, recorder, checkpoints, watch)
     trainer = Trainer(
@@ -103,7 +105,11 @@ def main() -> None:
 
 
 def run_identity(
-    config: Config, argv: tuple[str, ...], git: dict | None, mode: ParallelMode
+    config: Config,
+    argv: tuple[str, ...],
+    git: dict | None,
+    mode: ParallelMode,
+    augmentation: dict,
 ) -> RunIdentity:
     """The run as the recorder writes it: names, the resolved config, TensorBoard hparams."""
     resolved = config.model_dump(mode="json")
@@ -120,6 +126,7 @@ def run_identity(
         epochs=config.trainer.epochs,
         git=git,
         world_size_invariance=mode.describe(),
+        augmentation=augmentation,
     )
 
 

@@ -14,9 +14,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from configs.schema import Config
+from configs.schema import DEFAULT_DATASET, DEFAULT_MODEL, Config, schema_for
 from data import DATASETS
+from data.augment import AugmentConfig, resolve
 from foundation.errors import UserError
+from foundation.registry import Registry
 from models import MODELS
 from training.determinism import PROFILES
 
@@ -84,29 +86,62 @@ def apply_override(tree: dict[str, Any], assignment: str) -> dict[str, Any]:
 
 
 def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every settable (leaf) key of a schema, dotted."""
     keys = []
     for name, field in model.model_fields.items():
         dotted = f"{prefix}{name}"
-        keys.append(dotted)
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             keys.extend(_known_keys(annotation, f"{dotted}."))
+        else:
+            keys.append(dotted)
     return keys
 
 
-def _describe_validation_error(error: ValidationError) -> str:
+def _describe_validation_error(error: ValidationError, schema: type[Config]) -> str:
     first = error.errors()[0]
     dotted = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(dotted, _known_keys(Config), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(dotted, _known_keys(schema), n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown config key {dotted!r}{hint}"
+        return f"unknown config key {dotted!r}{_chosen(schema, dotted)}{hint}{_read_by(dotted)}"
     message = first["msg"].removeprefix("Value error, ")
     if not dotted:
         return f"invalid config: {message}"
     shown = first.get("input")
     got = "" if isinstance(shown, dict) else f", got {shown!r}"
     return f"invalid config value for {dotted!r}: {message}{got}"
+
+
+def _chosen(schema: type[Config], dotted: str) -> str:
+    """ " for model 'smallcnn'" when the key sits in a component's own section."""
+    section = dotted.split(".")[0]
+    if section not in ("data", "model"):
+        return ""
+    kind = "dataset" if section == "data" else "model"
+    return f" for {kind} {schema.model_fields[section].default.name!r}"
+
+
+def _read_by(dotted: str) -> str:
+    """ "; model 'resnet18' reads it" when another registered component has the key."""
+    section, _, key = dotted.partition(".")
+    registry: Registry[Any] | None = {"data": DATASETS, "model": MODELS}.get(section)
+    top = key.split(".")[0]
+    if registry is None or not top:
+        return ""
+    readers = registry.readers_of(top)
+    if not readers:
+        return ""
+    kind = "dataset" if section == "data" else "model"
+    if len(readers) == 1:
+        return f"; {kind} {readers[0]!r} reads it"
+    return f"; {kind}s {', '.join(map(repr, readers))} read it"
+
+
+def _component(tree: dict[str, Any], section: str, default: str) -> str:
+    node = tree.get(section) or {}
+    name = node.get("name", default) if isinstance(node, dict) else default
+    return str(name)
 
 
 def load_config(
@@ -128,17 +163,27 @@ def load_config(
         tree = apply_override(tree, assignment)
     if seed is not None:
         tree["seed"] = seed
+    dataset = _component(tree, "data", DEFAULT_DATASET)
+    model = _component(tree, "model", DEFAULT_MODEL)
+    DATASETS.check(dataset)
+    MODELS.check(model)
+    schema = schema_for(dataset, model)
     try:
-        config = Config.model_validate(tree)
+        config = schema.model_validate(tree)
     except ValidationError as error:
-        raise UserError(_describe_validation_error(error)) from None
-    _check_registered_names(config)
+        raise UserError(_describe_validation_error(error, schema)) from None
+    return resolve_augmentation(config)
+
+
+def resolve_augmentation(config: Config) -> Config:
+    """`data.augment.train` / `eval` (recipe names, files or inline) as albumentations'
+    serialized form: config.yaml, resume and compare then see the exact pipelines."""
+    augment, size = config.data.augment, config.data.image_size
+    config.data.augment = AugmentConfig(
+        train=resolve(augment.train, size, "data.augment.train"),
+        eval=resolve(augment.eval, size, "data.augment.eval"),
+    )
     return config
-
-
-def _check_registered_names(config: Config) -> None:
-    DATASETS.check(config.data.name)
-    MODELS.check(config.model.name)
 
 
 def config_to_yaml(config: Config) -> str:

@@ -1,36 +1,55 @@
 """The root config, assembled from the sections that live beside the code reading them.
 
-| key            | section            | declared in           |
-|----------------|--------------------|-----------------------|
-| `trainer`      | TrainerConfig      | training/trainer.py   |
-| `optim`        | OptimConfig        | training/optim.py     |
-| `determinism`  | DeterminismConfig  | training/determinism.py |
-| `data`         | DataConfig         | data/config.py        |
-| `model`        | ModelConfig        | models/config.py      |
+| key            | section                                | declared in                      |
+|----------------|----------------------------------------|----------------------------------|
+| `trainer`      | TrainerConfig                          | training/trainer.py              |
+| `optim`        | OptimConfig                            | training/optim.py                |
+| `determinism`  | DeterminismConfig                      | training/determinism.py          |
+| `data`         | the chosen dataset's DataConfig        | data/config.py + data/<name>.py  |
+| `model`        | the chosen model's ModelConfig         | models/config.py + models/<name>.py |
+
+`data` and `model` are the registered section of the dataset and model a config names
+(`schema_for`): a key the chosen one does not read is unknown, like a typo.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, create_model, field_validator, model_validator
 
+from data import DATASETS
 from data.config import DataConfig
+from data.synthetic import SyntheticDataConfig
 from foundation.section import RUNTIME, Section
+from models import MODELS
 from models.config import ModelConfig
+from models.smallcnn import SmallCNNConfig
 from seeding.derive import SEED_LIMIT
 from training.determinism import DeterminismConfig, check_profile
 from training.optim import OptimConfig
 from training.trainer import TrainerConfig
 
+DEFAULT_DATASET = "synthetic"
+DEFAULT_MODEL = "smallcnn"
+
 
 class Config(Section):
-    name: str = Field("default", json_schema_extra=RUNTIME)
-    seed: int = Field(42, ge=0, lt=SEED_LIMIT)
-    profile: Literal["debug", "eval", "production"] = "debug"
+    name: str = Field(
+        "default",
+        description="the run folder's name (default: the config file's name)",
+        json_schema_extra=RUNTIME,
+    )
+    seed: int = Field(
+        42, ge=0, lt=SEED_LIMIT, description="base seed of the run, 0 <= seed < 2**64"
+    )
+    profile: Literal["debug", "eval", "production"] = Field(
+        "debug", description='determinism profile (README "Profiles")'
+    )
     trainer: TrainerConfig = TrainerConfig()
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
+    data: SerializeAsAny[DataConfig] = SyntheticDataConfig()
+    model: SerializeAsAny[ModelConfig] = SmallCNNConfig()
     optim: OptimConfig = OptimConfig()
     determinism: DeterminismConfig = DeterminismConfig()
 
@@ -72,3 +91,15 @@ class Config(Section):
                 "cudnn.benchmark, TF32 and AMP change the numerics from run to run"
             )
         return self
+
+
+@cache
+def schema_for(dataset: str, model: str) -> type[Config]:
+    """The root config with the sections of this dataset and this model (registered names)."""
+    data_section, model_section = DATASETS.config(dataset), MODELS.config(model)
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "Config",
+        __base__=Config,
+        data=(data_section, data_section()),
+        model=(model_section, model_section()),
+    )

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
+from data.augment import AugmentConfig
 from data.config import DataConfig
 from data.registry import DatasetSplits, register_dataset
 from data.synthetic import ArrayImageDataset
-from data.transforms import small_image_eval, small_image_train
 from foundation.errors import UserError
+from foundation.section import RUNTIME
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -75,8 +77,53 @@ def _download(root: Path) -> None:
     CIFAR10(str(root), train=True, download=True)
 
 
-@register_dataset("cifar10")
-def build_cifar10(config: DataConfig) -> DatasetSplits:
+class Cifar10DataConfig(DataConfig):
+    """`data` for CIFAR-10 in torchvision's format."""
+
+    name: Literal["cifar10"] = "cifar10"
+    root: str = Field(
+        "datasets",
+        description="holds cifar-10-batches-py/ (the data may move: not part of a resume's "
+        "fingerprint)",
+        json_schema_extra=RUNTIME,
+    )
+    download: bool = Field(
+        False, description="fetch the official archive once (network)", json_schema_extra=RUNTIME
+    )
+    augment: AugmentConfig = AugmentConfig(train="pad_crop_flip", eval="normalize")
+
+
+def write_example(root: Path, per_batch: int = 40, test_size: int = 60) -> dict[str, Any]:
+    """The layout and pickle format of torchvision's `cifar-10-batches-py`, small (so its md5s
+    differ from the official ones): for tests and the template's dataset contract checks."""
+    folder = root / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def batch(name: str, count: int) -> None:
+        labels = rng.integers(0, 10, count)
+        # Class-dependent colour so that a short training has something to learn.
+        planes = np.repeat((labels[:, None] * 25).astype(np.uint8), 3072, axis=1)
+        data = (planes + rng.integers(0, 40, (count, 3072))).astype(np.uint8)
+        content = {
+            b"batch_label": name.encode(),
+            b"labels": labels.tolist(),
+            b"data": data,
+            b"filenames": [f"{i}.png".encode() for i in range(count)],
+        }
+        with (folder / name).open("wb") as stream:
+            pickle.dump(content, stream, protocol=2)
+
+    for index in range(1, 6):
+        batch(f"data_batch_{index}", per_batch)
+    batch(TEST_FILE, test_size)
+    with (folder / "batches.meta").open("wb") as stream:
+        pickle.dump({b"label_names": [f"class{i}".encode() for i in range(10)]}, stream, protocol=2)
+    return {"data.root": str(root)}
+
+
+@register_dataset("cifar10", Cifar10DataConfig, example=write_example)
+def build_cifar10(config: Cifar10DataConfig) -> DatasetSplits:
     root = Path(config.root)
     folder = root / FOLDER
     missing = [name for name in (*TRAIN_FILES, TEST_FILE) if not (folder / name).is_file()]
@@ -97,10 +144,4 @@ def build_cifar10(config: DataConfig) -> DatasetSplits:
         np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     )
     val = ArrayImageDataset(*_read_batch(folder / TEST_FILE, "val samples from 0"))
-    return DatasetSplits(
-        train=train,
-        val=val,
-        num_classes=NUM_CLASSES,
-        train_transform=small_image_train(32, MEAN, STD),
-        eval_transform=small_image_eval(MEAN, STD),
-    )
+    return DatasetSplits(train=train, val=val, num_classes=NUM_CLASSES, mean=MEAN, std=STD)

@@ -1,34 +1,48 @@
-"""The `data` section of the config: what the datasets and the seeded loaders read.
+"""The `data` section's keys that every dataset shares: batching, loading, image size and
+augmentation. Each dataset declares its own section on top of this one, beside its builder
+(data/synthetic.py, data/cifar10.py, data/imagefolder.py), with its own keys and its own
+default augmentation; the config loader picks the section by `data.name`, so a key the chosen
+dataset does not read is refused like any unknown key.
 
-A fork that adds a dataset option adds it here (and nowhere else): the root config picks this
-section up, so typos in the new key are caught like any other.
+A fork's dataset subclasses `DataConfig` in its own file: `name: Literal["mine"] = "mine"` plus
+its keys, each saying its role where it is declared (foundation/section.py: a path the data may
+move from is `RUNTIME`; anything that changes the samples is computation, the default).
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
+from data.augment import AugmentConfig
 from foundation.section import RUNTIME, Section
-from seeding.derive import SEED_LIMIT
-
-
-class SyntheticConfig(Section):
-    train_size: int = Field(6000, ge=1)
-    val_size: int = Field(1000, ge=1)
-    seed: int = Field(20240607, ge=0, lt=SEED_LIMIT, description="data seed, not the training seed")
 
 
 class DataConfig(Section):
-    name: str = "synthetic"
-    root: str = Field("datasets", json_schema_extra=RUNTIME)
-    subset: int | None = Field(None, ge=1)
-    batch_size: int = Field(128, ge=1, description="per process, unless global_batch_size is set")
-    global_batch_size: int | None = Field(
-        None, ge=1, description="samples per step over all processes (each takes B / W)"
+    name: str = Field("synthetic", description="registered dataset")
+    subset: int | None = Field(
+        None, ge=1, description="use only the first N training samples (null = all)"
     )
-    num_workers: int = Field(0, ge=0, json_schema_extra=RUNTIME)
-    persistent_workers: bool = Field(False, json_schema_extra=RUNTIME)
-    download: bool = Field(False, json_schema_extra=RUNTIME)
-    image_size: int = Field(32, ge=8)
-    skip_bad_files: bool = False
-    synthetic: SyntheticConfig = SyntheticConfig()
+    batch_size: int = Field(
+        128, ge=1, description="per process (ignored when data.global_batch_size is set)"
+    )
+    global_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="samples per step over all processes, whatever their number W (each takes "
+        "B / W, a multiple of W); the epoch is padded to whole global batches",
+    )
+    num_workers: int = Field(
+        0,
+        ge=0,
+        description="DataLoader workers per process (results do not depend on it)",
+        json_schema_extra=RUNTIME,
+    )
+    persistent_workers: bool = Field(
+        False,
+        description="keep workers across epochs (results do not depend on it)",
+        json_schema_extra=RUNTIME,
+    )
+    image_size: int = Field(32, ge=8, description="the size the pipelines make every image")
+    augment: AugmentConfig = Field(
+        AugmentConfig(), description="the train and eval pipelines (see data/augment.py)"
+    )

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, Literal
 
-import albumentations as A
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from pydantic import Field
 from torch.utils.data import Dataset
 
+from data.augment import AugmentConfig
 from data.config import DataConfig
 from data.registry import DatasetSplits, register_dataset
 from foundation.errors import UserError
 from foundation.faults import DataFileError
+from foundation.section import RUNTIME
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -99,31 +102,42 @@ def _scan_split(split_dir: Path, skip_bad_files: bool) -> tuple[list[str], list[
     return classes, samples
 
 
-def train_pipeline(size: int) -> A.Compose:
-    return A.Compose(
-        [
-            A.RandomResizedCrop(size=(size, size), scale=(0.35, 1.0)),
-            A.HorizontalFlip(p=0.5),
-            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=0.5),
-            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
-            A.ToTensorV2(),
-        ]
+class ImageFolderDataConfig(DataConfig):
+    """`data` for a folder of images per class: `<root>/{train,val}/<class>/*`."""
+
+    name: Literal["imagefolder"] = "imagefolder"
+    root: str = Field(
+        "datasets",
+        description="holds train/<class>/* and val/<class>/* (the data may move)",
+        json_schema_extra=RUNTIME,
     )
-
-
-def eval_pipeline(size: int) -> A.Compose:
-    return A.Compose(
-        [
-            A.SmallestMaxSize(max_size=round(size * 8 / 7)),
-            A.CenterCrop(size, size),
-            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
-            A.ToTensorV2(),
-        ]
+    skip_bad_files: bool = Field(
+        False, description="skip unreadable files with a warning and a count, instead of stopping"
     )
+    augment: AugmentConfig = AugmentConfig(train="random_resized_crop", eval="resize_center_crop")
 
 
-@register_dataset("imagefolder")
-def build_imagefolder(config: DataConfig) -> DatasetSplits:
+def write_example(
+    root: Path, classes: tuple[str, ...] = ("cat", "dog", "fox"), per_class: int = 8
+) -> dict[str, Any]:
+    """Image files of several sizes and formats in the folder layout: for tests and the
+    template's dataset contract checks."""
+    rng = np.random.default_rng(1)
+    for split in ("train", "val"):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(per_class):
+                size = (int(rng.integers(20, 60)), int(rng.integers(20, 60)))
+                colour = np.array([80 * label, 255 - 80 * label, 128], dtype=np.uint8)
+                pixels = np.clip(colour + rng.integers(0, 30, (*size, 3)), 0, 255).astype(np.uint8)
+                extension = ("png", "jpg", "bmp")[index % 3]
+                Image.fromarray(pixels).save(folder / f"{index}.{extension}")
+    return {"data.root": str(root), "data.image_size": 32}
+
+
+@register_dataset("imagefolder", ImageFolderDataConfig, example=write_example)
+def build_imagefolder(config: ImageFolderDataConfig) -> DatasetSplits:
     root = Path(config.root)
     train_classes, train_samples = _scan_split(root / "train", config.skip_bad_files)
     val_classes, val_samples = _scan_split(root / "val", config.skip_bad_files)
@@ -137,6 +151,6 @@ def build_imagefolder(config: DataConfig) -> DatasetSplits:
         train=ImageFiles(train_samples, "train"),
         val=ImageFiles(val_samples, "val"),
         num_classes=len(train_classes),
-        train_transform=train_pipeline(config.image_size),
-        eval_transform=eval_pipeline(config.image_size),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
     )

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import albumentations as A
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from data.augment import pipeline, sample_problem
 from data.config import DataConfig
 from data.registry import DATASETS, DatasetSplits
 from foundation.errors import UserError
@@ -79,6 +81,7 @@ class SeededLoader:
     sampler: SeededDistributedSampler
     worker_seeder: WorkerSeeder
     batch_size: int
+    dataset: SeededAugmentedDataset
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Any]:
         """The batches of `epoch` for this rank, skipping the first `start_batch` unloaded."""
@@ -102,6 +105,30 @@ class DataBundle:
     val: SeededLoader
     num_classes: int
     train_size: int
+    image_size: int  # what the pipelines make of every sample: the model is built for it
+    pipelines: dict[str, A.Compose]  # "train", "eval": the full pipelines, Normalize included
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def describe_pipelines(self) -> dict[str, Any]:
+        """For the manifest: albumentations' serialized form of both, and its version."""
+        return {
+            "albumentations": A.__version__,
+            **{split: A.to_dict(compose)["transform"] for split, compose in self.pipelines.items()},
+        }
+
+    def preview(self, count: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `count` samples of this rank's first training batch as the model sees them
+        (augmented, epoch 0) and through the evaluation pipeline (not augmented), as images in
+        [0, 1]. Drawn from the per-sample stream like training: nothing of training changes."""
+        keys = self.train.sampler.indices(0)[:count]
+        augmented = [self.train.dataset[SampleKey(index, 0)][0] for index in keys]
+        source = self.train.dataset.source
+        plain = [self.pipelines["eval"](image=source[index][0])["image"] for index in keys]
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        images = [torch.stack(batch) * std + mean for batch in (augmented, plain)]
+        return images[0].clamp(0, 1), images[1].clamp(0, 1)
 
 
 def _seeded_loader(
@@ -142,7 +169,7 @@ def _seeded_loader(
         pin_memory=pin_memory,
         drop_last=False,
     )
-    return SeededLoader(loader, sampler, worker_seeder, batch_size)
+    return SeededLoader(loader, sampler, worker_seeder, batch_size, dataset)
 
 
 def per_process_batch(config: DataConfig, world_size: int) -> int:
@@ -175,11 +202,16 @@ def build_data(
     train_source = splits.train
     if config.subset is not None:
         train_source = Subset(splits.train, range(min(config.subset, len(splits.train))))  # type: ignore[arg-type]
+    size, augment = config.image_size, config.augment
+    pipelines = {
+        "train": pipeline(augment.train, size, splits.mean, splits.std, "data.augment.train"),
+        "eval": pipeline(augment.eval, size, splits.mean, splits.std, "data.augment.eval"),
+    }
     train_batch = per_process_batch(config, world_size)
     train_layout = {"global_batch": config.global_batch_size}
     train = _seeded_loader(
         train_source,
-        splits.train_transform,
+        pipelines["train"],
         plan,
         config,
         world_size,
@@ -191,7 +223,7 @@ def build_data(
     )
     val = _seeded_loader(
         splits.val,
-        splits.eval_transform,
+        pipelines["eval"],
         plan,
         config,
         world_size,
@@ -201,4 +233,26 @@ def build_data(
         eval_chunk or config.batch_size,
         {"chunk": eval_chunk},
     )
-    return DataBundle(train, val, splits.num_classes, len(train_source))  # type: ignore[arg-type]
+    for split, loader in (("train", train), ("eval", val)):
+        _check_first_sample(loader, split, size)
+    return DataBundle(
+        train,
+        val,
+        splits.num_classes,
+        len(train_source),  # type: ignore[arg-type]
+        size,
+        pipelines,
+        splits.mean,
+        splits.std,
+    )
+
+
+def _check_first_sample(loader: SeededLoader, split: str, size: int) -> None:
+    """Before anything is written: the declared pipeline must make the dataset's own images
+    what the model takes (at config load it was only tried on an image of the size)."""
+    if not len(loader.dataset):
+        raise UserError(f"the {'training' if split == 'train' else 'validation'} split is empty")
+    image, _ = loader.dataset[SampleKey(0, 0)]
+    problem = sample_problem(image, size, f"sample 0 of the {split} split")
+    if problem:
+        raise UserError(f"data.augment.{split} {problem}")

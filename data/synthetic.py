@@ -11,12 +11,18 @@ the training seed changes the training, not the data.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Literal
+
 import numpy as np
+from pydantic import Field
 from torch.utils.data import Dataset
 
+from data.augment import AugmentConfig
 from data.config import DataConfig
 from data.registry import DatasetSplits, register_dataset
-from data.transforms import small_image_eval, small_image_train
+from foundation.section import Section
+from seeding.derive import SEED_LIMIT
 
 NUM_CLASSES = 10
 GRATINGS_PER_CLASS = 3
@@ -77,17 +83,32 @@ def generate_split(data_seed: int, split: str, count: int, size: int = 32) -> Ar
     return ArrayImageDataset(pixels, labels.astype(np.int64))
 
 
-@register_dataset("synthetic")
-def build_synthetic(config: DataConfig) -> DatasetSplits:
+class SyntheticOptions(Section):
+    train_size: int = Field(6000, ge=1, description="training samples")
+    val_size: int = Field(1000, ge=1, description="validation samples")
+    seed: int = Field(
+        20240607, ge=0, lt=SEED_LIMIT, description="data seed, independent of the training seed"
+    )
+
+
+class SyntheticDataConfig(DataConfig):
+    """`data` for the synthetic dataset: nothing on disk, generated from its own seed."""
+
+    name: Literal["synthetic"] = "synthetic"
+    synthetic: SyntheticOptions = SyntheticOptions()
+    augment: AugmentConfig = AugmentConfig(train="pad_crop_flip", eval="normalize")
+
+
+def small_example(folder: Path) -> dict[str, Any]:
+    """Nothing to write: a small draw."""
+    return {"data.synthetic.train_size": 64, "data.synthetic.val_size": 32}
+
+
+@register_dataset("synthetic", SyntheticDataConfig, example=small_example)
+def build_synthetic(config: SyntheticDataConfig) -> DatasetSplits:
     options = config.synthetic
     train = generate_split(options.seed, "train", options.train_size, config.image_size)
     val = generate_split(options.seed, "val", options.val_size, config.image_size)
     mean = tuple(float(m) for m in train.images.reshape(-1, 3).mean(axis=0) / 255.0)
     std = tuple(float(s) for s in train.images.reshape(-1, 3).std(axis=0) / 255.0)
-    return DatasetSplits(
-        train=train,
-        val=val,
-        num_classes=NUM_CLASSES,
-        train_transform=small_image_train(config.image_size, mean, std),
-        eval_transform=small_image_eval(mean, std),
-    )
+    return DatasetSplits(train=train, val=val, num_classes=NUM_CLASSES, mean=mean, std=std)

@@ -1,6 +1,7 @@
-"""The `model` section of the config: what the model builders read.
-
-A fork that adds a model option adds it here; the root config picks this section up.
+"""The `model` section's one shared key: which registered model. Each model declares its own
+section on top of it, beside its builder (models/smallcnn.py, models/resnet18.py); the config
+loader picks the section by `model.name`, so a key the chosen model does not read is refused
+like any unknown key (with the model that does read it named in the error).
 """
 
 from __future__ import annotations
@@ -11,6 +12,4 @@ from foundation.section import Section
 
 
 class ModelConfig(Section):
-    name: str = "smallcnn"
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    width: int = Field(16, ge=4)
+    name: str = Field("smallcnn", description="registered model")

@@ -8,16 +8,25 @@ output size 1, which dispatches to `mean`.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
 from torch import nn
 
 from models.config import ModelConfig
 from models.registry import register_model
 
+
+class ResNet18Config(ModelConfig):
+    name: Literal["resnet18"] = "resnet18"
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout before the classifier")
+
+
 SMALL_IMAGE = 64
 
 
-@register_model("resnet18")
-def build_resnet18(config: ModelConfig, num_classes: int, image_size: int) -> nn.Module:
+@register_model("resnet18", ResNet18Config)
+def build_resnet18(config: ResNet18Config, num_classes: int, image_size: int) -> nn.Module:
     from torchvision.models import resnet18  # imported on use: it costs ~0.9 s of every start
 
     model = resnet18(weights=None, num_classes=num_classes)

@@ -7,10 +7,19 @@ max pooling is 2D.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
 from torch import Tensor, nn
 
 from models.config import ModelConfig
 from models.registry import register_model
+
+
+class SmallCNNConfig(ModelConfig):
+    name: Literal["smallcnn"] = "smallcnn"
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout before the classifier")
+    width: int = Field(16, ge=4, description="channels of the first block (x2, x4 after)")
 
 
 def _conv_block(channels_in: int, channels_out: int) -> nn.Sequential:
@@ -41,6 +50,6 @@ class SmallCNN(nn.Module):
         return self.head(self.features(images))
 
 
-@register_model("smallcnn")
-def build_smallcnn(config: ModelConfig, num_classes: int, image_size: int) -> nn.Module:
+@register_model("smallcnn", SmallCNNConfig)
+def build_smallcnn(config: SmallCNNConfig, num_classes: int, image_size: int) -> nn.Module:
     return SmallCNN(num_classes, config.width, config.dropout)

@@ -49,6 +49,15 @@ class MetricsLogger:
         for tag, value in metric_tags.items():
             self.writer.add_scalar(tag, value)
 
+    def images(self, tag: str, images: Any) -> None:
+        """A batch of images (N x 3 x H x W in [0, 1]) as one grid in the Images tab, step 0."""
+        if self.writer is not None:
+            self.writer.add_images(tag, images, 0, dataformats="NCHW")
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()

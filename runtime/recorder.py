@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ class RunIdentity:
     epochs: int
     git: dict[str, Any] | None
     world_size_invariance: dict[str, Any] | None = None  # the mode's layout, when it is on
+    augmentation: dict[str, Any] | None = None  # the train and eval pipelines, as run
 
 
 class RunRecorder:
@@ -104,9 +107,12 @@ class RunRecorder:
             "end_time": None,
             "resumed_from_step": resume_step,
             "world_size_invariance": identity.world_size_invariance,
+            "augmentation": identity.augmentation,
             "final_metrics": None,
             "final_weights_sha256": None,
         }
+        self.resumed = resume_step is not None
+        self._preview: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
         self.logger = MetricsLogger(run_dir, enabled=group.is_main, resume_step=resume_step)
         self.progress = ProgressLine(sys.stdout, identity.epochs) if group.is_main else None
         if group.is_main:
@@ -138,6 +144,28 @@ class RunRecorder:
             print(message, flush=True)
 
     # ----------------------------------------------------------------- start
+    def show_augmentation(self, preview: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """At the start: a fresh run's first training batch as the model sees it, and the same
+        images through the evaluation pipeline, in TensorBoard (rank 0; a resumed run has them
+        already)."""
+        self._preview = preview
+
+    def _write_augmentation_preview(self) -> None:
+        if self._preview is None or not self.group.is_main or self.resumed:
+            return
+        preview, self._preview = self._preview, None
+        started = time.perf_counter()
+        augmented, plain = preview()
+        self.logger.images("augmentation/train_batch_augmented", augmented)
+        self.logger.images("augmentation/train_batch_unaugmented", plain)
+        self.logger.flush()
+        seconds = time.perf_counter() - started
+        self.manifest["augmentation_preview_s"] = round(seconds, 3)
+        self.say(
+            f"augmentation: the first training batch, augmented and not, in TensorBoard's "
+            f"Images tab (tensorboard --logdir {self.run_dir.tensorboard_dir}; {seconds:.2f} s)"
+        )
+
     def start(self, position: Position) -> None:
         report = self._determinism({})
         self.manifest["determinism"] = report
@@ -155,6 +183,7 @@ class RunRecorder:
             f"{self.group.world_size} process(es) on {self.group.topology.nodes} node(s), "
             f"{self.group.device}{where}\ndeterminism: {report['verdict']}"
         )
+        self._write_augmentation_preview()
 
     # ----------------------------------------------------------------- events (TrainingEvents)
     def step_finished(self, position: Position, batches_per_epoch: int, samples: int) -> None:

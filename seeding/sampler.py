@@ -68,12 +68,17 @@ class SeededDistributedSampler(DistributedSampler):
         self.start = start
         self._epoch_was_set = True
 
-    def permutation(self) -> list[int]:
-        """The padded (or truncated) global order of this epoch, identical on every rank."""
+    def indices(self, epoch: int) -> list[int]:
+        """This rank's sample indices of `epoch`, in order (without iterating)."""
+        return self._own(self.permutation(epoch))
+
+    def permutation(self, epoch: int | None = None) -> list[int]:
+        """The padded (or truncated) global order of an epoch (default: the current one),
+        identical on every rank."""
         size = len(self.dataset)
         if self.shuffle:
             generator = torch.Generator()
-            generator.manual_seed(self.plan.seed("sampler", self.epoch))
+            generator.manual_seed(self.plan.seed("sampler", self.epoch if epoch is None else epoch))
             order = torch.randperm(size, generator=generator).tolist()
         else:
             order = list(range(size))

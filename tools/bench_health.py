@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from models import ModelConfig, build_model
+from models import build_model
+from models.smallcnn import SmallCNNConfig
 from runtime.process_group import join_process_group, leave_process_group
 from runtime.provenance import REPO_ROOT
 from runtime.signals import StopSignals
@@ -67,7 +68,7 @@ class _VoteOnly(NoBoundary):
 
 def _trainer(variant: str, width: int) -> Trainer:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(width=width), num_classes=10, image_size=32)
+    model = build_model(SmallCNNConfig(width=width), num_classes=10, image_size=32)
     watch = None if variant == "none" else NonFiniteWatch(torch.device("cpu"))
     return Trainer(
         TrainerConfig(finite_check="log_steps" if variant == "log_steps" else "every_step"),

@@ -32,7 +32,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from foundation.process import process_launch
-from models import ModelConfig, build_model
+from models import build_model
+from models.smallcnn import SmallCNNConfig
 from runtime.process_group import leave_process_group
 from runtime.provenance import REPO_ROOT
 from tools.launch import launch_environment, local_launcher
@@ -54,7 +55,7 @@ def timed(step: Any, steps: int) -> float:
 
 def build(width: int, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(width=width), 10, 32).to(device)
+    model = build_model(SmallCNNConfig(width=width), 10, 32).to(device)
     return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
 

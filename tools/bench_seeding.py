@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from data.config import DataConfig
+from data.augment import pipeline
 from data.loaders import SeededAugmentedDataset
-from data.synthetic import build_synthetic
+from data.synthetic import SyntheticDataConfig, build_synthetic
 from seeding import SampleKey, SampleRandomness, WorkerSeeder, data_parallel
 
 
@@ -41,12 +41,11 @@ def main() -> None:
     arguments = parser.parse_args()
 
     plan = data_parallel(42, 0)
-    splits = build_synthetic(DataConfig(synthetic={"train_size": arguments.samples, "val_size": 8}))
+    config = SyntheticDataConfig(synthetic={"train_size": arguments.samples, "val_size": 8})
+    splits = build_synthetic(config)
+    transform = pipeline(config.augment.train, config.image_size, splits.mean, splits.std)
     randomness = SampleRandomness(plan.augment_key())
-    dataset = SeededAugmentedDataset(
-        splits.train, splits.train_transform, randomness, WorkerSeeder(plan)
-    )
-    transform = splits.train_transform
+    dataset = SeededAugmentedDataset(splits.train, transform, randomness, WorkerSeeder(plan))
 
     def unseeded_item(index: int) -> object:
         image, label = splits.train[index]

@@ -5,6 +5,11 @@ stream exactly as the trainer does and draws a few numbers; rank 0 gathers them 
 stream, whether the ranks agree, next to what the plan expects (identical or distinct across
 data-parallel ranks). Exit code 1 on any mismatch.
 
+With a config (`make diagnose CONFIG=... ARGS=... NPROC=2`, train.py's flags), it also builds
+the job's own dataset and model on every rank and checks what the plan promises of them: the
+ranks' first batches are disjoint shards, a sample's augmentation is the same on every rank, the
+initial weights are the same on every rank, and the forward pass's randomness (dropout) is not.
+
 `--plant-mistake` reproduces a classic bug so you can see what a failure looks like:
 `local-rank` seeds from LOCAL_RANK (GPU 0 of every node gets the same streams; visible with two or
 more nodes), `shared-dropout` seeds dropout without the rank.
@@ -21,8 +26,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from configs import Config, load_config, parse_args
+from data.loaders import build_data
 from foundation.process import process_launch
+from models import build_model
 from runtime.process_group import leave_process_group
+from seeding import SampleKey
 from seeding.global_streams import enter_dropout_stream, enter_init_stream, seed_host_globals
 from seeding.hashseed import hash_seed_warning
 from seeding.per_sample import SampleRandomness
@@ -62,6 +71,38 @@ def _first_draws(plan: SeedPlan, world_size: int, mistake: str | None) -> dict[s
     return draws
 
 
+# What the plan promises of the job's own data and model, row by row (a job has no stream
+# table entry for these: they are products of several streams).
+JOB_ROWS = {
+    "batch": "distinct",  # the first batch of epoch 0: each rank its own shard
+    "sample": "identical",  # sample 0's augmentation at epoch 0, on every rank
+    "weights": "identical",  # the initial weights
+    "forward": "distinct",  # a forward pass in training mode (dropout)
+}
+
+
+def _job_draws(
+    config: Config, plan: SeedPlan, world_size: int, rank: int
+) -> dict[str, list[float]]:
+    """The job's own dataset and model, built as train.py builds them, as a few numbers."""
+    data = build_data(config.data, plan, world_size, rank, pin_memory=False)
+    batch = data.train.sampler.indices(0)[: data.train.batch_size]
+    sample = data.train.dataset[SampleKey(0, 0)][0]
+    enter_init_stream(plan)
+    model = build_model(config.model, data.num_classes, data.image_size)
+    weights = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    enter_dropout_stream(plan)
+    model.train()
+    with torch.no_grad():
+        forward = model(torch.stack([sample, sample])).reshape(-1)
+    return {
+        "batch": [float(index) for index in batch[:DRAWS]] + [float(sum(batch))],
+        "sample": [*sample.reshape(-1)[:DRAWS].tolist(), float(sample.double().sum())],
+        "weights": [*weights[:DRAWS].tolist(), float(weights.double().sum())],
+        "forward": [*forward[:DRAWS].tolist(), float(forward.double().sum())],
+    }
+
+
 def _within_rank_checks(plan: SeedPlan) -> list[tuple[str, bool]]:
     """Distinctness that one process can check alone: across workers, epochs and samples."""
     seeds = {plan.seed("worker", worker, epoch) for worker in range(4) for epoch in range(4)}
@@ -93,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.diagnose", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--plant-mistake", choices=MISTAKES, default=None)
-    arguments = parser.parse_args(argv)
+    arguments, train_flags = parser.parse_known_args(argv)
+    flags = parse_args(train_flags)
+    config = load_config(flags.config, flags.profile, flags.seed, flags.overrides)
+    arguments.seed = config.seed
 
     launch = process_launch()
     world_size, rank = launch.world_size, launch.rank
@@ -104,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if world_size > 1:
         dist.init_process_group("gloo", timeout=timedelta(minutes=5))
     mine = _first_draws(plan, world_size, arguments.plant_mistake)
+    mine.update(_job_draws(config, plan, world_size, rank))
     gathered: list[dict[str, list[float]]] = [mine]
     if world_size > 1:
         gathered = [{} for _ in range(world_size)]
@@ -126,11 +170,11 @@ def _report(
     print(
         f"seed plan check: base seed {arguments.seed}, {world_size} rank(s), strategy data_parallel"
     )
-    header = f"{'stream':<9}" + "".join(f"{'rank ' + str(r):<24}" for r in range(world_size))
+    header = f"{'stream':<11}" + "".join(f"{'rank ' + str(r):<24}" for r in range(world_size))
     print(header + f"{'expected':<11}{'observed':<11}verdict")
     failures = 0
-    for stream, axes in STREAM_AXES.items():
-        expected = "distinct" if "dp" in axes else "identical"
+    expectations = {s: "distinct" if "dp" in a else "identical" for s, a in STREAM_AXES.items()}
+    for stream, expected in {**expectations, **JOB_ROWS}.items():
         rows = [tuple(ranks[stream]) for ranks in gathered]
         if world_size == 1:
             observed, ok = "-", True
@@ -143,7 +187,7 @@ def _report(
             ok = observed == expected
         failures += not ok
         cells = "".join(f"{_format(ranks[stream]):<24}" for ranks in gathered)
-        print(f"{stream:<9}{cells}{expected:<11}{observed:<11}{'ok' if ok else 'MISMATCH'}")
+        print(f"{stream:<11}{cells}{expected:<11}{observed:<11}{'ok' if ok else 'MISMATCH'}")
     for description, ok in _within_rank_checks(plan):
         failures += not ok
         print(f"{'ok' if ok else 'MISMATCH'}: {description}")

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from configs import load_config
+from data.augment import pipeline
 from data.synthetic import build_synthetic
 from models import build_model
 from runtime.clock import seconds_since_process_start
@@ -45,7 +46,10 @@ def main() -> None:
     torch.manual_seed(config.seed)
     splits = build_synthetic(config.data)
     loader = DataLoader(
-        Augmented(splits.train, splits.train_transform),
+        Augmented(
+            splits.train,
+            pipeline(config.data.augment.train, config.data.image_size, splits.mean, splits.std),
+        ),
         batch_size=config.data.batch_size,
         shuffle=True,
         num_workers=config.data.num_workers,

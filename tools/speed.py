@@ -90,17 +90,18 @@ def data_pipeline(samples: int) -> dict[str, float]:
     """Samples/s of one loading process (what one worker does), with and without seeding."""
     from torch.utils.data import DataLoader
 
-    from data.config import DataConfig
+    from data.augment import pipeline
     from data.loaders import build_data
-    from data.synthetic import build_synthetic
+    from data.synthetic import SyntheticDataConfig, build_synthetic
     from seeding import data_parallel
     from tools.plain_loop import Augmented
 
-    config = DataConfig(synthetic={"train_size": samples, "val_size": 8})
+    config = SyntheticDataConfig(synthetic={"train_size": samples, "val_size": 8})
     seeded = build_data(config, data_parallel(0, 0), 1, 0, pin_memory=False).train
     splits = build_synthetic(config)
+    transform = pipeline(config.augment.train, config.image_size, splits.mean, splits.std)
     plain = DataLoader(
-        Augmented(splits.train, splits.train_transform), batch_size=config.batch_size, shuffle=True
+        Augmented(splits.train, transform), batch_size=config.batch_size, shuffle=True
     )
 
     def rate(iterate: Any) -> float:

@@ -30,13 +30,18 @@ PROFILES = ("debug", "eval", "production")
 class DeterminismConfig(Section):
     """The `determinism` section; `configs/profiles/<profile>.yaml` fills it."""
 
-    algorithms: Literal["strict", "warn", "disabled"] = "strict"
-    cudnn_benchmark: bool = False
-    tf32: bool = False
-    amp: bool = False
-    channels_last: bool = False
-    pin_memory: bool = False
-    anomaly_detection: bool = Field(False, json_schema_extra=RUNTIME)
+    algorithms: Literal["strict", "warn", "disabled"] = Field(
+        "strict",
+        description="use_deterministic_algorithms: on and raising, on and recording, or off",
+    )
+    cudnn_benchmark: bool = Field(False, description="cuDNN picks algorithms by timing")
+    tf32: bool = Field(False, description="TF32 matmuls and convolutions")
+    amp: bool = Field(False, description="autocast: bf16 where supported, else fp16 (CUDA only)")
+    channels_last: bool = Field(False, description="channels_last memory format (CUDA only)")
+    pin_memory: bool = Field(False, description="pinned host memory for batches (CUDA only)")
+    anomaly_detection: bool = Field(
+        False, description="torch.autograd anomaly detection (slow)", json_schema_extra=RUNTIME
+    )
 
 
 # What debug and eval promise (bitwise reproducibility on the same hardware) and the settings that

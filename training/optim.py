@@ -22,12 +22,16 @@ from foundation.section import Section
 class OptimConfig(Section):
     """The `optim` section."""
 
-    name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(5e-4, ge=0.0)
-    nesterov: bool = True
-    scheduler: Literal["none", "cosine"] = "cosine"
+    name: Literal["sgd", "adamw"] = Field("sgd", description="`sgd` or `adamw`")
+    lr: float = Field(0.05, gt=0.0, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(
+        5e-4, ge=0.0, description="weight decay (none on BatchNorm parameters and biases)"
+    )
+    nesterov: bool = Field(True, description="Nesterov momentum (SGD)")
+    scheduler: Literal["none", "cosine"] = Field(
+        "cosine", description="`cosine` over trainer.epochs as set when the run starts, or `none`"
+    )
 
 
 def build_optimizer(config: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -56,33 +56,53 @@ DEFAULT_COLLECTIVE_TIMEOUT_S = 600.0
 class TrainerConfig(Section):
     """The `trainer` section."""
 
-    epochs: int = Field(8, ge=1, json_schema_extra=STOPPING)
+    epochs: int = Field(8, ge=1, description="epochs to train", json_schema_extra=STOPPING)
     max_steps: int | None = Field(
-        None, ge=1, description="stop after this many optimizer steps", json_schema_extra=STOPPING
+        None,
+        ge=1,
+        description="stop after this many optimizer steps in total (null = no limit)",
+        json_schema_extra=STOPPING,
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    checkpoint_every_steps: int | None = Field(None, ge=1, json_schema_extra=RUNTIME)
-    keep_checkpoints: int = Field(3, ge=1, json_schema_extra=RUNTIME)
-    log_every_steps: int = Field(50, ge=1, json_schema_extra=RUNTIME)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`auto` (CUDA if available), `cpu`, `cuda`"
+    )
+    checkpoint_every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="also checkpoint every N steps (null = at epoch ends and at the stop only)",
+        json_schema_extra=RUNTIME,
+    )
+    keep_checkpoints: int = Field(
+        3, ge=1, description="numbered checkpoints kept", json_schema_extra=RUNTIME
+    )
+    log_every_steps: int = Field(
+        50,
+        ge=1,
+        description="step records in metrics.jsonl and TensorBoard",
+        json_schema_extra=RUNTIME,
+    )
     limit_train_batches: int | None = Field(
-        None, ge=1, description="batches per epoch (small runs)"
+        None, ge=1, description="batches per epoch (small debug runs)"
     )
     micro_batch_size: int | None = Field(
         None, ge=1, description="samples per forward/backward in the world-size-invariant mode"
     )
     world_size_invariant: bool = Field(
-        False, description="the same weights for any world size (see training/invariance.py)"
+        False,
+        description='the same weights and metrics for any served world size (README "World-size '
+        'invariance"); needs data.global_batch_size, trainer.micro_batch_size and debug or eval',
     )
     finite_check: Literal["every_step", "log_steps"] = Field(
         "every_step",
-        description="when the host reads the non-finite flag (see runtime/vote.py); "
-        "production uses log_steps: no extra host sync per step",
+        description="when the host reads the non-finite flag: after every step, or only at log "
+        "steps, checkpoints and epoch ends (no extra host sync per step)",
         json_schema_extra=RUNTIME,
     )
     collective_timeout_s: float = Field(
         DEFAULT_COLLECTIVE_TIMEOUT_S,
         gt=0,
-        description="how long a collective waits for a rank that stopped answering",
+        description="how long a collective (or joining the group) waits for a rank before the "
+        "run stops naming it",
         json_schema_extra=RUNTIME,
     )
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_same_weights, run_train
+from tests.conftest import TINY_DATA, TINY_MODEL, TINY_RUN, assert_same_weights, run_train
 from tests.helpers.dataset_files import write_cifar10, write_image_tree
 
 
@@ -14,7 +14,13 @@ from tests.helpers.dataset_files import write_cifar10, write_image_tree
 def test_short_training_on_cifar10_files(tmp_path: Path) -> None:
     write_cifar10(tmp_path / "data")
     run = run_train(
-        tmp_path / "runs", "data.name=cifar10", f"data.root={tmp_path / 'data'}", "trainer.epochs=1"
+        tmp_path / "runs",
+        *TINY_RUN,
+        *TINY_MODEL,
+        "data.name=cifar10",
+        f"data.root={tmp_path / 'data'}",
+        "trainer.epochs=1",
+        tiny=False,
     )
     assert run.manifest()["status"] == "completed"
     assert run.manifest()["final_metrics"]["val_acc"] > 0.1
@@ -24,14 +30,15 @@ def test_short_training_on_cifar10_files(tmp_path: Path) -> None:
 def test_imagefolder_training_is_reproducible(tmp_path: Path) -> None:
     root = write_image_tree(tmp_path / "images")
     args = (
+        *TINY_RUN,
+        *TINY_MODEL,
         "data.name=imagefolder",
         f"data.root={root}",
         "data.batch_size=8",
-        "trainer.epochs=2",
         "data.num_workers=2",
     )
-    first = run_train(tmp_path / "a", *args)
-    second = run_train(tmp_path / "b", *args)
+    first = run_train(tmp_path / "a", *args, tiny=False)
+    second = run_train(tmp_path / "b", *args, tiny=False)
     assert_same_weights(first.weights(), second.weights())
 
 
@@ -39,10 +46,13 @@ def test_imagefolder_training_is_reproducible(tmp_path: Path) -> None:
 def test_resnet18_trains_on_the_synthetic_data(tmp_path: Path) -> None:
     run = run_train(
         tmp_path,
+        *TINY_DATA,
+        *TINY_RUN,
         "model.name=resnet18",
         "data.batch_size=16",
         "trainer.max_steps=2",
         "data.synthetic.val_size=32",
+        tiny=False,
     )
     assert run.manifest()["final_step"] == 2
     assert "layer4.1.conv2.weight" in run.weights()

@@ -24,6 +24,8 @@ from runtime.rundir import RunDirectory
 from tests.conftest import (
     REPO_ROOT,
     TINY,
+    TINY_MODEL,
+    TINY_RUN,
     ReferenceRuns,
     RunResult,
     assert_same_weights,
@@ -66,9 +68,11 @@ def checkpoint_files(run: RunDirectory) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(run.checkpoint_dir.iterdir())}
 
 
-def planted(tmp_path: Path, nproc: int, *args: str, **env: str) -> RunResult:
+def planted(
+    tmp_path: Path, nproc: int, *args: str, tiny: tuple[str, ...] = TINY, **env: str
+) -> RunResult:
     launcher = torchrun(nproc, PLANTED) if nproc > 1 else [sys.executable, PLANTED]
-    command = [*launcher, "--output-dir", str(tmp_path), *TINY, *args]
+    command = [*launcher, "--output-dir", str(tmp_path), *tiny, *args]
     return RunResult(run_command(command, env=env), tmp_path)
 
 
@@ -333,20 +337,22 @@ def test_a_rank_that_never_joins_is_named(tmp_path: Path) -> None:
 def test_an_image_that_vanishes_mid_run_is_named_and_nothing_is_lost(tmp_path: Path) -> None:
     root = write_image_tree(tmp_path / "images")
     args = (
+        *TINY_RUN,
+        *TINY_MODEL,
         "data.name=imagefolder",
         f"data.root={root}",
         "data.batch_size=4",
         "data.num_workers=2",
-        "trainer.epochs=2",
         "trainer.checkpoint_every_steps=1",
     )
-    reference = run_train(tmp_path / "reference", *args, nproc=2)
+    reference = run_train(tmp_path / "reference", *args, nproc=2, tiny=False)
     victim = root / "train" / "dog" / "3.png"
     content = victim.read_bytes()
     failed = planted(
         tmp_path / "run",
         2,
         *args,
+        tiny=(),
         PLANTED_REMOVE_AT_STEP="1",
         PLANTED_REMOVE_FILE=str(victim),
     )
@@ -359,18 +365,18 @@ def test_an_image_that_vanishes_mid_run_is_named_and_nothing_is_lost(tmp_path: P
     newest, _ = newest_complete(failed.run.checkpoint_dir)
     assert newest is not None
     victim.write_bytes(content)
-    resumed = run_train(tmp_path / "run", *args, "--resume", "auto", nproc=2)
+    resumed = run_train(tmp_path / "run", *args, "--resume", "auto", nproc=2, tiny=False)
     assert_same_weights(reference.weights(), resumed.weights())
 
 
 def test_a_truncated_cifar10_file_is_named_at_the_next_start(tmp_path: Path) -> None:
     folder = write_cifar10(tmp_path / "data")
-    args = ("data.name=cifar10", f"data.root={tmp_path / 'data'}", EVERY_2)
-    first = run_train(tmp_path / "runs", *args, "trainer.max_steps=2")
+    args = (*TINY_RUN, *TINY_MODEL, "data.name=cifar10", f"data.root={tmp_path / 'data'}", EVERY_2)
+    first = run_train(tmp_path / "runs", *args, "trainer.max_steps=2", tiny=False)
     before = checkpoint_files(first.run)
     victim = folder / "data_batch_2"
     victim.write_bytes(victim.read_bytes()[:1000])
-    again = run_train(tmp_path / "runs", *args, "--resume", "auto", check=False)
+    again = run_train(tmp_path / "runs", *args, "--resume", "auto", check=False, tiny=False)
     assert again.returncode == 2
     assert again.process.stderr.startswith(
         f"error: {victim} (train samples from 40) is not a CIFAR-10 batch file"

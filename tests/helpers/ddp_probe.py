@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import seeding
 from models import build_model
-from models.config import ModelConfig
+from models.smallcnn import SmallCNNConfig
 from runtime.process_group import leave_process_group
 from runtime.provenance import state_dict_sha256
 
@@ -48,7 +48,7 @@ def main() -> None:
         seed, int(os.environ["LOCAL_RANK"]) if local_rank_mistake else rank
     )
     seeding.enter_init_stream(plan)
-    model = build_model(ModelConfig(width=8), 10, 32)
+    model = build_model(SmallCNNConfig(width=8), 10, 32)
     seeding.enter_dropout_stream(plan)
     mask = F.dropout(torch.ones(64), p=0.5).tolist()
     seeder = seeding.WorkerSeeder(plan)

@@ -31,6 +31,7 @@ import runpy
 import signal
 import sys
 import time
+from typing import Literal
 
 import numpy as np
 import torch
@@ -39,8 +40,7 @@ from torch import Tensor
 from foundation.faults import TrainingFault
 from foundation.process import process_launch
 from models import register_model
-from models.config import ModelConfig
-from models.smallcnn import SmallCNN
+from models.smallcnn import SmallCNN, SmallCNNConfig
 from runtime.process_group import ProcessGroup
 from runtime.recorder import RunRecorder
 from training.events import Position
@@ -72,13 +72,21 @@ class DivergingModel(SmallCNN):
         return logits
 
 
-@register_model("planted_put")
-def _put(config: ModelConfig, num_classes: int, image_size: int) -> PutModel:
+class PutConfig(SmallCNNConfig):
+    name: Literal["planted_put"] = "planted_put"  # type: ignore[assignment]
+
+
+class DivergingConfig(SmallCNNConfig):
+    name: Literal["planted_divergence"] = "planted_divergence"  # type: ignore[assignment]
+
+
+@register_model("planted_put", PutConfig)
+def _put(config: PutConfig, num_classes: int, image_size: int) -> PutModel:
     return PutModel(num_classes, config.width, config.dropout)
 
 
-@register_model("planted_divergence")
-def _diverging(config: ModelConfig, num_classes: int, image_size: int) -> DivergingModel:
+@register_model("planted_divergence", DivergingConfig)
+def _diverging(config: DivergingConfig, num_classes: int, image_size: int) -> DivergingModel:
     return DivergingModel(num_classes, config.width, config.dropout)
 
 

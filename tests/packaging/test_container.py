@@ -99,7 +99,8 @@ def test_make_docker_train_shows_the_exact_command() -> None:
     command = next(line for line in shown.splitlines() if "docker run" in line)
     runs, data = REPO_ROOT / "runs", REPO_ROOT / "datasets"
     assert re.search(
-        rf"docker run --rm --gpus 'all' --ipc=host --user \d+:\d+ -v {runs}:/workspace/runs -v {data}:/workspace/datasets "
+        rf"docker run --rm --gpus 'all' --ipc=host --user \d+:\d+ (-e OMP_NUM_THREADS=\d+ )?"
+        rf"-v {runs}:/workspace/runs -v {data}:/workspace/datasets "
         r"reproducible-ddp-template:latest torchrun --standalone --nproc_per_node=8 --max-restarts=0 train.py "
         r"--config configs/default.yaml --seed 42 --profile eval --output-dir runs",
         command,

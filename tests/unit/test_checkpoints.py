@@ -122,12 +122,13 @@ def test_stopping_criteria_and_runtime_settings_may_change_on_resume() -> None:
         "trainer.log_every_steps=1",
         "trainer.finite_check=log_steps",
         "trainer.collective_timeout_s=5",
-        "data.root=elsewhere",
         "data.num_workers=3",
         "data.persistent_workers=true",
         "determinism.anomaly_detection=true",
     )
     assert same == fingerprint()
+    cifar = fingerprint("data.name=cifar10", "data.root=here")
+    assert fingerprint("data.name=cifar10", "data.root=elsewhere") == cifar  # the data moved
 
 
 def test_the_world_size_is_part_of_the_computation_unless_the_mode_makes_it_irrelevant() -> None:

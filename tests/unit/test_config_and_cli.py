@@ -148,7 +148,6 @@ def test_documented_keys_exist_with_their_types() -> None:
         "trainer.device",
         "trainer.checkpoint_every_steps",
         "data.name",
-        "data.root",
         "data.subset",
         "data.batch_size",
         "data.num_workers",

@@ -15,8 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import seeding
-from data.config import DataConfig
-from data.imagefolder import build_imagefolder
+from data.imagefolder import ImageFolderDataConfig, build_imagefolder
 from foundation.faults import (
     DataFileError,
     Interrupted,
@@ -251,7 +250,7 @@ def test_an_error_in_a_dataloader_worker_stays_one_line() -> None:
 def test_an_image_truncated_after_the_scan_is_named_with_its_sample_index(tmp_path: Path) -> None:
     """The scan at start accepted the file; it is cut short later (a copy still in progress)."""
     root = write_image_tree(tmp_path, per_class=2)
-    splits = build_imagefolder(DataConfig(name="imagefolder", root=str(root)))
+    splits = build_imagefolder(ImageFolderDataConfig(root=str(root)))
     victim = root / "val" / "dog" / "1.jpg"
     victim.write_bytes(victim.read_bytes()[:60])
     with pytest.raises(DataFileError) as caught:

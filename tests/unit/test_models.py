@@ -1,4 +1,5 @@
-"""Every registered model trains under deterministic algorithms (CPU here, CUDA where present)."""
+"""Contract of every registered model, a fork's included (no edit of this file needed): it trains
+under deterministic algorithms (CPU here, CUDA where present), from its section's defaults."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from models import MODELS, build_model
-from models.config import ModelConfig
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def deterministic() -> Iterator[None]:
 
 def forward_backward(name: str, device: torch.device) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name=name, width=8), 10, 32).to(device)
+    model = build_model(MODELS.config(name)(), 10, 32).to(device)
     images = torch.randn(4, 3, 32, 32, device=device)
     labels = torch.arange(4, device=device)
     F.cross_entropy(model(images), labels).backward()

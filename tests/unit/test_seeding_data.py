@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data.config import DataConfig
 from data.loaders import SeededAugmentedDataset, build_data
+from data.synthetic import SyntheticDataConfig
 from seeding import (
     SampleKey,
     SampleRandomness,
@@ -23,7 +23,7 @@ from seeding import (
 )
 from seeding.per_sample import PhiloxRandom
 
-SMALL = DataConfig(batch_size=16, synthetic={"train_size": 96, "val_size": 32})
+SMALL = SyntheticDataConfig(batch_size=16, synthetic={"train_size": 96, "val_size": 32})
 
 
 def epoch_batches(
