@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -52,6 +53,13 @@ def launch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def torchrun(nproc: int, *more: str) -> list[str]:
     return [*local_launcher(max(nproc, 2)), *more]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a rendezvous the test starts itself)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass

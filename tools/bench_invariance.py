@@ -1,17 +1,22 @@
 """Cost of the world-size-invariant mode against ordinary DDP: `make bench-invariance`.
 
-    python -m tools.bench_invariance [--steps 40] [--repeats 3] [--global-batch 64] [--width 16]
+    python -m tools.bench_invariance [--worlds 2 4 8] [--timed-worlds 2 4] [--steps 30]
+                                     [--repeats 3] [--per-rank-batch 32] [--width 16]
 
-Times optimizer steps (forward, backward, gradient exchange, update) on in-memory 32x32 batches
-of the default model, one intra-op thread per process, interleaving the variants and keeping the
-best and the median of the repeats:
-- W = 2 (torchrun, gloo on CPU / NCCL on GPU): DDP with B / 2 per rank, against the invariant
-  mode with the same per-rank shape (one micro-batch of B / 2 per rank) and with two micro-batches
-  of B / 4 per rank;
-- W = 1: one batch of B, against the invariant mode with one micro-batch of B and with two of B / 2.
-It also reports the bytes each rank receives per step: all_gather's (W - 1) x (parameters + the
-step's statistics) against a ring all-reduce's 2 (W - 1) / W x parameters.
-Writes bench-invariance.json and bench-invariance.md to --output-dir and prints the table.
+For each world size W (torchrun, gloo on CPU / NCCL on GPU, one intra-op thread per process),
+on in-memory 32x32 batches of the default model with the same per-rank batch for every variant:
+- `ddp`: DistributedDataParallel (its all_reduce: gloo's or NCCL's algorithm and order);
+- `invariant sharded`: the mode's exchange (training/exchange.py): all_to_all of shards, the
+  tree's upper levels, all_gather of the reduced shards;
+- `invariant all_gather`: the mode's first exchange, every rank's whole partial sum to everyone.
+
+Bytes received per rank per step, computed (ring all-reduce 2 (W - 1) / W x P x 4; the two
+exchanges count what their collectives bring) and measured (the loopback interface's received
+bytes over a few steps, divided by W and the steps: headers included, and any other traffic on
+the machine at that moment). Then ms per step, best and median of interleaved repeats, at the
+--timed-worlds (more processes than cores measure the scheduler, not the step). Checks that both
+exchanges end with the same weights. Writes bench-invariance.json and bench-invariance.md to
+--output-dir and prints the table.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +41,17 @@ from foundation.process import process_launch
 from models import build_model
 from models.smallcnn import SmallCNNConfig
 from runtime.process_group import leave_process_group
-from runtime.provenance import REPO_ROOT
+from runtime.provenance import REPO_ROOT, state_dict_sha256
 from tools.launch import launch_environment, local_launcher
+from training.exchange import GatherExchange
 from training.invariance import InvariantMode, InvariantStep, MicroBatchLayout
 from training.topology import Topology
 
+TRAFFIC_STEPS = 5
+Step = Callable[[], None]
 
-def timed(step: Any, steps: int) -> float:
+
+def timed(step: Step, steps: int) -> float:
     """Seconds per step, after 3 warm-up steps."""
     for _ in range(3):
         step()
@@ -53,17 +63,70 @@ def timed(step: Any, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def loopback_received_bytes() -> int | None:
+    """Bytes received so far by the loopback interface (Linux), or None where there is none."""
+    try:
+        lines = Path("/proc/net/dev").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, _, counters = line.partition(":")
+        if name.strip() == "lo":
+            return int(counters.split()[0])
+    return None
+
+
+def measured_traffic(step: Step, world: int) -> float | None:
+    """Loopback bytes per rank per step over TRAFFIC_STEPS steps (every rank runs them; the
+    barriers around them are a few bytes). None on one process or without a loopback counter."""
+    if world == 1:
+        return None
+    step()  # buffers and communicators set up outside the measurement
+    dist.barrier()
+    before = loopback_received_bytes()
+    for _ in range(TRAFFIC_STEPS):
+        step()
+    dist.barrier()
+    after = loopback_received_bytes()
+    if before is None or after is None:
+        return None
+    return (after - before) / world / TRAFFIC_STEPS
+
+
 def build(width: int, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = build_model(SmallCNNConfig(width=width), 10, 32).to(device)
     return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
 
+def invariant_variant(
+    arguments: argparse.Namespace,
+    device: torch.device,
+    world: int,
+    rank: int,
+    data: tuple[torch.Tensor, torch.Tensor],
+    gather: bool,
+) -> tuple[Step, InvariantStep, nn.Module]:
+    model, optimizer = build(arguments.width, device)
+    per_rank = arguments.per_rank_batch
+    layout = MicroBatchLayout.checked(per_rank * world, per_rank, world, rank)
+    topology = Topology(rank, world, rank, 1, device, "gloo" if world > 1 else None)
+    invariant = InvariantStep(model, InvariantMode(layout, lambda k, j: k * 1000 + j), topology)
+    if gather and world > 1:
+        invariant.exchange = GatherExchange(layout.micro_batches, world, rank)
+    steps = iter(range(1 << 62))
+
+    def step() -> None:
+        invariant.gradients(next(steps), *data, backward=_unused)
+        optimizer.step()
+
+    return step, invariant, model
+
+
 def measure(world: int, rank: int, arguments: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda", rank) if torch.cuda.is_available() else torch.device("cpu")
-    B = arguments.global_batch
-    per_rank = B // world
     generator = torch.Generator().manual_seed(rank)
+    per_rank = arguments.per_rank_batch
     images = torch.randn(per_rank, 3, 32, 32, generator=generator).to(device)
     labels = torch.randint(0, 10, (per_rank,), generator=generator).to(device)
 
@@ -76,23 +139,36 @@ def measure(world: int, rank: int, arguments: argparse.Namespace) -> dict[str, A
         loss.backward()
         plain_optimizer.step()
 
-    variants = {"ddp" if world > 1 else "plain": plain_step}
+    sharded, sharded_step, sharded_model = invariant_variant(
+        arguments, device, world, rank, (images, labels), gather=False
+    )
+    gathered, gathered_step, gathered_model = invariant_variant(
+        arguments, device, world, rank, (images, labels), gather=True
+    )
+    variants = {"ddp" if world > 1 else "plain": plain_step, "invariant sharded": sharded}
+    if world > 1:  # one process exchanges nothing: the two would be the same step
+        variants["invariant all_gather"] = gathered
     parameters = sum(p.numel() for p in plain_model.parameters())
-    received: dict[str, InvariantStep] = {}
-    for micro_batches_per_rank in (1, 2):
-        model, optimizer = build(arguments.width, device)
-        layout = MicroBatchLayout.checked(B, per_rank // micro_batches_per_rank, world, rank)
-        topology = Topology(rank, world, rank, 1, device, "gloo" if world > 1 else None)
-        mode = InvariantMode(layout, lambda k, j: k * 1000 + j)
-        invariant = InvariantStep(model, mode, topology)
-        name = f"invariant {micro_batches_per_rank} x {layout.micro_batch}"
-        variants[name] = stepper(invariant, optimizer, images, labels)
-        received[name] = invariant
+    measured = {name: measured_traffic(step, world) for name, step in variants.items()}
+    counted = {
+        name: invariant.exchange.received_bytes / (1 + TRAFFIC_STEPS)
+        for name, invariant in (
+            ("invariant sharded", sharded_step),
+            ("invariant all_gather", gathered_step),
+        )
+    }
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(arguments.repeats):
-        for name, step in variants.items():
-            times[name].append(timed(step, arguments.steps))
-    ring = int(2 * (world - 1) / world * parameters * 4)
+    if world in arguments.timed_worlds:
+        for _ in range(arguments.repeats):
+            for name, step in variants.items():
+                times[name].append(timed(step, arguments.steps))
+    else:  # the exchanges still take the same steps, for the weights check below
+        for step in (sharded, gathered):
+            for _ in range(arguments.steps):
+                step()
+    same_bits = world == 1 or state_dict_sha256(sharded_model.state_dict()) == state_dict_sha256(
+        gathered_model.state_dict()
+    )
     return {
         "world_size": world,
         "device": str(device),
@@ -100,26 +176,14 @@ def measure(world: int, rank: int, arguments: argparse.Namespace) -> dict[str, A
         "per_rank_batch": per_rank,
         "seconds_per_step": times,
         "bytes_received_per_step": {
-            "all_reduce (ring)": ring,
-            **{name: step.bytes_per_step for name, step in received.items()},
+            "computed": {
+                "ring all_reduce": 2 * (world - 1) / world * parameters * 4,
+                **counted,
+            },
+            "measured": measured,
         },
+        "exchanges_same_weights": same_bits,
     }
-
-
-def stepper(
-    invariant: InvariantStep,
-    optimizer: torch.optim.Optimizer,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-) -> Any:
-    """One invariant optimizer step per call, at increasing step numbers."""
-    steps = iter(range(1 << 62))
-
-    def step() -> None:
-        invariant.gradients(next(steps), images, labels, backward=_unused)
-        optimizer.step()
-
-    return step
 
 
 def _unused(loss: torch.Tensor) -> None:
@@ -127,12 +191,11 @@ def _unused(loss: torch.Tensor) -> None:
 
 
 def worker(arguments: argparse.Namespace) -> None:
-    """One process of the W = 2 measurement (under torchrun), or the W = 1 one."""
+    """One process of a measurement at one world size (under torchrun, or alone for W = 1)."""
     torch.set_num_threads(1)
     world, rank = process_launch().world_size, process_launch().rank
     if world > 1:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     result = measure(world, rank, arguments)
     if world > 1:
         leave_process_group(torch.device(result["device"]))
@@ -151,59 +214,99 @@ def run_world(world: int, argv: list[str]) -> dict[str, Any]:
     return json.loads(line.removeprefix("RESULT "))
 
 
-def table(results: list[dict[str, Any]]) -> list[str]:
+def traffic_table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| W | variant | ms/step (best) | ms/step (median) | vs reference (best) | vs reference (median) | bytes received/step |",
+        "| W | ring all_reduce, computed | ddp, measured | sharded, computed | sharded, measured "
+        "| sharded / ring | all_gather, computed | all_gather, measured | all_gather / ring |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        if result["world_size"] == 1:
+            continue
+        computed = result["bytes_received_per_step"]["computed"]
+        measured = result["bytes_received_per_step"]["measured"]
+        ring = computed["ring all_reduce"]
+        lines.append(
+            f"| {result['world_size']} | {_bytes(ring)} | {_bytes(measured['ddp'])} "
+            f"| {_bytes(computed['invariant sharded'])} "
+            f"| {_bytes(measured['invariant sharded'])} "
+            f"| {computed['invariant sharded'] / ring:.3f}x "
+            f"| {_bytes(computed['invariant all_gather'])} "
+            f"| {_bytes(measured['invariant all_gather'])} "
+            f"| {computed['invariant all_gather'] / ring:.3f}x |"
+        )
+    return lines
+
+
+def time_table(results: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| W | variant | ms/step (best) | ms/step (median) | spread (max/min) "
+        "| vs first row (best) | vs first row (median) |",
         "|---|---|---|---|---|---|---|",
     ]
     for result in results:
         times = result["seconds_per_step"]
         reference = next(iter(times))
+        if not times[reference]:
+            continue
         best_ref, median_ref = min(times[reference]), statistics.median(times[reference])
         for name, values in times.items():
             best, median = min(values), statistics.median(values)
-            sent = result["bytes_received_per_step"].get(name)
-            if name == reference:
-                sent = (
-                    result["bytes_received_per_step"]["all_reduce (ring)"]
-                    if result["world_size"] > 1
-                    else 0
-                )
             lines.append(
                 f"| {result['world_size']} | {name} | {1000 * best:.2f} | {1000 * median:.2f} "
-                f"| {best / best_ref:.3f}x | {median / median_ref:.3f}x | {sent:,} |"
+                f"| {max(values) / best:.2f} | {best / best_ref:.3f}x "
+                f"| {median / median_ref:.3f}x |"
             )
     return lines
 
 
+def _bytes(value: float | None) -> str:
+    return "—" if value is None else f"{value / 1024:,.1f} KiB"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--worlds", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--timed-worlds", type=int, nargs="*", default=[1, 2, 4])
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--global-batch", type=int, default=64)
+    parser.add_argument("--per-rank-batch", type=int, default=32)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--output-dir", default="runs/bench-invariance")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
-    if arguments.global_batch % 4:
-        parser.error("--global-batch must be a multiple of 4")
+    if any(world < 1 or world & (world - 1) for world in arguments.worlds):
+        parser.error("--worlds: powers of two (each rank's block must be a node of the tree)")
     if arguments.worker:
         worker(arguments)
         return
     argv = [
         f"--steps={arguments.steps}",
         f"--repeats={arguments.repeats}",
-        f"--global-batch={arguments.global_batch}",
+        f"--per-rank-batch={arguments.per_rank_batch}",
         f"--width={arguments.width}",
+        "--timed-worlds",
+        *map(str, arguments.timed_worlds),
     ]
-    results = [run_world(2, argv), run_world(1, argv)]
+    worlds = sorted(set(arguments.worlds) | set(arguments.timed_worlds))
+    results = []
+    for world in worlds:
+        print(f"W={world} ...", flush=True)
+        results.append(run_world(world, argv))
+    first = results[0]
     lines = [
-        f"global batch {arguments.global_batch}, model smallcnn width {arguments.width} "
-        f"({results[0]['parameters']:,} parameters), {results[0]['device']}, one thread per "
-        f"process, {arguments.repeats} interleaved repeats of {arguments.steps} steps; "
-        "reference = the first row of each W",
+        f"smallcnn width {arguments.width} ({first['parameters']:,} parameters), "
+        f"{arguments.per_rank_batch} samples per rank per step, {first['device']}, one thread "
+        f"per process; traffic: bytes received per rank per step (measured: loopback over "
+        f"{TRAFFIC_STEPS} steps); time: {arguments.repeats} interleaved repeats of "
+        f"{arguments.steps} steps",
         "",
-        *table(results),
+        *traffic_table(results),
+        "",
+        *time_table(results),
+        "",
+        "both exchanges end with the same weights: "
+        + ("yes" if all(r["exchanges_same_weights"] for r in results) else "NO"),
     ]
     output = Path(arguments.output_dir)
     output.mkdir(parents=True, exist_ok=True)

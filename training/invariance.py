@@ -9,8 +9,9 @@ mode does instead (each piece was measured to be necessary):
 - The summation order: all_reduce adds in an order that depends on W (and on the algorithm).
   Here per-micro-batch gradients are added over one balanced binary tree on [0, M), split at the
   midpoint: each rank sums its own block, which is a node of that tree, locally; the partial sums
-  are exchanged with all_gather (which moves bytes and adds nothing) and every rank adds them over
-  the tree's upper levels. The same tree gives the same bits whatever W is.
+  are exchanged (training/exchange.py: an all_to_all of shards, each rank adds its shard over the
+  tree's upper levels, an all_gather of the results; both move bytes and add nothing) with the
+  traffic of a ring all-reduce. The same tree gives the same bits whatever W is.
 - Forward randomness: dropout for micro-batch j of step k comes from the plan's `microbatch`
   stream at (k, j), never from a per-rank stream.
 - BatchNorm running statistics: each micro-batch normalises with its own statistics; the running
@@ -31,62 +32,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from foundation.errors import UserError
 from training.determinism import Precision
+from training.exchange import Exchange, NoExchange, ShardedExchange
+from training.reduction_tree import Node, rank_block, serving_world_sizes, tree_sum
 from training.steps import Backward, StepResult
 from training.topology import Topology, all_gather_objects
 
 INTRA_OP_THREADS = 1  # what torchrun gives every worker; the same for a single process here
-
-Node = tuple[int, int]  # [lo, hi) over micro-batch indices
-
-
-def split(lo: int, hi: int) -> int:
-    return (lo + hi) // 2
-
-
-def tree_nodes(lo: int, hi: int) -> set[Node]:
-    """Every node of the halving tree on [lo, hi)."""
-    nodes = {(lo, hi)}
-    if hi - lo > 1:
-        mid = split(lo, hi)
-        nodes |= tree_nodes(lo, mid) | tree_nodes(mid, hi)
-    return nodes
-
-
-def rank_block(micro_batches: int, world_size: int, rank: int) -> Node:
-    per_rank = micro_batches // world_size
-    return rank * per_rank, (rank + 1) * per_rank
-
-
-def serving_world_sizes(micro_batches: int) -> list[int]:
-    """The world sizes whose rank blocks are all nodes of the tree on [0, micro_batches)."""
-    nodes = tree_nodes(0, micro_batches)
-    return [
-        world
-        for world in range(1, micro_batches + 1)
-        if micro_batches % world == 0
-        and all(rank_block(micro_batches, world, r) in nodes for r in range(world))
-    ]
-
-
-def tree_sum(
-    lo: int, hi: int, leaf: Callable[[int], torch.Tensor], known: dict[Node, torch.Tensor]
-) -> torch.Tensor:
-    """The sum over [lo, hi) in tree order: a node in `known` is taken as it is, a leaf is
-    computed by `leaf(j)` (in index order, depth first: at most log2(M) partial sums live)."""
-    if (lo, hi) in known:
-        return known[(lo, hi)]
-    if hi - lo == 1:
-        return leaf(lo)
-    mid = split(lo, hi)
-    left = tree_sum(lo, mid, leaf, known)
-    return left + tree_sum(mid, hi, leaf, known)
 
 
 @dataclass(frozen=True)
@@ -253,10 +210,14 @@ class InvariantStep:
         self.layout = mode.layout
         self.micro_batch_seed = mode.micro_batch_seed
         self.topology = topology
-        self.distributed = mode.layout.world_size > 1
-        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.groups = parameter_groups(model)
         self.batchnorm = BatchNormReplay(model)
-        self.bytes_per_step = 0  # what all_gather brings to this rank, for the benchmark
+        layout = mode.layout
+        self.exchange: Exchange = (
+            ShardedExchange(layout.micro_batches, layout.world_size, layout.rank)
+            if layout.world_size > 1
+            else NoExchange()
+        )
 
     def gradients(
         self, step: int, images: torch.Tensor, labels: torch.Tensor, backward: Backward
@@ -276,11 +237,12 @@ class InvariantStep:
         self.batchnorm.begin_step()
         captured: list[torch.Tensor] = []
 
-        def leaf(j: int) -> torch.Tensor:
+        def leaf(j: int) -> list[torch.Tensor]:
             local = slice((j - lo) * b, (j - lo + 1) * b)
             torch.manual_seed(self.micro_batch_seed(step, j))
-            for parameter in self.parameters:
-                parameter.grad = None
+            for group in self.groups:
+                for parameter in group:
+                    parameter.grad = None
             with torch.enable_grad():
                 logits = self.model(images[local])
                 loss = F.cross_entropy(logits, labels[local])
@@ -288,36 +250,32 @@ class InvariantStep:
             captured.append(self.batchnorm.capture())
             with torch.no_grad():
                 correct = (logits.argmax(dim=1) == labels[local]).sum()
-                grads = [
-                    torch.zeros_like(p).reshape(-1) if p.grad is None else p.grad.reshape(-1)
-                    for p in self.parameters
+                counters = [loss.detach().reshape(1).float(), correct.reshape(1).float()]
+                return [
+                    torch.cat([*_flat_gradients(group), *(counters if index == 0 else [])])
+                    for index, group in enumerate(self.groups)
                 ]
-                return torch.cat([*grads, loss.detach().reshape(1), correct.reshape(1).float()])
 
         with torch.no_grad():
-            partial = tree_sum(lo, hi, leaf, {})
-            stats = torch.cat([partial, *captured])
-            gathered = self._all_gather(stats)
-            size = partial.numel()
-            known = {
-                rank_block(layout.micro_batches, layout.world_size, r): g[:size]
-                for r, g in enumerate(gathered)
-            }
-            total = tree_sum(0, layout.micro_batches, _no_leaf, known)
+            mine = tree_sum(lo, hi, leaf, {}, add=_add_each)
+            stats = torch.cat(captured) if captured else torch.zeros(0)
+            totals, every_stats = self.exchange(mine, stats)
             per_micro = self.batchnorm.stats_size
-            all_stats = [
-                g[size + i * per_micro : size + (i + 1) * per_micro]
-                for g in gathered
-                for i in range(hi - lo)
-            ]
-            self.batchnorm.finish_step(all_stats)
-            mean = total / layout.micro_batches
-            offset = 0
-            for parameter in self.parameters:
-                count = parameter.numel()
-                parameter.grad = mean[offset : offset + count].view_as(parameter).clone()
-                offset += count
-        return StepResult(mean[offset], total[offset + 1], layout.global_batch)
+            self.batchnorm.finish_step(
+                [
+                    every_stats[i * per_micro : (i + 1) * per_micro]
+                    for i in range(layout.micro_batches)
+                ]
+            )
+            means = [total / layout.micro_batches for total in totals]
+            for group, mean in zip(self.groups, means, strict=True):
+                offset = 0
+                for parameter in group:
+                    count = parameter.numel()
+                    parameter.grad = mean[offset : offset + count].view_as(parameter).clone()
+                    offset += count
+            counted = sum(parameter.numel() for parameter in self.groups[0])
+        return StepResult(means[0][counted], totals[0][counted + 1], layout.global_batch)
 
     def epoch_sums(self, sums: torch.Tensor) -> list[float]:
         """Already the sums of the global batches, the same on every rank."""
@@ -343,14 +301,20 @@ class InvariantStep:
         while training: a checkpoint of another world size continues from rank 0's."""
         return 0
 
-    def _all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
-        if not self.distributed:
-            return [tensor]
-        gathered = [torch.empty_like(tensor) for _ in range(self.layout.world_size)]
-        dist.all_gather(gathered, tensor)
-        self.bytes_per_step = tensor.numel() * tensor.element_size() * (self.layout.world_size - 1)
-        return gathered
+
+def parameter_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """The trained parameters by dtype, float32 first (it also carries the loss and the correct
+    count), in model order within each: one vector per dtype travels between the ranks."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    dtypes = [torch.float32, *sorted({p.dtype for p in trained} - {torch.float32}, key=str)]
+    return [[p for p in trained if p.dtype == dtype] for dtype in dtypes]
 
 
-def _no_leaf(j: int) -> torch.Tensor:
-    raise AssertionError(f"micro-batch {j} belongs to a rank block; the gather should hold it")
+def _flat_gradients(group: list[nn.Parameter]) -> list[torch.Tensor]:
+    return [
+        torch.zeros_like(p).reshape(-1) if p.grad is None else p.grad.reshape(-1) for p in group
+    ]
+
+
+def _add_each(left: list[torch.Tensor], right: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [a + b for a, b in zip(left, right, strict=True)]

@@ -90,3 +90,23 @@ def test_fault_check_benchmark_reports_its_numbers(tmp_path: Path) -> None:
     assert set(report["steps"]) == {"none", "log_steps", "every_step"}
     assert report["vote"]["world_size"] == 2 and report["vote"]["vote_us"] > 0
     assert "vote at W=2" in done.stdout
+
+
+def test_invariance_benchmark_reports_traffic_and_time(tmp_path: Path) -> None:
+    small = ["--worlds", "2", "--timed-worlds", "2", "--steps", "2", "--repeats", "1"]
+    small += ["--width", "4", "--per-rank-batch", "8", "--output-dir", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.bench_invariance", *small],
+        cwd=REPO_ROOT,
+        env=launch_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads((tmp_path / "bench-invariance.json").read_text())
+    assert set(result["seconds_per_step"]) == {"ddp", "invariant sharded", "invariant all_gather"}
+    computed = result["bytes_received_per_step"]["computed"]
+    assert computed["invariant sharded"] <= 1.1 * computed["ring all_reduce"]
+    assert result["exchanges_same_weights"] is True
+    assert "both exchanges end with the same weights: yes" in done.stdout

@@ -18,6 +18,7 @@ from tests.conftest import (
     ReferenceRuns,
     RunResult,
     assert_same_weights,
+    free_port,
     run_command,
     run_train,
     start_command,
@@ -206,11 +207,7 @@ def two_node_command(node_rank: int, port: int, *args: str) -> list[str]:
 
 def run_two_nodes(*args: str) -> list[subprocess.CompletedProcess[str]]:
     """Two torchrun agents on 127.0.0.1, each one 'node' with one process."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     agents = [start_command(two_node_command(rank, port, *args)) for rank in (0, 1)]
     results = []
     for agent in agents:

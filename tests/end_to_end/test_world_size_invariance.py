@@ -1,13 +1,19 @@
-"""The world-size-invariant mode: the same bits on 1, 2 or 4 gloo processes, resumed across them.
+"""The world-size-invariant mode: the same bits on 1, 2, 4 or 8 gloo processes, resumed across
+them, and on an elastic job that loses a node.
 
-The job: 384 samples in global batches of 32 cut into micro-batches of 8 (M = 4, so W = 1, 2, 4
-are served), 12 steps per epoch, 2 epochs, the default model (BatchNorm and dropout).
+The job: 384 samples in global batches of 32 cut into micro-batches of 4 (M = 8, so W = 1, 2, 4,
+8 are served), 12 steps per epoch, 2 epochs, the default model (BatchNorm and dropout).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +22,23 @@ import torch
 
 from runtime.provenance import state_dict_sha256
 from runtime.rundir import benchmark_directory, read_json
-from tests.conftest import TINY, RunResult, run_command, run_train
+from tests.conftest import (
+    REPO_ROOT,
+    TINY,
+    RunResult,
+    descendants,
+    free_port,
+    launch_env,
+    run_command,
+    run_train,
+    signal_all,
+)
 
 pytestmark = pytest.mark.slow
 
 INVARIANT = (
     "data.global_batch_size=32",
-    "trainer.micro_batch_size=8",
+    "trainer.micro_batch_size=4",
     "trainer.world_size_invariant=true",
 )
 
@@ -62,11 +78,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
 
 @pytest.mark.parametrize(
     ("nproc", "profile", "workers"),
-    # With the reference (1 process, debug, 0 workers) and the resume test below (4, then 2,
-    # then 1 process, debug): 1, 2 and 4 processes, debug and eval, 0 and 2 workers.
-    [(2, "debug", 2), (4, "eval", 0)],
+    # With the reference (1 process, debug, 0 workers) and the resume test below (8, then 2,
+    # then 1 process, debug): 1, 2, 4 and 8 processes, debug and eval, 0 and 2 workers.
+    [(2, "debug", 2), (4, "eval", 0), (8, "eval", 0)],
 )
-def test_weights_buffers_optimizer_and_metrics_equal_for_1_2_4_processes(
+def test_weights_buffers_optimizer_and_metrics_equal_for_1_2_4_8_processes(
     reference: RunResult, tmp_path: Path, nproc: int, profile: str, workers: int
 ) -> None:
     run = invariant_run(tmp_path, nproc, "--profile", profile, f"data.num_workers={workers}")
@@ -75,16 +91,16 @@ def test_weights_buffers_optimizer_and_metrics_equal_for_1_2_4_processes(
     assert logged(run) == logged(reference)
     assert run.manifest()["world_size"] == nproc
     invariance = run.manifest()["world_size_invariance"]
-    assert invariance["micro_batches"] == 4 and invariance["serving_world_sizes"] == [1, 2, 4]
+    assert invariance["micro_batches"] == 8 and invariance["serving_world_sizes"] == [1, 2, 4, 8]
     assert invariance["intra_op_threads"] == 1
     assert run.manifest()["determinism"]["environment"]["torch_num_threads"] == 1
     assert any("world-size invariant" in n for n in run.manifest()["determinism"]["notes"])
 
 
-def test_resume_4_then_2_then_1_processes_mid_epoch_equals_uninterrupted(
+def test_resume_8_then_2_then_1_processes_mid_epoch_equals_uninterrupted(
     reference: RunResult, tmp_path: Path
 ) -> None:
-    invariant_run(tmp_path, 4, "trainer.max_steps=5")  # stops in epoch 0, batch 5 of 12
+    invariant_run(tmp_path, 8, "trainer.max_steps=5")  # stops in epoch 0, batch 5 of 12
     second = invariant_run(tmp_path, 2, "trainer.max_steps=17", "--resume", "auto")
     assert second.manifest()["resumed_from_step"] == 5
     last = invariant_run(tmp_path, 1, "--resume", "auto")
@@ -118,9 +134,9 @@ def test_a_world_size_the_mode_cannot_serve_is_refused_naming_those_that_work(
     errors = [line for line in refused.process.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
         "error: trainer.world_size_invariant: 3 processes cannot share "
-        "data.global_batch_size=32 in micro-batches of trainer.micro_batch_size=8 "
-        "(4 micro-batches, each rank a subtree of one summation tree); world sizes that work: "
-        "1, 2, 4"
+        "data.global_batch_size=32 in micro-batches of trainer.micro_batch_size=4 "
+        "(8 micro-batches, each rank a subtree of one summation tree); world sizes that work: "
+        "1, 2, 4, 8"
     ]
     assert "Traceback" not in refused.process.stdout and 'train.py", line' not in refused.output
     assert not any(tmp_path.iterdir())
@@ -160,3 +176,87 @@ def test_benchmark_aggregates_are_identical_with_1_and_2_processes(tmp_path: Pat
     assert [s["weights_sha256"] for s in reports[1]["seeds"]] == [
         s["weights_sha256"] for s in reports[2]["seeds"]
     ]
+
+
+def elastic_agent(output: Path, port: int, node: int, log: Path) -> subprocess.Popen:
+    """One torchrun agent of an elastic job of 1 to 2 'nodes' of 2 processes on loopback.
+
+    Node 0 hosts the rendezvous store (it must outlive the other) and has address 127.0.0.1, node
+    1 127.0.0.2: torchrun orders ranks by address, so rank 0 is on node 0; a restarted worker
+    group resumes from the newest checkpoint by itself (TORCHELASTIC_RESTART_COUNT > 0). A step
+    sleeps 0.3 s (the same numbers), so that the test can act while the job runs.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1:2",
+        "--nproc_per_node=2",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        "--rdzv-id=elastic",
+        f"--rdzv-conf=is_host={str(node == 0).lower()},last_call_timeout=3",
+        f"--local-addr=127.0.0.{node + 1}",
+        "--max-restarts=2",
+        "--monitor-interval=0.5",
+        "tests/helpers/planted_train.py",
+        "--output-dir",
+        str(output),
+        *TINY,
+        *INVARIANT,
+        "trainer.checkpoint_every_steps=3",
+    ]
+    with log.open("w") as sink:
+        return subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=launch_env({"PLANTED_SLEEP_PER_STEP": "0.3"}),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def test_elastic_job_loses_a_node_and_ends_equal_to_uninterrupted(
+    reference: RunResult, tmp_path: Path
+) -> None:
+    """torchrun --nnodes=1:2, two agents: one is killed (SIGKILL, with its workers) after the
+    first checkpoint; the other restarts its workers, W = 4 becomes W = 2, and the run ends with
+    the bits of the uninterrupted one-process run."""
+    output, port = tmp_path / "run", free_port()
+    logs = [tmp_path / "agent-0.log", tmp_path / "agent-1.log"]
+    survivor = elastic_agent(output, port, node=0, log=logs[0])
+    time.sleep(1.0)  # the store is up before the second agent looks for it
+    lost = elastic_agent(output, port, node=1, log=logs[1])
+    try:
+        wait_for(lambda: any(output.glob("**/checkpoints/step-*.pt")), survivor, lost, 180)
+        signal_all([*descendants(lost.pid), lost.pid], signal.SIGKILL)  # the node is gone
+        lost.wait()
+        survivor.wait(timeout=240)
+    finally:
+        signal_all([*descendants(survivor.pid), survivor.pid], signal.SIGKILL)
+    log = logs[0].read_text()
+    assert survivor.returncode == 0, log[-4000:]
+    starts = re.findall(r"(\d+) process\(es\) on (\d+) node\(s\)", log)  # rank 0's first line
+    assert starts == [("4", "2"), ("2", "1")], starts
+    assert "went away" in log  # the first worker group stopped on the lost ranks, by itself
+    resumed = RunResult(subprocess.CompletedProcess([], 0, log, ""), output)
+    manifest = resumed.manifest()
+    assert manifest["world_size"] == 2 and manifest["resumed_from_step"] >= 3
+    assert fingerprint(resumed) == fingerprint(reference)
+    assert logged(resumed) == logged(reference)
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    survivor: subprocess.Popen,
+    other: subprocess.Popen,
+    timeout: float,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if survivor.poll() is not None or other.poll() is not None:
+            raise AssertionError("an agent ended before the first checkpoint")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no checkpoint after {timeout:.0f} s")
+        time.sleep(0.2)

@@ -8,13 +8,8 @@ import torch
 from torch import nn
 
 from foundation.errors import UserError
-from training.invariance import (
-    BatchNormReplay,
-    MicroBatchLayout,
-    rank_block,
-    serving_world_sizes,
-    tree_sum,
-)
+from training.invariance import BatchNormReplay, MicroBatchLayout, parameter_groups
+from training.reduction_tree import rank_block, serving_world_sizes, tree_sum
 
 
 def test_served_world_sizes_are_those_whose_blocks_are_subtrees() -> None:
@@ -72,3 +67,16 @@ def test_batchnorm_replay_equals_one_process_seeing_the_micro_batches_in_order()
     assert int(replayed.num_batches_tracked) == 4
     torch.testing.assert_close(replayed.running_mean, sequential.running_mean)
     torch.testing.assert_close(replayed.running_var, sequential.running_var)
+
+
+def test_parameters_travel_as_one_vector_per_dtype_float32_first_in_model_order() -> None:
+    model = nn.Sequential(nn.Linear(2, 2).double(), nn.Linear(2, 3), nn.Linear(3, 1).bfloat16())
+    model[1].bias.requires_grad_(False)  # frozen parameters do not travel
+    groups = parameter_groups(model)
+    assert [[p.dtype for p in group] for group in groups] == [
+        [torch.float32],
+        [torch.bfloat16, torch.bfloat16],
+        [torch.float64, torch.float64],
+    ]
+    assert groups[0][0] is model[1].weight
+    assert groups[2][0] is model[0].weight and groups[2][1] is model[0].bias
