@@ -60,7 +60,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup train docs verify benchmark compare bench-speed bench-invariance bench-health diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
+.PHONY: help setup train docs verify benchmark compare bench-speed bench-invariance bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -112,8 +112,12 @@ bench-seeding: $(STAMP) ## Measure per-sample augmentation seeding (us/sample, s
 bench-speed: $(STAMP) ## Template vs a plain PyTorch loop, per profile (samples/s, first step): writes runs/bench-speed/
 	$(PY) -m tools.speed $(ARGS)
 
-bench-invariance: $(STAMP) ## World-size-invariant mode vs DDP: ms/step and bytes per step at W=2 and W=1
+bench-invariance: $(STAMP) ## World-size-invariant mode vs DDP: bytes per rank per step at W=2,4,8; ms/step at W=1,2,4
 	$(PY) -m tools.bench_invariance $(ARGS)
+
+DEVICE      ?= cuda
+gpu-check: $(STAMP) ## Every GPU check in one call (<= 8 min), writes runs/gpu-check/gpu-check.json: make gpu-check [DEVICE=cpu QUICK=1]
+	$(PY) -m tools.gpu_check --device $(DEVICE) $(if $(QUICK),--quick) $(ARGS)
 
 bench-health: $(STAMP) ## Cost of the fault checks: ms/step without them, production, debug; the vote at W=2
 	$(PY) -m tools.bench_health $(ARGS)

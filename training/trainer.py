@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -171,6 +172,10 @@ class Trainer:
         self.horizon = config.epochs * self.batches_per_epoch()
         self.scheduler, self.lr_factor = build_scheduler(self.optimizer, optim, self.horizon)
         self.scaler = torch.amp.GradScaler("cuda") if precision.amp == torch.float16 else None
+        if self.scaler is not None:
+            # A step the scaler skips calls no optimizer.step(); the schedule counts steps,
+            # skipped or not, so torch's warning about the order is noise here.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
         self.position = Position()
         self.totals = EpochTotals.zeros(self.device)
         self._evaluated: tuple[int, dict[str, float]] | None = None  # (step, metrics)
