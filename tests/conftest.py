@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,14 +197,55 @@ def weights_differ(first: dict[str, torch.Tensor], second: dict[str, torch.Tenso
     return any(not torch.equal(first[name], second[name]) for name in first)
 
 
+def copy_of_repository(destination: Path, *also: str) -> Path:
+    """What a fresh clone would hold (what git tracks, and new files it does not ignore), plus
+    the ignored paths `also` names, copied to `destination`: a repository a test may edit."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in [*listed, *also]:
+        if name and (REPO_ROOT / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, destination / name)
+    return destination
+
+
+def shared_directory(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder every pytest-xdist worker of this session sees (each worker's own temporary
+    folder sits in one per-session folder); without xdist, this session's own."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.getbasetemp().parent / name
+    return tmp_path_factory.getbasetemp() / name
+
+
+def built_once(folder: Path, build: Callable[[Path], None]) -> Path:
+    """`build(folder)` once for the whole session, whichever worker asks first; the others wait
+    for it (a file lock) and reuse its result. A build that failed left no `.done` mark and is
+    redone from scratch by the next one to ask."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    done = folder.with_name(folder.name + ".done")
+    with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 class ReferenceRuns:
     """Uninterrupted runs of the tiny job, each trained once per test session on first use.
 
     Why shared: most guarantees compare a run made under changed conditions (resumed, other
     workers, another world size, a fault survived) with the same job left alone. Neither the
     number of DataLoader workers nor the checkpoint frequency changes a single number (both
-    proved below), so one uninterrupted run per (processes, profile) serves every such test.
-    Tests read these runs and never write into them."""
+    proved below), so one uninterrupted run per (processes, profile) serves every such test,
+    on every xdist worker (`built_once`). Tests read these runs and never write into them."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -209,14 +254,25 @@ class ReferenceRuns:
     def tiny(self, nproc: int = 1, profile: str = "debug") -> RunResult:
         key = (nproc, profile)
         if key not in self._runs:
-            output = self.root / f"tiny-{nproc}-{profile}"
-            self._runs[key] = run_train(output, "--profile", profile, nproc=nproc)
+            folder = built_once(self.root / f"tiny-{nproc}-{profile}", self._train(nproc, profile))
+            process = json.loads((folder / "process.json").read_text())
+            self._runs[key] = RunResult(subprocess.CompletedProcess(**process), folder / "run")
         return self._runs[key]
+
+    @staticmethod
+    def _train(nproc: int, profile: str) -> Callable[[Path], None]:
+        def train(folder: Path) -> None:
+            run = run_train(folder / "run", "--profile", profile, nproc=nproc)
+            fields = ("args", "returncode", "stdout", "stderr")
+            process = {field: getattr(run.process, field) for field in fields}
+            (folder / "process.json").write_text(json.dumps(process))
+
+        return train
 
 
 @pytest.fixture(scope="session")
 def references(tmp_path_factory: pytest.TempPathFactory) -> ReferenceRuns:
-    return ReferenceRuns(tmp_path_factory.mktemp("references"))
+    return ReferenceRuns(shared_directory(tmp_path_factory, "references"))
 
 
 def benchmark_command(
@@ -242,12 +298,14 @@ def benchmark_command(
 def local_benchmark(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Seeds 0, 1, 2 of the tiny job through the local pool (2 at once): the output folder.
     The SLURM launcher's report must aggregate to the same numbers (packaging/test_slurm.py)."""
-    output = tmp_path_factory.mktemp("local-benchmark")
-    done = run_command(
-        benchmark_command(output, "0", "1", "2", options=("--jobs", "2")), timeout=600
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return output
+
+    def run(output: Path) -> None:
+        done = run_command(
+            benchmark_command(output, "0", "1", "2", options=("--jobs", "2")), timeout=600
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    return built_once(shared_directory(tmp_path_factory, "local-benchmark"), run)
 
 
 @pytest.fixture

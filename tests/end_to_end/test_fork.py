@@ -1,18 +1,18 @@
 """The fork guide's worked example, for real: its dataset and model (README "Fork guide", the
-two code blocks) written into a copy of the repository, then `make test-fast` and `make verify`
-there. Nothing outside data/ and models/ is edited."""
+two code blocks) written into a copy of the repository, then the unit tests (where the dataset
+and model contract tests live: `make test-fast TESTS=tests/unit`) and `make verify` there.
+Nothing outside data/ and models/ is edited."""
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, launch_env
+from tests.conftest import REPO_ROOT, copy_of_repository, launch_env
 
 pytestmark = pytest.mark.slow
 
@@ -22,17 +22,7 @@ EXAMPLE = re.compile(r"<!-- fork example: (?P<path>\S+) -->\n```python\n(?P<code
 def fork(destination: Path) -> Path:
     """A copy of the repository (what git tracks, and new files it does not ignore), with the
     guide's files added and the venv shared."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        if (REPO_ROOT / name).is_file():
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO_ROOT / name, destination / name)
+    copy_of_repository(destination)
     (destination / ".venv").symlink_to(REPO_ROOT / ".venv")
     examples = EXAMPLE.findall((REPO_ROOT / "README.md").read_text())
     assert [path for path, _ in examples] == ["data/npz.py", "models/mlp.py"]
@@ -53,7 +43,9 @@ def test_the_guide_s_dataset_and_model_pass_the_template_s_tests_and_its_matrix(
     tmp_path: Path,
 ) -> None:
     repo = fork(tmp_path / "fork")
-    fast = in_fork(repo, "make", "test-fast", "PYTEST_ARGS=-q -p no:cacheprovider -rA")
+    fast = in_fork(
+        repo, "make", "test-fast", "TESTS=tests/unit", "PYTEST_ARGS=-q -p no:cacheprovider -rA"
+    )
     assert fast.returncode == 0, fast.stdout[-3000:] + fast.stderr[-2000:]
     for contract in (  # the template's contract tests picked the fork's dataset and model up
         "test_dataset_contract.py::test_a_dataset_gives_what_the_template_relies_on[npz]",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from runtime.rundir import find_one_run
-from tests.conftest import REPO_ROOT, TINY, ReferenceRuns
+from tests.conftest import REPO_ROOT, TINY, ReferenceRuns, copy_of_repository
 
 IMAGE = "reproducible-ddp-template:test"
 
@@ -156,19 +156,8 @@ def test_the_fast_tests_pass_inside_the_image(image: str, tmp_path: Path) -> Non
 def test_a_code_only_change_reuses_the_package_layer(
     image: str, standin_base: str, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "repo"
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
     wheels = [p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "wheelhouse").glob("*.whl")]
-    for name in [*listed, *wheels]:
-        if name and (REPO_ROOT / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO_ROOT / name, copy / name)
+    copy = copy_of_repository(tmp_path / "repo", *wheels)
     with (copy / "train.py").open("a") as stream:
         stream.write("# a code-only change\n")
     started = time.monotonic()

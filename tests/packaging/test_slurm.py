@@ -102,7 +102,7 @@ def test_a_job_stopped_by_slurm_requeues_itself_and_ends_as_if_uninterrupted(
         "NPROC": "2",
         "OUTPUT_DIR": str(tmp_path),
         "TRAIN_SCRIPT": "tests/helpers/planted_train.py",
-        "PLANTED_SLEEP_PER_STEP": "0.5",  # slower, the same numbers
+        "PLANTED_SLEEP_PER_STEP": "0.3",  # slower, the same numbers
     }
     log = tmp_path / "job.out"
     job = submit(env, log, *TINY, "trainer.checkpoint_every_steps=2")
