@@ -9,31 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, launch_env
+from tests.conftest import run_command
 
 pytestmark = pytest.mark.slow
 
 
+def tool(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python -m tools.<name> ARGS` in the launch environment, as its make target runs it."""
+    return run_command([sys.executable, "-m", f"tools.{name}", *args], timeout=timeout)
+
+
 def test_per_sample_seeding_benchmark_reports_its_numbers(tmp_path: Path) -> None:
     out = tmp_path / "seeding.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tools.bench_seeding",
-            "--samples",
-            "300",
-            "--repeats",
-            "1",
-            "--json",
-            str(out),
-        ],
-        cwd=REPO_ROOT,
-        env=launch_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = tool("bench_seeding", "--samples", "300", "--repeats", "1", "--json", str(out))
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     assert {
@@ -46,27 +34,9 @@ def test_per_sample_seeding_benchmark_reports_its_numbers(tmp_path: Path) -> Non
 
 
 def test_speed_benchmark_compares_profiles_with_the_plain_loop(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tools.speed",
-            "--repeats",
-            "1",
-            "--epochs",
-            "1",
-            "--output-dir",
-            str(tmp_path),
-            "data.synthetic.train_size=128",
-            "data.synthetic.val_size=64",
-            "model.width=8",
-        ],
-        cwd=REPO_ROOT,
-        env=launch_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    small = ["--repeats", "1", "--epochs", "1", "--output-dir", str(tmp_path)]
+    small += ["data.synthetic.train_size=128", "data.synthetic.val_size=64", "model.width=8"]
+    done = tool("speed", *small, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads((tmp_path / "benchmark-speed.json").read_text())
     assert set(result["runs"]) == {"plain", "production", "eval", "debug"}
@@ -77,14 +47,7 @@ def test_speed_benchmark_compares_profiles_with_the_plain_loop(tmp_path: Path) -
 
 def test_fault_check_benchmark_reports_its_numbers(tmp_path: Path) -> None:
     small = ["--steps", "2", "--repeats", "1", "--batch", "8", "--width", "4"]
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.bench_health", *small, "--output-dir", str(tmp_path)],
-        cwd=REPO_ROOT,
-        env=launch_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = tool("bench_health", *small, "--output-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "bench-health.json").read_text())
     assert set(report["steps"]) == {"none", "log_steps", "every_step"}
@@ -95,14 +58,7 @@ def test_fault_check_benchmark_reports_its_numbers(tmp_path: Path) -> None:
 def test_invariance_benchmark_reports_traffic_and_time(tmp_path: Path) -> None:
     small = ["--worlds", "2", "--timed-worlds", "2", "--steps", "2", "--repeats", "1"]
     small += ["--width", "4", "--per-rank-batch", "8", "--output-dir", str(tmp_path)]
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.bench_invariance", *small],
-        cwd=REPO_ROOT,
-        env=launch_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = tool("bench_invariance", *small)
     assert done.returncode == 0, done.stderr
     (result,) = json.loads((tmp_path / "bench-invariance.json").read_text())
     assert set(result["seconds_per_step"]) == {"ddp", "invariant sharded", "invariant all_gather"}

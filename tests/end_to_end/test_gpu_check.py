@@ -4,27 +4,20 @@ runs in its one call keeps working; and its refusal to pretend where there is no
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, launch_env
+from tests.conftest import run_command
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_cpu_rehearsal_runs_every_line_and_writes_the_report(tmp_path: Path) -> None:
-    done = subprocess.run(
-        ["make", "gpu-check", "DEVICE=cpu", "QUICK=1", f"ARGS=--output-dir {tmp_path}"],
-        cwd=REPO_ROOT,
-        env=launch_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    rehearsal = ["make", "gpu-check", "DEVICE=cpu", "QUICK=1", f"ARGS=--output-dir {tmp_path}"]
+    done = run_command(rehearsal)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu-check.json").read_text())
     results = {line["name"]: line["result"] for line in report["lines"]}
@@ -51,14 +44,7 @@ def test_the_cpu_rehearsal_runs_every_line_and_writes_the_report(tmp_path: Path)
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine has a device to check")
 def test_without_cuda_the_gpu_check_refuses_in_one_line(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.gpu_check", "--output-dir", str(tmp_path)],
-        cwd=REPO_ROOT,
-        env=launch_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_command([sys.executable, "-m", "tools.gpu_check", "--output-dir", str(tmp_path)])
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
         "error: --device cuda: no CUDA device here; rehearse with make gpu-check DEVICE=cpu QUICK=1"
