@@ -137,6 +137,11 @@ class RunRecorder:
             "versions": self.manifest["versions"],
         }
 
+    def flush_logs(self) -> None:
+        """Before a checkpoint: metrics.jsonl rows are on disk as they are logged, TensorBoard's
+        are queued in memory; a resume from the checkpoint must find both up to its step."""
+        self.logger.flush()
+
     def say(self, message: str) -> None:
         if self.group.is_main:
             if self.progress is not None:

@@ -54,6 +54,7 @@ class RunSession:
         self.vote = HealthVote(group, watch, self.signals, recorder.writes)
         self.writes = recorder.writes
         self.nondeterminism = NondeterminismRecorder()
+        self.stop_signal = 0  # what the last vote reported (0: none), acted on in after_step
         if group.is_main:
             checkpoints.open_for_writing(recorder.checkpoint_provenance())
 
@@ -114,16 +115,19 @@ class RunSession:
         self.group.leave()
 
     # ----------------------------------------------------------------- StepBoundary
-    def after_step(
-        self, position: Position, trainer: Stateful, *, reports: bool, epoch_ends: bool
-    ) -> None:
+    def check_step(self, position: Position, *, reports: bool, epoch_ends: bool) -> None:
+        """The vote: a broken step stops every rank before it is reported. A stop signal is
+        kept for `after_step`, which checkpoints the step once its rows are logged."""
         due = self.checkpoints.due(position, epoch_ends)
         verdict = self.vote(position, read_finite=self.read_every_step or reports or due)
-        if verdict.stop_signal:
+        self.stop_signal = verdict.stop_signal
+
+    def after_step(self, position: Position, trainer: Stateful, *, epoch_ends: bool) -> None:
+        if self.stop_signal:
             self._save(position, trainer)
             where = f"step {position.step} (epoch {position.epoch})"
-            raise Interrupted.by(verdict.stop_signal, where)
-        if due:
+            raise Interrupted.by(self.stop_signal, where)
+        if self.checkpoints.due(position, epoch_ends):
             self._save(position, trainer)
 
     def after_epoch(self, position: Position, trainer: Stateful) -> None:
@@ -142,6 +146,7 @@ class RunSession:
             self.vote(position, read_finite=True)
         with self.group.guard("gathering the checkpoint of step {step}", position.step):
             state = trainer.state_dict()
+        self.recorder.flush_logs()
         with self.writes.guarded(self.checkpoints.path_of(position.step)):
             self.checkpoints.save(position, state, write=self.group.is_main)
         self.vote(position, read_finite=False)

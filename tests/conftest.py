@@ -101,6 +101,11 @@ class RunResult:
     def metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
         return self.run.read_metrics(kind)
 
+    def logged(self) -> list[dict[str, Any]]:
+        """metrics.jsonl without its one timing column: what equal runs must share, row for row
+        (a resumed run's rows included)."""
+        return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in self.metrics()]
+
 
 def run_train(
     output_dir: Path,

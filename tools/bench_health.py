@@ -60,9 +60,7 @@ class _VoteOnly(NoBoundary):
         self.vote = HealthVote(group, watch, StopSignals(announce=False), WriteFailures())
         self.read_every_step = every_step
 
-    def after_step(
-        self, position: Position, trainer: Any, *, reports: bool, epoch_ends: bool
-    ) -> None:
+    def check_step(self, position: Position, *, reports: bool, epoch_ends: bool) -> None:
         self.vote(position, read_finite=self.read_every_step)
 
 
@@ -88,7 +86,7 @@ def _step(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor) -> Any:
     def step() -> None:
         trainer.train_step(images, labels)
         trainer.position = Position(0, 0, trainer.position.step + 1)
-        trainer.boundary.after_step(trainer.position, trainer, reports=False, epoch_ends=False)
+        trainer.boundary.check_step(trainer.position, reports=False, epoch_ends=False)
 
     return step
 

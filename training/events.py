@@ -61,12 +61,15 @@ class TrainingEvents(Protocol):
 
 
 class StepBoundary(Protocol):
-    def after_step(
-        self, position: Position, trainer: Stateful, *, reports: bool, epoch_ends: bool
-    ) -> None:
+    def check_step(self, position: Position, *, reports: bool, epoch_ends: bool) -> None:
         """Every rank, after each optimizer step, before anything of it is reported (`reports`:
-        the trainer is about to log numbers of this step). May checkpoint, or raise a
-        `TrainingFault` to stop every rank here."""
+        the trainer is about to log numbers of this step). May raise a `TrainingFault` to stop
+        every rank here: a broken step is never reported."""
+        ...
+
+    def after_step(self, position: Position, trainer: Stateful, *, epoch_ends: bool) -> None:
+        """Every rank, once the step's numbers were reported. May checkpoint the step (after its
+        log rows, so that a resume from it finds them), then stop every rank there."""
         ...
 
     def after_epoch(self, position: Position, trainer: Stateful) -> None:
@@ -81,9 +84,10 @@ class StepBoundary(Protocol):
 class NoBoundary:
     """Never stops, never checkpoints: a trainer on its own (tests, benchmarks)."""
 
-    def after_step(
-        self, position: Position, trainer: Stateful, *, reports: bool, epoch_ends: bool
-    ) -> None:
+    def check_step(self, position: Position, *, reports: bool, epoch_ends: bool) -> None:
+        return None
+
+    def after_step(self, position: Position, trainer: Stateful, *, epoch_ends: bool) -> None:
         return None
 
     def after_epoch(self, position: Position, trainer: Stateful) -> None:

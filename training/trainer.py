@@ -228,14 +228,13 @@ class Trainer:
             )
             logged = position.step % log_every == 0
             epoch_ends = position.batch_in_epoch >= per_epoch or self.max_steps_reached()
-            # Every rank at the same boundary: a broken state or a stop signal ends the run here,
-            # before anything of this step is reported.
-            self.boundary.after_step(
-                position, self, reports=logged or epoch_ends, epoch_ends=epoch_ends
-            )
+            # Every rank at the same boundary: a broken state ends the run here, before anything
+            # of this step is reported; a checkpoint of the step comes after its log rows.
+            self.boundary.check_step(position, reports=logged or epoch_ends, epoch_ends=epoch_ends)
             if logged:
                 lr = self.scheduler.get_last_lr()[0]
                 self.events.step_logged(position, {"loss": float(loss), "lr": lr})
+            self.boundary.after_step(position, self, epoch_ends=epoch_ends)
             if self.max_steps_reached():
                 return position.batch_in_epoch >= per_epoch
         return True

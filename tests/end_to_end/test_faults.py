@@ -213,6 +213,7 @@ def test_sigint_checkpoints_at_the_next_step_and_says_how_to_resume(
     assert (manifest["status"], manifest["fault"]) == ("interrupted", "interrupted")
     resumed = run_train(tmp_path, EVERY_2, "--resume", "auto")
     assert_same_weights(references.tiny(1).weights(), resumed.weights())
+    assert resumed.logged() == references.tiny(1).logged()  # step 5's row was logged before
 
 
 def test_sigterm_to_torchrun_stops_all_ranks_at_one_step(

@@ -65,11 +65,6 @@ def fingerprint(run: RunResult) -> dict[str, str]:
     }
 
 
-def logged(run: RunResult) -> list[dict[str, Any]]:
-    """metrics.jsonl without the one timing column."""
-    return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in run.metrics()]
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     """One process, debug, no workers: the run every other world size must reproduce."""
@@ -88,7 +83,7 @@ def test_weights_buffers_optimizer_and_metrics_equal_for_1_2_4_8_processes(
     run = invariant_run(tmp_path, nproc, "--profile", profile, f"data.num_workers={workers}")
     assert fingerprint(run) == fingerprint(reference)
     assert run.manifest()["final_metrics"] == reference.manifest()["final_metrics"]
-    assert logged(run) == logged(reference)
+    assert run.logged() == reference.logged()
     assert run.manifest()["world_size"] == nproc
     invariance = run.manifest()["world_size_invariance"]
     assert invariance["micro_batches"] == 8 and invariance["serving_world_sizes"] == [1, 2, 4, 8]
@@ -106,7 +101,7 @@ def test_resume_8_then_2_then_1_processes_mid_epoch_equals_uninterrupted(
     last = invariant_run(tmp_path, 1, "--resume", "auto")
     assert last.manifest()["resumed_from_step"] == 17
     assert fingerprint(last) == fingerprint(reference)
-    assert logged(last) == logged(reference)
+    assert last.logged() == reference.logged()
 
 
 def test_sigkill_at_2_processes_then_resume_auto_at_1_equals_uninterrupted(
@@ -249,7 +244,7 @@ def test_elastic_job_loses_a_node_and_ends_equal_to_uninterrupted(
     manifest = resumed.manifest()
     assert manifest["world_size"] == 2 and manifest["resumed_from_step"] >= 3
     assert fingerprint(resumed) == fingerprint(reference)
-    assert logged(resumed) == logged(reference)
+    assert resumed.logged() == reference.logged()
 
 
 def wait_for(

@@ -65,16 +65,20 @@ class KeptEvents:
 
 
 class KeptBoundary(NoBoundary):
-    """Where the trainer stops at a boundary, and the state it hands over at the end."""
+    """Where the trainer stops at a boundary, and the state it hands over at the end; with the
+    trainer's `events`, whether a step's row was already logged when `after_step` came."""
 
-    def __init__(self) -> None:
+    def __init__(self, events: KeptEvents | None = None) -> None:
+        self.events = events
         self.calls: list[tuple[str, int, bool]] = []
         self.final_state: dict[str, Any] = {}
 
-    def after_step(
-        self, position: Position, trainer: Stateful, *, reports: bool, epoch_ends: bool
-    ) -> None:
-        self.calls.append(("step", position.step, reports))
+    def check_step(self, position: Position, *, reports: bool, epoch_ends: bool) -> None:
+        self.calls.append(("check", position.step, reports))
+
+    def after_step(self, position: Position, trainer: Stateful, *, epoch_ends: bool) -> None:
+        logged = self.events is not None and position.step in {s for s, _ in self.events.logged}
+        self.calls.append(("step", position.step, logged))
 
     def after_epoch(self, position: Position, trainer: Stateful) -> None:
         self.calls.append(("epoch", position.step, True))
@@ -109,7 +113,8 @@ def make_trainer(
 
 
 def test_the_trainer_reports_steps_logs_and_epochs_and_stops_at_every_boundary() -> None:
-    events, boundary = KeptEvents(), KeptBoundary()
+    events = KeptEvents()
+    boundary = KeptBoundary(events)
     make_trainer(events, boundary=boundary).fit()
     assert [p.step for p in events.steps] == list(range(1, 9))
     assert [p.batch_in_epoch for p in events.steps] == [1, 2, 3, 4] * 2
@@ -118,11 +123,15 @@ def test_the_trainer_reports_steps_logs_and_epochs_and_stops_at_every_boundary()
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "samples_per_s"} == (
         events.epochs[0][1]
     )
-    # After every step (`reports` when numbers of the step follow: log steps and epoch ends),
-    # after every epoch, and once at the end.
-    steps = [(step, reports) for kind, step, reports in boundary.calls if kind == "step"]
-    assert steps == [(s, s in (3, 4, 6, 8)) for s in range(1, 9)]
-    assert [(kind, step) for kind, step, _ in boundary.calls if kind != "step"] == [
+    # Every step is checked before it is reported (`reports` when numbers of the step follow:
+    # log steps and epoch ends), and handed to `after_step` (where checkpoints are written) only
+    # after its row was logged; then after every epoch, and once at the end.
+    checks = [(step, reports) for kind, step, reports in boundary.calls if kind == "check"]
+    assert checks == [(s, s in (3, 4, 6, 8)) for s in range(1, 9)]
+    after = [(step, logged) for kind, step, logged in boundary.calls if kind == "step"]
+    assert after == [(s, s in (3, 6)) for s in range(1, 9)]
+    assert [kind for kind, _, _ in boundary.calls[:4]] == ["check", "step", "check", "step"]
+    assert [(kind, step) for kind, step, _ in boundary.calls if kind in ("epoch", "end")] == [
         ("epoch", 4),
         ("epoch", 8),
         ("end", 8),
