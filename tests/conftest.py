@@ -166,7 +166,7 @@ def wait_or_dump_stacks(process: subprocess.Popen[str], timeout: float) -> tuple
             stdout, stderr = process.communicate()
         raise AssertionError(
             f"hung for {timeout:.0f}s: {' '.join(map(str, process.args))}\n"
-            f"stdout tail:\n{stdout[-2000:]}\nstacks and stderr tail:\n{stderr[-12000:]}"
+            f"stdout tail:\n{stdout[-2000:]}\nstacks and stderr tail:\n{(stderr or '')[-12000:]}"
         ) from None
 
 

@@ -268,13 +268,12 @@ def test_sigterm_twice_at_once_is_one_request_as_at_a_slurm_time_limit(tmp_path:
 def test_a_stopped_rank_is_named_and_max_restarts_recovers(
     references: ReferenceRuns, tmp_path: Path
 ) -> None:
-    # SIGSTOP of the last rank after step 7 on the first attempt: rank 0 waits 10 s in the vote
+    # SIGSTOP of the last rank after step 7 on the first attempt: rank 0 waits 5 s in the vote
     # after step 7, names the rank, and torchrun restarts the group, which resumes from step 6.
-    # (10 s, not 5: with the suite's other jobs on 2 cores, it once ended without that line.)
     # torchrun waits 30 s for a stopped worker to honour SIGTERM before it kills it; once the
     # rank is named, the test kills it at once instead (what torchrun would do, sooner).
     named = (
-        "error: the health vote after step 7: rank 1 did not arrive within 10 s "
+        "error: the health vote after step 7: rank 1 did not arrive within 5 s "
         "(trainer.collective_timeout_s)"
     )
     command = [
@@ -283,14 +282,17 @@ def test_a_stopped_rank_is_named_and_max_restarts_recovers(
         str(tmp_path),
         *TINY,
         EVERY_2,
-        "trainer.collective_timeout_s=10",
+        "trainer.collective_timeout_s=5",
     ]
     process = start_command(command, {"PLANTED_SIGSTOP_AT_STEP": "7"})
+    # The stderr pipe is the reader's alone: communicate() in wait_or_dump_stacks read it too,
+    # and twice took the very line the reader waits for (the rank was never killed, the line lost).
+    errors, process.stderr = process.stderr, None
     stderr_lines: list[str] = []
 
     def kill_the_stopped_rank_once_named() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
+        assert errors is not None
+        for line in errors:
             stderr_lines.append(line)
             if line.startswith(named):
                 signal_all(stopped(descendants(process.pid)), signal.SIGKILL)
