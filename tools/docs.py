@@ -26,7 +26,7 @@ from data import DATASETS
 from data.config import DataConfig
 from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
-from foundation.section import field_role
+from foundation.section import field_role, flatten
 from models import MODELS
 from models.config import ModelConfig
 from runtime.provenance import REPO_ROOT
@@ -71,24 +71,14 @@ def _profile_values() -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for path in sorted(PROFILE_DIR.glob("*.yaml")):
         tree = yaml.safe_load(path.read_text()) or {}
-        for key, value in _flat(tree).items():
+        for key, value in flatten(tree).items():
             found.setdefault(key, {})[path.stem] = value
-    defaults = _flat(Config().model_dump(mode="json"))
+    defaults = flatten(Config().model_dump(mode="json"))
     return {
         key: {p: v for p, v in values.items() if v != defaults.get(key)}
         for key, values in found.items()
         if any(v != defaults.get(key) for v in values.values())
     }
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def config_keys() -> str:

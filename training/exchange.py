@@ -102,9 +102,9 @@ class GatherExchange:
     def __call__(
         self, sums: list[torch.Tensor], stats: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        mine = torch.cat([*(vector.float() for vector in sums), stats.float()])
         if any(vector.dtype != torch.float32 for vector in sums):
             raise ValueError("the all_gather exchange handles float32 parameters only")
+        mine = torch.cat([*sums, stats.float()])
         gathered = [torch.empty_like(mine) for _ in range(self.world)]
         dist.all_gather(gathered, mine)
         self.received_bytes += mine.numel() * mine.element_size() * (self.world - 1)
