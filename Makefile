@@ -80,7 +80,7 @@ train: $(STAMP) ## Train: make train SEED=42 [PROFILE=eval] [NPROC=2] [CONFIG=..
 
 QUICK       ?=
 verify: $(STAMP) ## Certify a config: the guarantee matrix, bitwise: make verify [CONFIG=..] [ARGS=..] [QUICK=1]
-	$(PY) -m tools.verify $(if $(QUICK),--quick) -- $(TRAIN_FLAGS)
+	$(PY) -m scripts.verify $(if $(QUICK),--quick) -- $(TRAIN_FLAGS)
 
 SEEDS       ?=
 JOBS        ?= 1
@@ -92,35 +92,35 @@ WAIT        ?= 1
 SEED_RUN_FLAGS = --jobs $(JOBS) --nproc $(NPROC) --launcher $(LAUNCHER) --sbatch="$(SBATCH)" \
 	$(if $(filter 0,$(WAIT)),--no-wait)
 benchmark: $(STAMP) ## Several seeds -> mean ± std report: make benchmark SEEDS="0 1 2 3 4" [PROFILE=eval] [JOBS=2] [LAUNCHER=slurm]
-	$(PY) -m tools.benchmark --seeds $(SEEDS) --profile $(or $(PROFILE),eval) --config $(CONFIG) \
+	$(PY) -m scripts.benchmark --seeds $(SEEDS) --profile $(or $(PROFILE),eval) --config $(CONFIG) \
 		--output-dir $(or $(OUTPUT_DIR),runs) $(SEED_RUN_FLAGS) -- $(ARGS)
 
 A           ?=
 B           ?=
 METRICS     ?=
 compare: $(STAMP) ## Is B better than A? Seed-paired: make compare A="k=v .." B="k=v .." SEEDS="0 1 2 3 4"
-	$(PY) -m tools.compare --a "$(A)" --b "$(B)" --seeds $(SEEDS) --profile $(or $(PROFILE),eval) \
+	$(PY) -m scripts.compare --a "$(A)" --b "$(B)" --seeds $(SEEDS) --profile $(or $(PROFILE),eval) \
 		--config $(CONFIG) --output-dir $(or $(OUTPUT_DIR),runs/compare) $(SEED_RUN_FLAGS) \
 		$(if $(METRICS),--metrics $(METRICS)) -- $(ARGS)
 
 diagnose: $(STAMP) ## Seed streams and the job's own data and model per rank, against the plan: make diagnose NPROC=2 [CONFIG=..] [ARGS=..]
-	$(LAUNCH) -m tools.diagnose $(TRAIN_FLAGS)
+	$(LAUNCH) -m scripts.diagnose $(TRAIN_FLAGS)
 
 bench-seeding: $(STAMP) ## Measure per-sample augmentation seeding (us/sample, share of loading time)
-	$(PY) -m tools.bench_seeding
+	$(PY) -m benchmarks.bench_seeding
 
-bench-speed: $(STAMP) ## Template vs a plain PyTorch loop, per profile (samples/s, first step): writes runs/bench-speed/
-	$(PY) -m tools.speed $(ARGS)
+bench-speed: $(STAMP) ## Template vs a plain PyTorch loop, per profile (samples/s, first step): writes runs/bench/speed/
+	$(PY) -m benchmarks.bench_speed $(ARGS)
 
 bench-invariance: $(STAMP) ## World-size-invariant mode vs DDP: bytes per rank per step at W=2,4,8; ms/step at W=1,2,4
-	$(PY) -m tools.bench_invariance $(ARGS)
+	$(PY) -m benchmarks.bench_invariance $(ARGS)
 
 DEVICE      ?= cuda
 gpu-check: $(STAMP) ## Every GPU check in one call (<= 8 min), writes runs/gpu-check/gpu-check.json: make gpu-check [DEVICE=cpu QUICK=1]
-	$(PY) -m tools.gpu_check --device $(DEVICE) $(if $(QUICK),--quick) $(ARGS)
+	$(PY) -m scripts.gpu_check --device $(DEVICE) $(if $(QUICK),--quick) $(ARGS)
 
 bench-health: $(STAMP) ## Cost of the fault checks: ms/step without them, production, debug; the vote at W=2
-	$(PY) -m tools.bench_health $(ARGS)
+	$(PY) -m benchmarks.bench_health $(ARGS)
 
 test: $(STAMP) ## Run the test suite (what CI runs), TEST_WORKERS=2 files at a time
 	$(PY) -m pytest $(TESTS) -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
@@ -129,7 +129,7 @@ test-fast: $(STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest $(TESTS) -m "not slow" $(PYTEST_ARGS)
 
 docs: $(STAMP) ## Rewrite README's config-key, dataset and model tables from the code
-	$(PY) -m tools.docs
+	$(PY) -m scripts.docs
 
 lint: $(STAMP) ## ruff, import-linter (the layer contracts) and hadolint
 	$(VENV)/bin/ruff check .

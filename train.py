@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import sys
 
-import seeding
 from configs import Config, config_to_yaml, load_config, parse_args
-from data.loaders import build_data
+from data.loaders import DataBundle
 from foundation.exit import run_reporting_user_errors
 from foundation.faults import TrainingFault
 from foundation.section import flatten
-from models import build_model
+from runtime.assembly import build_run, plan_run
 from runtime.checkpoints import Checkpointer, computation_fingerprint
 from runtime.process_group import join_process_group
 from runtime.provenance import git_state
@@ -23,11 +22,8 @@ from runtime.recorder import RunIdentity, RunRecorder
 from runtime.rundir import RunDirectory
 from runtime.session import RunSession
 from runtime.writes import WriteFailures
-from training.determinism import apply_determinism, precision_for
 from training.health import NonFiniteWatch
-from training.modes import parallel_mode
 from training.steps import ParallelMode
-from training.trainer import Trainer
 
 
 def main() -> None:
@@ -42,50 +38,38 @@ def main() -> None:
     #    draw; a checkpoint of another computation is refused here.
     group = join_process_group(config.trainer.device, config.trainer.collective_timeout_s)
     topology = group.topology
-    plan = seeding.data_parallel(config.seed, topology.rank)  # the global rank, never LOCAL_RANK
-    mode = parallel_mode(
-        config.trainer,
-        config.data.global_batch_size,
-        topology,
-        lambda step, micro_batch: plan.seed("microbatch", step, micro_batch),
-    )
-    world_size = mode.fingerprint_world_size(topology.world_size)
+    planned = plan_run(config, topology)
+    world_size = planned.mode.fingerprint_world_size(topology.world_size)
     checkpoints.expect(computation_fingerprint(config, world_size, topology.device.type), resume)
-    determinism_notes = apply_determinism(config.determinism, topology.device) + mode.notes()
-    mode.prepare(topology.device)
-    seeding.seed_host_globals(plan)
 
-    # 3. Build: data, the model from the init stream shared by all ranks, then per-rank dropout;
-    #    the recorder and the session around the trainer.
-    precision = precision_for(config.determinism, topology.device)
-    data = build_data(
-        config.data, plan, topology.world_size, topology.rank, precision.pin_memory, mode.eval_chunk
-    )
-    seeding.enter_init_stream(plan)
-    model = build_model(config.model, data.num_classes, data.image_size)
-    seeding.enter_dropout_stream(plan)
-    git = git_state() if group.is_main else None
-    identity = run_identity(config, arguments.argv, git, mode, data.describe_pipelines())
-    recorder = RunRecorder(
-        run_dir, identity, group, plan, precision, determinism_notes, resume.step, WriteFailures()
-    )
-    recorder.show_augmentation(data.preview)
+    # 3. Build (runtime/assembly.py, which make gpu-check builds too): data, the model from the
+    #    init stream shared by all ranks, per-rank dropout; the recorder and the session around
+    #    the trainer, once the data they describe is known.
     watch = NonFiniteWatch(topology.device)
-    session = RunSession(config.trainer, config.profile, group, recorder, checkpoints, watch)
-    trainer = Trainer(
-        config.trainer,
-        model,
-        optim=config.optim,
-        precision=precision,
-        topology=topology,
-        mode=mode,
-        train_loader=data.train,
-        val_loader=data.val,
-        events=recorder,
-        boundary=session,
-        watch=watch,
-        guard=group.guard,
+
+    def recorder_and_session(data: DataBundle) -> tuple[RunRecorder, RunSession]:
+        git = git_state() if group.is_main else None
+        identity = run_identity(
+            config, arguments.argv, git, planned.mode, data.describe_pipelines()
+        )
+        recorder = RunRecorder(
+            run_dir,
+            identity,
+            group,
+            planned.plan,
+            planned.precision,
+            planned.determinism_notes,
+            resume.step,
+            WriteFailures(),
+        )
+        recorder.show_augmentation(data.preview)
+        session = RunSession(config.trainer, config.profile, group, recorder, checkpoints, watch)
+        return recorder, session
+
+    built = build_run(
+        config, topology, planned, watch=watch, guard=group.guard, observers=recorder_and_session
     )
+    trainer, (_, session) = built.trainer, built.observers
     if resume.checkpoint is not None:
         trainer.load_state_dict(resume.checkpoint)
 

@@ -1,18 +1,18 @@
-"""The run recorder: everything a run writes and prints, driven by the trainer's events.
+"""The run recorder: the trainer's events turned into what a run records and prints.
 
-It writes config.yaml, manifest.json, determinism.json, metrics (metrics.jsonl, TensorBoard) and
-the progress and epoch lines, all through `runtime.rundir` (checkpoints are the checkpoint
-owner's, runtime/checkpoints.py). Only rank 0 writes or prints; the collective parts (gathering
-the seed plans, the op counts) involve every rank. It knows the run only as plain values
+It owns the run directory's creation and config.yaml, the metrics (metrics.jsonl, TensorBoard,
+runtime/metrics.py) and the collective parts (gathering the seed plans, the op counts, which
+involve every rank); it hands the manifest to its owner (runtime/manifest.py) and the console to
+its own (runtime/console.py). Only rank 0 writes or prints. It knows the run only as plain values
 (`RunIdentity`) and the trainer only through its events. A failed write is kept in the shared
-`WriteFailures` for the next vote, not raised (runtime/writes.py).
+`WriteFailures` for the next vote, not raised (runtime/writes.py). Checkpoints are the
+checkpoint owner's (runtime/checkpoints.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,18 +22,13 @@ from typing import Any
 
 import torch
 
-from foundation.faults import Interrupted, TrainingFault
+from foundation.faults import TrainingFault
 from runtime.clock import seconds_since_process_start
+from runtime.console import Console
+from runtime.manifest import RunManifest
 from runtime.metrics import MetricsLogger
 from runtime.process_group import ProcessGroup
-from runtime.progress import ProgressLine
-from runtime.provenance import (
-    command_line,
-    library_versions,
-    now_iso,
-    slurm_job,
-    state_dict_sha256,
-)
+from runtime.provenance import state_dict_sha256
 from runtime.rundir import RunDirectory
 from runtime.writes import WriteFailures
 from seeding import SeedPlan
@@ -88,40 +83,24 @@ class RunRecorder:
                 for rank, (host, description) in enumerate(self._gather_plans(group, plan))
             ],
         }
-        self.manifest: dict[str, Any] = {
-            "status": "running",
-            "command_line": command_line(),
-            "arguments": list(identity.argv),
-            "config_name": identity.config_name,
-            "profile": identity.profile,
-            "seed": identity.seed,
-            "seeds": self.seeds,
+        topology = {
             "world_size": group.world_size,
             "nodes": group.topology.nodes,
             "device": str(group.device),
             "backend": group.topology.backend,
-            "versions": library_versions(),
-            "git": identity.git if group.is_main else None,
-            "slurm": slurm_job(),
-            "start_time": now_iso(),
-            "end_time": None,
-            "resumed_from_step": resume_step,
-            "world_size_invariance": identity.world_size_invariance,
-            "augmentation": identity.augmentation,
-            "final_metrics": None,
-            "final_weights_sha256": None,
         }
+        self.manifest = RunManifest.started(run_dir, identity, self.seeds, topology, resume_step)
+        self.console = Console(group.is_main, identity.epochs)
         self.resumed = resume_step is not None
         self._preview: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
         self.logger = MetricsLogger(run_dir, enabled=group.is_main, resume_step=resume_step)
-        self.progress = ProgressLine(sys.stdout, identity.epochs) if group.is_main else None
         if group.is_main:
             run_dir.create()
             run_dir.write_config(identity.config_yaml)
             warning = hash_seed_warning()
             if warning:
                 self.determinism_notes.append(warning)
-                print(f"warning: {warning}", file=sys.stderr)
+                self.console.warn(warning)
 
     @staticmethod
     def _gather_plans(group: ProcessGroup, plan: SeedPlan) -> list[Any]:
@@ -134,7 +113,7 @@ class RunRecorder:
         return {
             "seeds": self.seeds,
             "config": self.identity.resolved,
-            "versions": self.manifest["versions"],
+            "versions": self.manifest.versions,
         }
 
     def flush_logs(self) -> None:
@@ -143,10 +122,7 @@ class RunRecorder:
         self.logger.flush()
 
     def say(self, message: str) -> None:
-        if self.group.is_main:
-            if self.progress is not None:
-                self.progress.clear()
-            print(message, flush=True)
+        self.console.say(message)
 
     # ----------------------------------------------------------------- start
     def show_augmentation(self, preview: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -165,7 +141,7 @@ class RunRecorder:
         self.logger.images("augmentation/train_batch_unaugmented", plain)
         self.logger.flush()
         seconds = time.perf_counter() - started
-        self.manifest["augmentation_preview_s"] = round(seconds, 3)
+        self.manifest.note(augmentation_preview_s=round(seconds, 3))
         self.say(
             f"augmentation: the first training batch, augmented and not, in TensorBoard's "
             f"Images tab (tensorboard --logdir {self.run_dir.tensorboard_dir}; {seconds:.2f} s)"
@@ -173,44 +149,34 @@ class RunRecorder:
 
     def start(self, position: Position) -> None:
         report = self._determinism({})
-        self.manifest["determinism"] = report
         if self.group.is_main:
-            self.run_dir.write_determinism(report)
-            self.run_dir.write_manifest(self.manifest)
-        where = (
-            f", resuming at epoch {position.epoch} batch {position.batch_in_epoch} "
-            f"(step {position.step})"
-            if position.step
-            else ""
-        )
-        self.say(
-            f"run {self.run_dir}  seed {self.identity.seed}  profile {self.identity.profile}  "
-            f"{self.group.world_size} process(es) on {self.group.topology.nodes} node(s), "
-            f"{self.group.device}{where}\ndeterminism: {report['verdict']}"
-        )
+            self.manifest.write_start(report)
+        else:
+            self.manifest.note(determinism=report)
+        where = f"{self.group.world_size} process(es) on {self.group.topology.nodes} node(s), "
+        where += f"{self.group.device}"
+        if position.step:
+            where += (
+                f", resuming at epoch {position.epoch} batch {position.batch_in_epoch} "
+                f"(step {position.step})"
+            )
+        self.console.started(self.run_dir.path, self.identity, where, report["verdict"])
         self._write_augmentation_preview()
 
     # ----------------------------------------------------------------- events (TrainingEvents)
     def step_finished(self, position: Position, batches_per_epoch: int, samples: int) -> None:
         if self.first_step_at is None:
             self.first_step_at = round(seconds_since_process_start(), 3)
-        if self.progress is not None:
-            self.progress.update(position, batches_per_epoch, samples)
+        self.console.step(position, batches_per_epoch, samples)
 
     def step_logged(self, position: Position, values: dict[str, float]) -> None:
         with self.writes.guarded(self.run_dir.metrics_file):
             self.logger.log("step", position.step, values, epoch=position.epoch)
 
     def epoch_finished(self, position: Position, metrics: dict[str, float]) -> None:
-        epoch = position.epoch
         with self.writes.guarded(self.run_dir.metrics_file):
-            self.logger.log("epoch", position.step, metrics, epoch=epoch)
-        self.say(
-            f"epoch {epoch:>3}/{self.identity.epochs}  step {position.step:>6}  "
-            f"train_loss {metrics['train_loss']:.4f}  train_acc {metrics['train_acc']:.4f}  "
-            f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_acc']:.4f}  "
-            f"lr {metrics['lr']:.5f}  {metrics['samples_per_s']:,.0f} samples/s",
-        )
+            self.logger.log("epoch", position.step, metrics, epoch=position.epoch)
+        self.console.epoch(position, metrics)
 
     # ----------------------------------------------------------------- a fault
     def record_fault(
@@ -220,19 +186,8 @@ class RunRecorder:
         continue from. Nothing else is written: no checkpoint, no final metrics."""
         if self.group.rank != fault.reporting_rank:
             return
-        self.manifest.update(self.run_dir.read_manifest() or {})
-        self.manifest.update(
-            status="interrupted" if isinstance(fault, Interrupted) else "failed",
-            fault=fault.kind,
-            error=str(fault),
-            end_time=now_iso(),
-            wall_time_s=round(seconds_since_process_start(), 3),
-            final_step=position.step,
-            final_epoch=position.epoch,
-            resume_from=None if resume_from is None else str(resume_from),
-        )
         try:
-            self.run_dir.write_manifest(self.manifest)
+            self.manifest.write_fault(position, fault, resume_from)
         except OSError as error:
             fault.add_hint(f"the manifest could not be updated either ({error.strerror})")
         with contextlib.suppress(OSError):
@@ -250,27 +205,14 @@ class RunRecorder:
         report = self._determinism(self._gathered(op_counts))
         if not self.group.is_main:
             return
-        self.manifest.update(
-            status="completed",
-            error=None,
-            end_time=now_iso(),
-            wall_time_s=round(seconds_since_process_start(), 3),
-            time_to_first_step_s=self.first_step_at,
-            final_step=position.step,
-            final_epoch=position.epoch,
-            final_metrics=final_metrics,
-            final_weights_sha256=state_dict_sha256(weights),
-            determinism=report,
+        self.manifest.write_completed(
+            position, final_metrics, state_dict_sha256(weights), report, self.first_step_at
         )
-        self.run_dir.write_determinism(report)
-        self.run_dir.write_manifest(self.manifest)
         hyperparameters = {**self.identity.hyperparameters, "world_size": self.group.world_size}
         self.logger.log_hparams(hyperparameters, final_metrics)
-        self.say(
-            f"done: val_acc {final_metrics['val_acc']:.4f}  "
-            f"val_loss {final_metrics['val_loss']:.4f}  step {position.step}  "
-            f"{self.manifest['wall_time_s']:.1f}s\n"
-            f"determinism: {report['verdict']}\noutputs: {self.run_dir}"
+        wall_time_s = self.manifest.content["wall_time_s"]
+        self.console.finished(
+            self.run_dir.path, position, final_metrics, wall_time_s, report["verdict"]
         )
         self.logger.close()
 

@@ -1,7 +1,7 @@
 """One seed plan for every RNG, rank, DataLoader worker, epoch and sample.
 
 The bottom layer: it imports nothing else of the template (import-linter checks it); the
-trainer and the data loaders wire these pieces together. `python -m tools.diagnose` checks the
+trainer and the data loaders wire these pieces together. `python -m scripts.diagnose` checks the
 streams of a live (torchrun) job against the plan.
 
 - `derive`: counter-based derivation of every seed from the base seed (no `seed + rank`).

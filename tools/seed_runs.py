@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,9 +25,8 @@ import torch
 from configs import Config, parse_seed
 from configs.keys import differing_keys, keys_in_role
 from foundation.errors import UserError
-from runtime.provenance import REPO_ROOT
 from runtime.rundir import RunDirectory
-from tools.launch import launch_environment, local_launcher
+from tools.launch import launch_environment, train_command, train_subprocess
 from tools.slurm_array import SlurmArrays, Task, abandoned, check_reachable, run_tasks
 from training.determinism import PROFILES
 
@@ -167,22 +165,25 @@ def job_environment(slot: int, jobs: int, nproc: int) -> dict[str, str]:
     return env
 
 
-def command_for(job: SeedJob, launch: Launch) -> list[str]:
+def flags_for(job: SeedJob, launch: Launch) -> list[str]:
+    """train.py's flags for one seed, without its output folder."""
     variant = job.variant
-    command = [
-        *local_launcher(launch.nproc),
-        launch.entry,
+    flags = [
         "--config",
         variant.config_path,
         "--profile",
         launch.profile,
         "--seed",
         str(job.seed),
-        "--output-dir",
-        variant.output_dir,
         *variant.overrides,
     ]
-    return command + (["--resume", "auto"] if job.resume else [])
+    return flags + (["--resume", "auto"] if job.resume else [])
+
+
+def command_for(job: SeedJob, launch: Launch) -> list[str]:
+    """The whole command line (what a SLURM task runs)."""
+    flags = [*flags_for(job, launch), "--output-dir", job.variant.output_dir]
+    return train_command(flags, launch.nproc, launch.entry)
 
 
 def epoch_curves(run_dir: RunDirectory) -> list[dict[str, Any]]:
@@ -298,14 +299,14 @@ def _run_locally(
         progress.say(
             f"[{_prefix(job.variant)}seed {job.seed}] {action} -> {job.run_dir} (log: {job.log})"
         )
-        with job.log.open("w") as log:
-            done = subprocess.run(
-                command_for(job, launch),
-                cwd=REPO_ROOT,
-                env=job.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        done = train_subprocess(
+            flags_for(job, launch),
+            job.variant.output_dir,
+            nproc=launch.nproc,
+            entry=launch.entry,
+            env=job.env,
+            log=job.log,
+        )
         result = collect(job.seed, job.run_dir, job.log, done.returncode, reused=False)
         progress.finish(_prefix(job.variant), result)
         return result

@@ -31,6 +31,7 @@ from typing import Any
 from foundation.errors import UserError
 from runtime.provenance import REPO_ROOT
 from runtime.rundir import RunDirectory
+from tools.launch import REPRODUCIBLE_ENVIRONMENT
 
 RECORD = "slurm-arrays.json"
 POLL_S = 2.0
@@ -123,8 +124,7 @@ class SlurmArrays:
             "#!/bin/bash\n"
             "# Written by tools/slurm_array.py: one task per (variant, seed) of a multi-seed run.\n"
             f"cd {shlex.quote(str(REPO_ROOT))}\n"
-            "export PYTHONHASHSEED=0 CUBLAS_WORKSPACE_CONFIG=:4096:8 PYTHONUNBUFFERED=1\n"
-            "export NO_ALBUMENTATIONS_UPDATE=1\n"
+            f"export {exports(REPRODUCIBLE_ENVIRONMENT)} PYTHONUNBUFFERED=1\n"
             f'case "$SLURM_ARRAY_TASK_ID" in\n{cases}\nesac\n'
         )
         command = [
@@ -207,3 +207,8 @@ def abandoned(run_dir: RunDirectory, state: str | None, task_id: str) -> str:
         manifest.update(status="failed", fault="scheduler", error=reason)
         run_dir.write_manifest(manifest)
     return reason
+
+
+def exports(variables: dict[str, str]) -> str:
+    """`NAME=value ...` for a shell's export line, each value quoted."""
+    return " ".join(f"{name}={shlex.quote(value)}" for name, value in variables.items())

@@ -12,7 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from data.augment import resolve
-from tests.conftest import ReferenceRuns, assert_same_weights, run_train
+from tests.helpers.runs import ReferenceRuns, assert_same_weights, run_train
 
 pytestmark = pytest.mark.slow
 

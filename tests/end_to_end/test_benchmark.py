@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from runtime.rundir import RunDirectory, find_runs
-from tests.conftest import benchmark_command, run_command, run_train
+from tests.helpers.runs import benchmark_command, run_command, run_train
 
 
 def benchmark(

@@ -9,21 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_command
+from tests.helpers.runs import run_command
 
 pytestmark = pytest.mark.slow
 
 
-def tool(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`python -m tools.<name> ARGS` in the launch environment, as its make target runs it."""
-    return run_command([sys.executable, "-m", f"tools.{name}", *args], timeout=timeout)
+def bench(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`make bench-<name>`: `python -m benchmarks.bench_<name> ARGS` in the launch environment."""
+    return run_command([sys.executable, "-m", f"benchmarks.bench_{name}", *args], timeout=timeout)
 
 
 def test_per_sample_seeding_benchmark_reports_its_numbers(tmp_path: Path) -> None:
-    out = tmp_path / "seeding.json"
-    done = tool("bench_seeding", "--samples", "300", "--repeats", "1", "--json", str(out))
+    done = bench("seeding", "--samples", "300", "--repeats", "1", "--output-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    result = json.loads(out.read_text())
+    result = json.loads((tmp_path / "bench-seeding.json").read_text())
     assert {
         "seeding_us",
         "seeding_share_of_loading",
@@ -36,29 +35,30 @@ def test_per_sample_seeding_benchmark_reports_its_numbers(tmp_path: Path) -> Non
 def test_speed_benchmark_compares_profiles_with_the_plain_loop(tmp_path: Path) -> None:
     small = ["--repeats", "1", "--epochs", "1", "--output-dir", str(tmp_path)]
     small += ["data.synthetic.train_size=128", "data.synthetic.val_size=64", "model.width=8"]
-    done = tool("speed", *small, timeout=600)
+    done = bench("speed", *small, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    result = json.loads((tmp_path / "benchmark-speed.json").read_text())
+    result = json.loads((tmp_path / "bench-speed.json").read_text())
     assert set(result["runs"]) == {"plain", "production", "eval", "debug"}
     assert result["runs"]["plain"]["vs_plain_best"] == 1.0
     assert all(row["time_to_first_step_s"] > 0 for row in result["runs"].values())
-    assert "vs plain" in (tmp_path / "benchmark-speed.md").read_text()
+    assert "vs plain" in (tmp_path / "bench-speed.md").read_text()
 
 
 def test_fault_check_benchmark_reports_its_numbers(tmp_path: Path) -> None:
     small = ["--steps", "2", "--repeats", "1", "--batch", "8", "--width", "4"]
-    done = tool("bench_health", *small, "--output-dir", str(tmp_path))
+    done = bench("health", *small, "--output-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "bench-health.json").read_text())
     assert set(report["steps"]) == {"none", "log_steps", "every_step"}
     assert report["vote"]["world_size"] == 2 and report["vote"]["vote_us"] > 0
     assert "vote at W=2" in done.stdout
+    assert "| every_step |" in (tmp_path / "bench-health.md").read_text()
 
 
 def test_invariance_benchmark_reports_traffic_and_time(tmp_path: Path) -> None:
     small = ["--worlds", "2", "--timed-worlds", "2", "--steps", "2", "--repeats", "1"]
     small += ["--width", "4", "--per-rank-batch", "8", "--output-dir", str(tmp_path)]
-    done = tool("bench_invariance", *small)
+    done = bench("invariance", *small)
     assert done.returncode == 0, done.stderr
     (result,) = json.loads((tmp_path / "bench-invariance.json").read_text())
     assert set(result["seconds_per_step"]) == {"ddp", "invariant sharded", "invariant all_gather"}

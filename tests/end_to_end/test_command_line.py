@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO_ROOT, launch_env
+from tests.helpers.runs import REPO_ROOT, launch_env
 
 
 def test_real_process_bad_seed_exits_nonzero_without_traceback(tmp_path: Path) -> None:

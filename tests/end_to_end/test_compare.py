@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runtime.rundir import RunDirectory, find_runs, read_json
-from tests.conftest import TINY, run_command, run_train
+from tests.helpers.runs import TINY, run_command, run_train
 
 LOW_LR = "optim.lr=0.0005"  # 100x too small: a planted large difference
 
@@ -27,7 +27,7 @@ def compare(
     command = [
         sys.executable,
         "-m",
-        "tools.compare",
+        "scripts.compare",
         "--a",
         a,
         "--b",

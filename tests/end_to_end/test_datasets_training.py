@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_DATA, TINY_MODEL, TINY_RUN, assert_same_weights, run_train
 from tests.helpers.dataset_files import write_cifar10, write_image_tree
+from tests.helpers.runs import TINY_DATA, TINY_MODEL, TINY_RUN, assert_same_weights, run_train
 
 
 @pytest.mark.slow

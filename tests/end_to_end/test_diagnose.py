@@ -1,4 +1,4 @@
-"""`python -m tools.diagnose` passes on a correct job and fails on planted mistakes."""
+"""`python -m scripts.diagnose` passes on a correct job and fails on planted mistakes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, launch_env, torchrun
-from tests.end_to_end.test_training import run_two_nodes
+from tests.helpers.runs import REPO_ROOT, launch_env, run_two_nodes, torchrun
 
 pytestmark = pytest.mark.slow
 
@@ -20,13 +19,13 @@ def diagnose(*command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_single_process_passes() -> None:
-    done = diagnose(sys.executable, "-m", "tools.diagnose", "--seed", "0")
+    done = diagnose(sys.executable, "-m", "scripts.diagnose", "--seed", "0")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verdict: every stream matches the plan" in done.stdout
 
 
 def test_two_processes_pass_with_a_verdict_per_stream() -> None:
-    done = diagnose(*torchrun(2, "-m", "tools.diagnose"))
+    done = diagnose(*torchrun(2, "-m", "scripts.diagnose"))
     assert done.returncode == 0, done.stdout + done.stderr
     rows = {
         line.split()[0]: line.split()[-1]
@@ -38,7 +37,7 @@ def test_two_processes_pass_with_a_verdict_per_stream() -> None:
 
 
 def test_planted_shared_dropout_fails() -> None:
-    done = diagnose(*torchrun(2, "-m", "tools.diagnose", "--plant-mistake", "shared-dropout"))
+    done = diagnose(*torchrun(2, "-m", "scripts.diagnose", "--plant-mistake", "shared-dropout"))
     assert done.returncode != 0
     assert any(
         line.startswith("dropout") and line.endswith("MISMATCH")
@@ -47,9 +46,9 @@ def test_planted_shared_dropout_fails() -> None:
 
 
 def test_local_rank_seeding_is_caught_across_two_nodes() -> None:
-    good = run_two_nodes("-m", "tools.diagnose")
+    good = run_two_nodes("-m", "scripts.diagnose")
     assert all(result.returncode == 0 for result in good), good[0].stdout + good[0].stderr
-    bad = run_two_nodes("-m", "tools.diagnose", "--plant-mistake", "local-rank")
+    bad = run_two_nodes("-m", "scripts.diagnose", "--plant-mistake", "local-rank")
     assert bad[0].returncode != 0
     assert any(
         line.startswith("dropout") and line.endswith("MISMATCH")

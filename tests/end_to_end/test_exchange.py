@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from tests.conftest import run_command, torchrun
 from tests.helpers.exchange_check import MICRO_BATCHES, SIZES, STATS_PER_MICRO_BATCH
+from tests.helpers.runs import run_command, torchrun
 
 pytestmark = pytest.mark.slow
 

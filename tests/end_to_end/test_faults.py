@@ -21,7 +21,8 @@ import torch
 
 from runtime.checkpoints import load_checkpoint, newest_complete
 from runtime.rundir import RunDirectory
-from tests.conftest import (
+from tests.helpers.dataset_files import write_cifar10, write_image_tree
+from tests.helpers.runs import (
     REPO_ROOT,
     TINY,
     TINY_MODEL,
@@ -38,7 +39,6 @@ from tests.conftest import (
     torchrun,
     wait_or_dump_stacks,
 )
-from tests.helpers.dataset_files import write_cifar10, write_image_tree
 
 pytestmark = pytest.mark.slow
 

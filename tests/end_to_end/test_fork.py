@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, copy_of_repository, launch_env
+from tests.helpers.runs import REPO_ROOT, copy_of_repository, launch_env
 
 pytestmark = pytest.mark.slow
 

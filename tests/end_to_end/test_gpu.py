@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import assert_same_weights, run_train
+from tests.helpers.runs import assert_same_weights, run_train
 
 pytestmark = [
     pytest.mark.gpu,

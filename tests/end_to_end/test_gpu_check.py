@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_command
+from tests.helpers.runs import run_command
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def test_the_cpu_rehearsal_runs_every_line_and_writes_the_report(tmp_path: Path)
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine has a device to check")
 def test_without_cuda_the_gpu_check_refuses_in_one_line(tmp_path: Path) -> None:
-    done = run_command([sys.executable, "-m", "tools.gpu_check", "--output-dir", str(tmp_path)])
+    done = run_command([sys.executable, "-m", "scripts.gpu_check", "--output-dir", str(tmp_path)])
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
         "error: --device cuda: no CUDA device here; rehearse with make gpu-check DEVICE=cpu QUICK=1"

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import run_command
+from tests.helpers.runs import run_command
 
 # A launcher that, like torchrun, starts its worker in a session of its own, then both hang.
 LAUNCHER = textwrap.dedent(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
+from tests.helpers.runs import (
     REPO_ROOT,
     TINY,
     ReferenceRuns,
@@ -95,7 +95,7 @@ def test_eval_two_processes_bitwise_identical(references: ReferenceRuns, tmp_pat
 
 
 def _verify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return run_command([sys.executable, "-m", "tools.verify", "--steps", "8", *args], env=env)
+    return run_command([sys.executable, "-m", "scripts.verify", "--steps", "8", *args], env=env)
 
 
 @pytest.mark.slow

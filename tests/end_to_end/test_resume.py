@@ -13,7 +13,7 @@ import pytest
 
 from runtime.checkpoints import newest_complete
 from runtime.rundir import RunDirectory
-from tests.conftest import (
+from tests.helpers.runs import (
     REPO_ROOT,
     TINY,
     ReferenceRuns,

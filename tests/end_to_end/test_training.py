@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from runtime.provenance import state_dict_sha256
-from tests.conftest import (
+from tests.helpers.runs import (
     TINY,
     ReferenceRuns,
     RunResult,
     assert_same_weights,
-    free_port,
     run_command,
     run_train,
-    start_command,
+    run_two_nodes,
     torchrun,
-    wait_or_dump_stacks,
     weights_differ,
 )
 
@@ -189,31 +185,6 @@ def test_ranks_share_init_and_differ_in_dropout_and_worker_streams(tmp_path: Pat
     assert rank0["mask"] != rank1["mask"]
     assert rank0["workers"] != rank1["workers"]
     assert rank0["workers"][0] != rank0["workers"][1]  # two workers of one rank differ too
-
-
-def two_node_command(node_rank: int, port: int, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=2",
-        f"--node-rank={node_rank}",
-        "--nproc_per_node=1",
-        "--master-addr=127.0.0.1",
-        f"--master-port={port}",
-        *args,
-    ]
-
-
-def run_two_nodes(*args: str) -> list[subprocess.CompletedProcess[str]]:
-    """Two torchrun agents on 127.0.0.1, each one 'node' with one process."""
-    port = free_port()
-    agents = [start_command(two_node_command(rank, port, *args)) for rank in (0, 1)]
-    results = []
-    for agent in agents:
-        stdout, stderr = wait_or_dump_stacks(agent, timeout=300)
-        results.append(subprocess.CompletedProcess(agent.args, agent.returncode, stdout, stderr))
-    return results
 
 
 def test_two_nodes_use_the_global_rank_and_equal_one_node(ddp_run, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import torch
 
 from runtime.provenance import state_dict_sha256
 from runtime.rundir import benchmark_directory, read_json
-from tests.conftest import (
+from tests.helpers.runs import (
     REPO_ROOT,
     TINY,
     RunResult,
@@ -154,7 +154,7 @@ def test_a_benchmark_at_2_processes_reports_the_1_process_numbers(
         [
             sys.executable,
             "-m",
-            "tools.benchmark",
+            "scripts.benchmark",
             "--seeds",
             "42",
             "--nproc",

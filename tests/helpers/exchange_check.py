@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from foundation.process import process_launch
+from runtime.process_group import leave_process_group
 from training.exchange import GatherExchange, ShardedExchange
 from training.reduction_tree import rank_block, tree_sum
 
@@ -62,8 +63,8 @@ def main() -> None:
     dist.all_reduce(received, op=dist.ReduceOp.MAX)
     if rank == 0:
         print(f"exchange ok W={world} received={int(received)}", flush=True)
-    dist.barrier()
-    dist.destroy_process_group()
+    del exchange  # nothing may hold the group when it is left
+    leave_process_group(torch.device("cpu"))
 
 
 def _no_leaf(j: int) -> torch.Tensor:

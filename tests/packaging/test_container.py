@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scripts.docker.requirements import PROVIDED_BY_BASE_IMAGE, install_list, locked
-from tests.conftest import REPO_ROOT
+from tests.helpers.runs import REPO_ROOT
 
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from runtime.rundir import find_one_run
-from tests.conftest import REPO_ROOT, TINY, ReferenceRuns, copy_of_repository
+from tests.helpers.runs import REPO_ROOT, TINY, ReferenceRuns, copy_of_repository
 
 IMAGE = "reproducible-ddp-template:test"
 

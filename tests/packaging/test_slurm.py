@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from runtime.rundir import RunDirectory, benchmark_directory, find_one_run
-from tests.conftest import (
+from tests.helpers.runs import (
     REPO_ROOT,
     TINY,
     ReferenceRuns,

@@ -13,8 +13,8 @@ from configs import load_config
 from configs.keys import differing_keys
 from foundation.errors import UserError
 from runtime.rundir import RunDirectory
+from scripts.compare import checked, pairing
 from tools import slurm_array
-from tools.compare import checked, pairing
 from tools.seed_runs import parse_seeds
 from tools.slurm_array import abandoned
 

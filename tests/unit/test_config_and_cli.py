@@ -10,7 +10,7 @@ import pytest
 import train
 from configs import Config, load_config
 from foundation.errors import UserError
-from tests.conftest import REPO_ROOT
+from tests.helpers.runs import REPO_ROOT
 
 DEFAULT = REPO_ROOT / "configs" / "default.yaml"
 

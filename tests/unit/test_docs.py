@@ -13,8 +13,8 @@ from data import DATASETS
 from data.config import DataConfig
 from models import MODELS
 from models.config import ModelConfig
-from tests.conftest import REPO_ROOT
-from tools.docs import README, render, unlisted
+from scripts.docs import README, render, unlisted
+from tests.helpers.runs import REPO_ROOT
 
 
 def test_the_generated_tables_match_the_code() -> None:

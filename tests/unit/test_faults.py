@@ -31,7 +31,7 @@ from runtime.session import RunSession
 from runtime.vote import RankHealth, Verdict
 from runtime.writes import WriteFailures
 from tests.helpers.dataset_files import write_image_tree
-from tests.unit.test_trainer import InMemoryLoader, KeptEvents, make_trainer
+from tests.helpers.in_memory import InMemoryLoader, KeptEvents, make_trainer
 from training.determinism import DeterminismConfig, Precision
 from training.events import Position
 from training.health import GRADIENTS, LOSS, NOT_SEEN, STATE, NonFiniteWatch

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from configs import load_config
-from tests.conftest import (
+from tests.helpers.runs import (
     REPO_ROOT,
 )
 from training.determinism import apply_determinism, effective_flags

@@ -1,6 +1,6 @@
 """Cost of the fault checks in the training step: `make bench-health`.
 
-    python -m tools.bench_health [--steps 40] [--repeats 5] [--batch 128] [--width 16]
+    python -m benchmarks.bench_health [--steps 40] [--repeats 5] [--batch 128] [--width 16]
 
 One process times optimizer steps of the default model on in-memory 32x32 batches, the variants
 interleaved, best and median of the repeats:
@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,12 +25,13 @@ import torch
 from models import build_model
 from models.smallcnn import SmallCNNConfig
 from runtime.process_group import join_process_group, leave_process_group
-from runtime.provenance import REPO_ROOT
 from runtime.signals import StopSignals
 from runtime.vote import HealthVote, RankHealth, Verdict
 from runtime.writes import WriteFailures
-from tools.bench_invariance import timed
 from tools.launch import launch_environment, local_launcher
+from tools.measure import timed
+from tools.processes import run_process
+from tools.report import bench_folder, write_report
 from training.determinism import Precision
 from training.events import NoBoundary, Position
 from training.health import NonFiniteWatch
@@ -126,38 +125,37 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--output-dir", default="runs/bench")
+    parser.add_argument("--output-dir", default=bench_folder("health"))
     parser.add_argument("--votes", type=int, default=0, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.votes:
         vote_cost(arguments.votes)
         return
     costs = step_costs(arguments.steps, arguments.repeats, arguments.batch, arguments.width)
-    launched = subprocess.run(
-        [*local_launcher(2), "-m", "tools.bench_health", "--votes", "1000"],
-        cwd=REPO_ROOT,
-        env=launch_environment({"OMP_NUM_THREADS": "1"}),
-        capture_output=True,
-        text=True,
-        check=True,
+    launched = run_process(
+        [*local_launcher(2), "-m", "benchmarks.bench_health", "--votes", "1000"],
+        launch_environment({"OMP_NUM_THREADS": "1"}),
     )
+    if launched.returncode != 0:
+        sys.exit(f"the vote measurement at W=2 failed:\n{launched.stderr[-3000:]}")
     votes = json.loads(launched.stdout.strip().splitlines()[-1])
     none = costs["none"]["best_ms"]
-    print(
+    lines = [
         f"ms per optimizer step, batch {arguments.batch}, 1 thread (best / median of "
-        f"{arguments.repeats} x {arguments.steps} steps)"
-    )
-    for variant, cost in costs.items():
-        print(
-            f"  {variant:<11} {cost['best_ms']:7.2f} / {cost['median_ms']:7.2f}  "
-            f"({cost['best_ms'] / none - 1:+.1%} vs none, best)"
-        )
-    print(f"vote at W=2 (gloo all_gather of 4 integers): {votes['vote_us']:.0f} us per step")
-    output = Path(arguments.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+        f"{arguments.repeats} x {arguments.steps} steps)",
+        "",
+        "| fault check | best ms | median ms | vs none (best) |",
+        "|---|---|---|---|",
+        *(
+            f"| {variant} | {cost['best_ms']:.2f} | {cost['median_ms']:.2f} "
+            f"| {cost['best_ms'] / none - 1:+.1%} |"
+            for variant, cost in costs.items()
+        ),
+        "",
+        f"vote at W=2 (gloo all_gather of 4 integers): {votes['vote_us']:.0f} us per step",
+    ]
     report = {"steps": costs, "vote": votes, "batch": arguments.batch, "width": arguments.width}
-    (output / "bench-health.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output / 'bench-health.json'}")
+    write_report(arguments.output_dir, "bench-health", report, lines)
 
 
 if __name__ == "__main__":

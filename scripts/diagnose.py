@@ -1,4 +1,4 @@
-"""Check the seed streams of a live job against the plan: `python -m tools.diagnose`.
+"""Check the seed streams of a live job against the plan: `python -m scripts.diagnose`.
 
 Run it alone or under torchrun (`make diagnose NPROC=2`, or across nodes). Every rank seeds each
 stream exactly as the trainer does and draws a few numbers; rank 0 gathers them and prints, per
@@ -132,7 +132,7 @@ def _format(values: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.diagnose", description=__doc__.split("\n")[0]
+        prog="python -m scripts.diagnose", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--plant-mistake", choices=MISTAKES, default=None)
     arguments, train_flags = parser.parse_known_args(argv)

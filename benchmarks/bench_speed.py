@@ -2,82 +2,38 @@
 
 Measured side by side in one invocation, with interleaved repetitions (medians, since machines
 are noisy):
-1. a plain, minimal PyTorch loop (tools/plain_loop.py) on the same model, data pipeline and
+1. a plain, minimal PyTorch loop (benchmarks/plain_loop.py) on the same model, data pipeline and
    batch size: the reference;
 2. train.py in the production, eval and debug profiles: steady-state training samples/s (epochs
    after the first, evaluation and start-up excluded);
 3. the data pipeline alone, in one process (= per worker): samples/s with and without per-sample
    seeding;
 4. start-up: seconds from process start to the first optimizer step.
-Writes benchmark-speed.json and benchmark-speed.md to --output-dir and prints the table.
+Writes bench-speed.json and bench-speed.md to --output-dir (runs/bench/speed) and prints the table.
 Targets: production >= 0.97x the plain loop; seeding <= 5 % of loading time; first step <= 5 s.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from runtime.provenance import REPO_ROOT
-from runtime.rundir import find_one_run
-from tools.launch import launch_environment
+from tools.launch import train_subprocess
+from tools.measure import run_plain_loop, steady
+from tools.report import bench_folder, write_report
 
 PROFILES = ("production", "eval", "debug")
 
 
-def environment() -> dict[str, str]:
-    return launch_environment({"PYTHONPATH": str(REPO_ROOT)})
-
-
-def steady(samples_per_s: list[float]) -> float:
-    """Median over the epochs after the first (warm-up), or the only epoch there is."""
-    return statistics.median(samples_per_s[1:] or samples_per_s)
-
-
-def run_plain(config: str, overrides: list[str]) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.plain_loop", "--config", config, *overrides],
-        cwd=REPO_ROOT,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {
-        "samples_per_s": steady(result["samples_per_s"]),
-        "time_to_first_step_s": result["time_to_first_step_s"],
-    }
-
-
 def run_template(profile: str, config: str, overrides: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as output:
-        subprocess.run(
-            [
-                sys.executable,
-                "train.py",
-                "--config",
-                config,
-                "--profile",
-                profile,
-                "--output-dir",
-                output,
-                *overrides,
-            ],
-            cwd=REPO_ROOT,
-            env=environment(),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        run = find_one_run(output)
+        trained = train_subprocess(["--config", config, "--profile", profile, *overrides], output)
+        if trained.returncode != 0:
+            raise SystemExit(f"train.py --profile {profile} failed:\n{trained.tail()}")
+        run = trained.run
         manifest = run.read_manifest() or {}
         rates = [r["samples_per_s"] for r in run.read_metrics("epoch")]
     return {
@@ -90,11 +46,11 @@ def data_pipeline(samples: int) -> dict[str, float]:
     """Samples/s of one loading process (what one worker does), with and without seeding."""
     from torch.utils.data import DataLoader
 
+    from benchmarks.plain_loop import Augmented
     from data.augment import pipeline
     from data.loaders import build_data
     from data.synthetic import SyntheticDataConfig, build_synthetic
     from seeding import data_parallel
-    from tools.plain_loop import Augmented
 
     config = SyntheticDataConfig(synthetic={"train_size": samples, "val_size": 8})
     seeded = build_data(config, data_parallel(0, 0), 1, 0, pin_memory=False).train
@@ -117,7 +73,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/default.yaml")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--output-dir", default="runs/bench-speed")
+    parser.add_argument("--output-dir", default=bench_folder("speed"))
     parser.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     arguments = parser.parse_args()
     overrides = [
@@ -129,7 +85,7 @@ def main() -> None:
     measured: dict[str, list[dict[str, float]]] = {"plain": [], **{p: [] for p in PROFILES}}
     pipeline: list[dict[str, float]] = []
     for repeat in range(arguments.repeats):
-        measured["plain"].append(run_plain(arguments.config, overrides))
+        measured["plain"].append(run_plain_loop(arguments.config, overrides))
         for profile in PROFILES:
             measured[profile].append(run_template(profile, arguments.config, overrides))
         pipeline.append(data_pipeline(6000))
@@ -189,12 +145,7 @@ def main() -> None:
         f"data pipeline, one process: seeded {seeded:,.0f} samples/s, plain {unseeded:,.0f} samples/s "
         f"(seeding costs {100 * result['data_pipeline']['seeding_cost']:.1f} %)",
     ]
-    output = Path(arguments.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "benchmark-speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    (output / "benchmark-speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"written: {output}/benchmark-speed.json, benchmark-speed.md")
+    write_report(arguments.output_dir, "bench-speed", result, lines)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """One prepared GPU check: `make gpu-check` on a CUDA machine, `make gpu-check DEVICE=cpu QUICK=1`
 to rehearse it anywhere (CI runs that, so the script keeps working before a GPU is lent).
 
-    python -m tools.gpu_check [--device cuda|cpu] [--quick] [--repeats N] [--budget-s S]
+    python -m scripts.gpu_check [--device cuda|cpu] [--quick] [--repeats N] [--budget-s S]
                               [--output-dir runs/gpu-check]
 
 Each line is a check with a result (pass / fail / skipped) and its numbers:
@@ -13,7 +13,7 @@ Each line is a check with a result (pass / fail / skipped) and its numbers:
 |                 | report's flags (read back from torch) are the strict ones                   |
 | eval twice      | equal weights, or the report's verdict says why not                         |
 | speed           | production (AMP, channels_last, TF32, cudnn.benchmark) against the plain    |
-|                 | loop (tools/plain_loop.py, the same knobs) on the same model and data, best |
+|                 | loop (benchmarks/plain_loop.py, the same knobs) on the same model and data, best |
 |                 | and median; debug and eval against production; the bare step's rate on an  |
 |                 | in-memory batch says whether the GPU, not Python or loading, is the limit   |
 | no host sync    | a production epoch (real loaders, pinned memory, the non-finite watch)      |
@@ -34,13 +34,13 @@ prints the table, exits 1 if a line failed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -52,20 +52,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-import seeding
 from configs import Config, load_config
-from data.loaders import build_data
 from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
 from models import build_model
-from runtime.provenance import REPO_ROOT
-from runtime.rundir import find_one_run
-from tools.launch import launch_environment
-from tools.speed import run_plain, steady
+from runtime.assembly import build_run, plan_run
+from tools.launch import train_subprocess
+from tools.measure import run_plain_loop, steady
 from training.determinism import Precision, apply_determinism, precision_for
 from training.events import NoEvents, Position
 from training.health import NOT_SEEN, NonFiniteWatch
-from training.modes import parallel_mode
 from training.topology import Topology
 from training.trainer import Trainer
 
@@ -130,23 +126,16 @@ class Check:
     def train(self, profile: str, *more: str) -> TrainRun:
         self.runs += 1
         output = self.workdir / f"run-{self.runs}"
-        flags = ["--profile", profile, "--output-dir", str(output), *self.job, *more]
-        done = subprocess.run(
-            [sys.executable, "train.py", *flags],
-            cwd=REPO_ROOT,
-            env=launch_environment(),
-            capture_output=True,
-            text=True,
-        )
+        done = train_subprocess(["--profile", profile, *self.job, *more], output)
         if done.returncode != 0:
             raise RuntimeError(f"train.py --profile {profile} failed: {_last_line(done.stderr)}")
-        run = find_one_run(output)
+        run = done.run
         manifest = run.read_manifest() or {}
         rates = [record["samples_per_s"] for record in run.read_metrics("epoch")]
         return TrainRun(manifest["final_weights_sha256"], steady(rates), manifest["determinism"])
 
     def plain(self) -> float:
-        return run_plain("configs/default.yaml", self.job)["samples_per_s"]
+        return run_plain_loop("configs/default.yaml", self.job)["samples_per_s"]
 
     def config(self, profile: str) -> Config:
         return load_config("configs/default.yaml", profile, None, self.job)
@@ -246,8 +235,7 @@ def speed(check: Check, debug: list[TrainRun], eval_: list[TrainRun]) -> Line:
 def no_host_sync(check: Check) -> Line:
     config = check.config("production")
     device = torch.device(check.device)
-    apply_determinism(config.determinism, device)
-    trainer = in_process_trainer(config, device, precision_for(config.determinism, device))
+    trainer = in_process_trainer(config, device)
     trainer.events = SyncCheckWindow(cuda=device.type == "cuda")
     steps = trainer.batches_per_epoch()
     if device.type != "cuda":
@@ -290,11 +278,10 @@ def invariant(check: Check, debug: list[TrainRun]) -> Line:
 def fp16_grad_scaler(check: Check) -> Line:
     config = check.config("production")
     device = torch.device(check.device)
-    apply_determinism(config.determinism, device)
-    precision = Precision(torch.float16, device.type == "cuda", device.type == "cuda")
+    fp16 = Precision(torch.float16, device.type == "cuda", device.type == "cuda")
     # On CPU the trainer's own GradScaler("cuda") disables itself, saying so; it is replaced below.
     warnings.filterwarnings("ignore", message=r".*GradScaler is enabled, but CUDA is not available")
-    trainer = in_process_trainer(config, device, precision)
+    trainer = in_process_trainer(config, device, fp16)
     trainer.scaler = torch.amp.GradScaler(device.type, init_scale=FP16_INITIAL_SCALE)
     trainer.fit()
     bad_step, _ = trainer.watch.read()  # type: ignore[union-attr]
@@ -333,32 +320,16 @@ class SyncCheckWindow(NoEvents):
             torch.cuda.set_sync_debug_mode("error")
 
 
-def in_process_trainer(config: Config, device: torch.device, precision: Precision) -> Trainer:
-    """The trainer as train.py builds it for one process, without a run directory."""
-    plan = seeding.data_parallel(config.seed, 0)
+def in_process_trainer(
+    config: Config, device: torch.device, precision: Precision | None = None
+) -> Trainer:
+    """The trainer exactly as train.py builds it for one process (runtime/assembly.py), without
+    a run directory; `precision` replaces the profile's (the fp16 line)."""
     topology = Topology.single(device)
-    mode = parallel_mode(
-        config.trainer,
-        config.data.global_batch_size,
-        topology,
-        lambda step, micro_batch: plan.seed("microbatch", step, micro_batch),
-    )
-    data = build_data(config.data, plan, 1, 0, precision.pin_memory, mode.eval_chunk)
-    seeding.seed_host_globals(plan)
-    seeding.enter_init_stream(plan)
-    model = build_model(config.model, data.num_classes, data.image_size)
-    seeding.enter_dropout_stream(plan)
-    return Trainer(
-        config.trainer,
-        model,
-        optim=config.optim,
-        precision=precision,
-        topology=topology,
-        mode=mode,
-        train_loader=data.train,
-        val_loader=data.val,
-        watch=NonFiniteWatch(device),
-    )
+    planned = plan_run(config, topology)
+    if precision is not None:
+        planned = dataclasses.replace(planned, precision=precision)
+    return build_run(config, topology, planned, watch=NonFiniteWatch(device)).trainer
 
 
 def bare_step_rate(check: Check) -> float:

@@ -1,6 +1,6 @@
 """Cost of the world-size-invariant mode against ordinary DDP: `make bench-invariance`.
 
-    python -m tools.bench_invariance [--worlds 2 4 8] [--timed-worlds 2 4] [--steps 30]
+    python -m benchmarks.bench_invariance [--worlds 2 4 8] [--timed-worlds 2 4] [--steps 30]
                                      [--repeats 3] [--per-rank-batch 32] [--width 16]
 
 For each world size W (torchrun, gloo on CPU / NCCL on GPU, one intra-op thread per process),
@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,26 +39,17 @@ from foundation.process import process_launch
 from models import build_model
 from models.smallcnn import SmallCNNConfig
 from runtime.process_group import leave_process_group
-from runtime.provenance import REPO_ROOT, state_dict_sha256
+from runtime.provenance import state_dict_sha256
 from tools.launch import launch_environment, local_launcher
+from tools.measure import timed
+from tools.processes import run_process
+from tools.report import bench_folder, write_report
 from training.exchange import GatherExchange
 from training.invariance import InvariantMode, InvariantStep, MicroBatchLayout
 from training.topology import Topology
 
 TRAFFIC_STEPS = 5
 Step = Callable[[], None]
-
-
-def timed(step: Step, steps: int) -> float:
-    """Seconds per step, after 3 warm-up steps."""
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
 
 
 def loopback_received_bytes() -> int | None:
@@ -204,10 +193,8 @@ def worker(arguments: argparse.Namespace) -> None:
 
 
 def run_world(world: int, argv: list[str]) -> dict[str, Any]:
-    command = [*local_launcher(world), "-m", "tools.bench_invariance", "--worker", *argv]
-    done = subprocess.run(
-        command, cwd=REPO_ROOT, env=launch_environment(), capture_output=True, text=True
-    )
+    command = [*local_launcher(world), "-m", "benchmarks.bench_invariance", "--worker", *argv]
+    done = run_process(command, launch_environment())
     if done.returncode != 0:
         sys.exit(f"benchmark at W={world} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
@@ -272,7 +259,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--per-rank-batch", type=int, default=32)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--output-dir", default="runs/bench-invariance")
+    parser.add_argument("--output-dir", default=bench_folder("invariance"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if any(world < 1 or world & (world - 1) for world in arguments.worlds):
@@ -308,12 +295,7 @@ def main() -> None:
         "both exchanges end with the same weights: "
         + ("yes" if all(r["exchanges_same_weights"] for r in results) else "NO"),
     ]
-    output = Path(arguments.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "bench-invariance.json").write_text(json.dumps(results, indent=2) + "\n")
-    (output / "bench-invariance.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"written: {output}/bench-invariance.json, bench-invariance.md")
+    write_report(arguments.output_dir, "bench-invariance", results, lines)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""The state of one run directory, for scripts: `python -m tools.run_state [train.py flags]`.
+"""The state of one run directory, for scripts: `python -m scripts.run_state [train.py flags]`.
 
-    python -m tools.run_state --config C --seed S --profile P --output-dir O [key=value ...]
+    python -m scripts.run_state --config C --seed S --profile P --output-dir O [key=value ...]
 
 Prints `none` (no run there yet), `running`, `completed`, `failed` or `interrupted` (stopped by
 SIGTERM/SIGINT after a checkpoint: continue it with --resume auto). The SLURM script asks it

@@ -1,6 +1,6 @@
 """Is B better than A? `make compare A="k=v ..." B="k=v ..." SEEDS="0 1 2 3 4"`.
 
-    python -m tools.compare --a "optim.lr=0.05" --b "optim.lr=0.1" --seeds 0 1 2 3 4
+    python -m scripts.compare --a "optim.lr=0.05" --b "optim.lr=0.1" --seeds 0 1 2 3 4
                             [--profile eval] [--config PATH] [--output-dir runs/compare]
                             [--jobs N] [--nproc N] [--metrics val_acc val_loss] [-- key=value ...]
 
@@ -202,7 +202,7 @@ def checked(argv: list[str] | None = None) -> Comparison:
     """Parse and check the command line, A and B (each a config file plus overrides) and the
     metrics; any problem is a one-line error before anything is written or trained."""
     parser = argparse.ArgumentParser(
-        prog="python -m tools.compare", description=__doc__.split("\n")[0]
+        prog="python -m scripts.compare", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--a", default="", help='variant A: "[config.yaml] key=value ..."')
     parser.add_argument("--b", default="", help='variant B: "[config.yaml] key=value ..."')

@@ -1,6 +1,6 @@
 """Multi-seed benchmark: `make benchmark SEEDS="0 1 2 3 4" [PROFILE=eval] [JOBS=2] [NPROC=..]`.
 
-    python -m tools.benchmark --seeds 0 1 2 [--profile eval] [--config PATH] [--output-dir DIR]
+    python -m scripts.benchmark --seeds 0 1 2 [--profile eval] [--config PATH] [--output-dir DIR]
                                [--jobs N] [--nproc N] [--entry train.py] [-- key=value ...]
 
 Each seed is a normal run in its normal run directory; finished seeds are reused, interrupted ones
@@ -128,7 +128,7 @@ def plot_curves(path: Path, results: list[dict[str, Any]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.benchmark", description=__doc__.split("\n")[0]
+        prog="python -m scripts.benchmark", description=__doc__.split("\n")[0]
     )
     add_seed_run_arguments(parser, output_dir="runs")
     arguments = parser.parse_args()

@@ -7,12 +7,12 @@ seeding (Philox repositioned in place + the python facade), and with the naive c
 difference to unseeded loading, end to end: a reseed measured alone in a tight loop (cache-hot)
 looks several times cheaper than it is. Interleaved repetitions; minimums reported (the cost of the
 code, not of a noisy machine). Targets of the seeding issue: <= 15 us and <= 5 % of loading.
+Writes bench-seeding.json and .md to --output-dir (runs/bench/seeding).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
@@ -24,6 +24,7 @@ from data.augment import pipeline
 from data.loaders import SeededAugmentedDataset
 from data.synthetic import SyntheticDataConfig, build_synthetic
 from seeding import SampleKey, SampleRandomness, WorkerSeeder, data_parallel
+from tools.report import bench_folder, write_report
 
 
 def per_call_us(function: Callable[[int], object], count: int) -> float:
@@ -37,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--json", default=None, help="also write the numbers here")
+    parser.add_argument("--output-dir", default=bench_folder("seeding"))
     arguments = parser.parse_args()
 
     plan = data_parallel(42, 0)
@@ -89,20 +90,16 @@ def main() -> None:
         "naive_share_of_loading": naive / best["load_naive"],
         "median_us": {name: statistics.median(values) for name, values in timings.items()},
     }
-    print(f"loading a sample, unseeded:          {best['load_unseeded']:6.1f} us")
-    print(f"loading a sample, per-sample seeded: {best['load_seeded']:6.1f} us")
-    print(f"loading a sample, naive seeding:     {best['load_naive']:6.1f} us")
-    print(
+    lines = [
+        f"loading a sample, unseeded:          {best['load_unseeded']:6.1f} us",
+        f"loading a sample, per-sample seeded: {best['load_seeded']:6.1f} us",
+        f"loading a sample, naive seeding:     {best['load_naive']:6.1f} us",
         f"per-sample seeding costs {seeding:5.1f} us/sample = "
-        f"{100 * result['seeding_share_of_loading']:4.1f} % of loading (targets: <= 15 us, <= 5 %)"
-    )
-    print(
+        f"{100 * result['seeding_share_of_loading']:4.1f} % of loading (targets: <= 15 us, <= 5 %)",
         f"naive seeding costs      {naive:5.1f} us/sample = "
-        f"{100 * result['naive_share_of_loading']:4.1f} % of loading"
-    )
-    if arguments.json:
-        with open(arguments.json, "w") as stream:
-            json.dump(result, stream, indent=2)
+        f"{100 * result['naive_share_of_loading']:4.1f} % of loading",
+    ]
+    write_report(arguments.output_dir, "bench-seeding", result, lines)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The README's config-key, dataset and model tables, written from the code: `make docs`.
 
-    python -m tools.docs            rewrite the tables in README.md
-    python -m tools.docs --check    exit 1 (one line) if README.md and the code disagree
+    python -m scripts.docs            rewrite the tables in README.md
+    python -m scripts.docs --check    exit 1 (one line) if README.md and the code disagree
 
 Why generated: hand-written tables went stale with a fork's first new key. Each table sits
 between `<!-- generated: NAME -->` and `<!-- end: NAME -->` in README.md; everything else in the
@@ -190,7 +190,7 @@ def render(readme: str, listed_only: bool = False) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.docs", description=__doc__.split("\n")[0]
+        prog="python -m scripts.docs", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--check", action="store_true", help="only compare, write nothing")
     arguments = parser.parse_args()

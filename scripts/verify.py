@@ -16,7 +16,7 @@ It prints one table (guarantee, result, first divergence: step, tensor, rank) an
 any difference. The job is cut to `--steps` optimizer steps (VERIFY_STEPS, default 30) to keep
 it short; `--quick` (QUICK=1) runs only the first row.
 
-    python -m tools.verify [--steps N] [--workers N] [--quick] [--workdir DIR] [--entry train.py]
+    python -m scripts.verify [--steps N] [--workers N] [--quick] [--workdir DIR] [--entry train.py]
                            -- <train.py flags and key=value overrides>
 """
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,9 +39,8 @@ from configs import load_config, parse_args
 from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
 from runtime.checkpoints import load_last
-from runtime.provenance import REPO_ROOT
 from runtime.rundir import RunDirectory, find_one_run
-from tools.launch import launch_environment, local_launcher
+from tools.launch import train_command, train_subprocess
 
 
 @dataclass(frozen=True)
@@ -84,14 +82,11 @@ class Verifier:
         return self.done[run]
 
     def _train(self, run: Run, output: Path, flags: list[str]) -> None:
-        command = [*local_launcher(run.nproc), self.entry, *flags, "--output-dir", str(output)]
+        command = train_command([*flags, "--output-dir", str(output)], run.nproc, self.entry)
         print(f"verify: {run.name}: {' '.join(command[1:])}", flush=True)
-        done = subprocess.run(
-            command, cwd=REPO_ROOT, env=launch_environment(), capture_output=True, text=True
-        )
+        done = train_subprocess(flags, output, nproc=run.nproc, entry=self.entry)
         if done.returncode != 0:
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-            print(tail, file=sys.stderr)
+            print(done.tail(), file=sys.stderr)
             raise UserError(f"{run.name} failed with exit code {done.returncode}")
 
 
@@ -190,7 +185,7 @@ def matrix(invariant: bool, workers: int, quick: bool) -> list[Row]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.verify", description=__doc__.split("\n")[0]
+        prog="python -m scripts.verify", description=__doc__.split("\n")[0]
     )
     # argparse passes a string default through `type`, so a bad VERIFY_STEPS is a one-line error.
     parser.add_argument("--steps", type=int, default=os.environ.get("VERIFY_STEPS", "30"))

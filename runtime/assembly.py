@@ -1,0 +1,127 @@
+"""How a run is put together, in the one order every guarantee depends on.
+
+train.py builds its run here, and so does every command that must train exactly what train.py
+trains in-process (`make gpu-check`): a copy of these steps drifts (seeding the host RNGs after
+the data instead of before, skipping the mode's preparation) and then checks another trainer.
+
+The order, and why:
+1. `plan_run`: the seed plan from the *global* rank (never LOCAL_RANK: every node would repeat
+   node 0's streams), the step strategy, the determinism switches and the mode's preparation,
+   then the host RNGs (random, numpy, torch) from the plan: all before the first draw.
+2. `build_run`: the data (its generators are private, so building it draws nothing global),
+   the model inside the init stream every rank shares (identical initial weights without a
+   broadcast), then the per-rank dropout stream; the caller's recorder and session are made
+   once the data is known (they describe its pipelines), and the trainer last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from torch import nn
+
+import seeding
+from data.config import DataConfig
+from data.loaders import DataBundle, build_data
+from models import build_model
+from models.config import ModelConfig
+from seeding import SeedPlan
+from training.determinism import DeterminismConfig, Precision, apply_determinism, precision_for
+from training.events import StepBoundary, TrainingEvents
+from training.health import NonFiniteWatch
+from training.modes import parallel_mode
+from training.optim import OptimConfig
+from training.steps import ParallelMode
+from training.topology import CollectiveGuard, Topology, unguarded
+from training.trainer import Trainer, TrainerConfig
+
+
+class RunConfig(Protocol):
+    """The sections of the root config (configs/schema.py) that a run is built from."""
+
+    seed: int
+    trainer: TrainerConfig
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig
+    determinism: DeterminismConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What is fixed before anything is built: streams, step strategy, numerics."""
+
+    plan: SeedPlan
+    mode: ParallelMode
+    precision: Precision
+    determinism_notes: list[str]
+
+
+# What observes the trainer: its events (the recorder) and its step boundary (the session).
+Observed = TypeVar("Observed", bound=tuple[TrainingEvents, StepBoundary])
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltRun(Generic[Observed]):
+    data: DataBundle
+    model: nn.Module
+    trainer: Trainer
+    observers: Observed | None  # what `observers` made from the data, as it made it
+
+
+def plan_run(config: RunConfig, topology: Topology) -> RunPlan:
+    """Step 1: fix every seed and determinism switch before any draw."""
+    plan = seeding.data_parallel(config.seed, topology.rank)
+    mode = parallel_mode(
+        config.trainer,
+        config.data.global_batch_size,
+        topology,
+        lambda step, micro_batch: plan.seed("microbatch", step, micro_batch),
+    )
+    notes = apply_determinism(config.determinism, topology.device) + mode.notes()
+    mode.prepare(topology.device)
+    seeding.seed_host_globals(plan)
+    return RunPlan(plan, mode, precision_for(config.determinism, topology.device), notes)
+
+
+def build_run(
+    config: RunConfig,
+    topology: Topology,
+    planned: RunPlan,
+    *,
+    watch: NonFiniteWatch | None = None,
+    guard: CollectiveGuard = unguarded,
+    observers: Callable[[DataBundle], Observed] | None = None,
+) -> BuiltRun[Observed]:
+    """Step 2: data, model (init stream), dropout stream, observers, trainer."""
+    plan, precision = planned.plan, planned.precision
+    data = build_data(
+        config.data,
+        plan,
+        topology.world_size,
+        topology.rank,
+        precision.pin_memory,
+        planned.mode.eval_chunk,
+    )
+    seeding.enter_init_stream(plan)
+    model = build_model(config.model, data.num_classes, data.image_size)
+    seeding.enter_dropout_stream(plan)
+    made = observers(data) if observers is not None else None
+    events, boundary = made if made is not None else (None, None)
+    trainer = Trainer(
+        config.trainer,
+        model,
+        optim=config.optim,
+        precision=precision,
+        topology=topology,
+        mode=planned.mode,
+        train_loader=data.train,
+        val_loader=data.val,
+        events=events,
+        boundary=boundary,
+        watch=watch,
+        guard=guard,
+    )
+    return BuiltRun(data, model, trainer, made)
