@@ -31,12 +31,12 @@ def main() -> None:
     arguments = parse_args(sys.argv[1:])
     config = load_config(arguments.config, arguments.profile, arguments.seed, arguments.overrides)
     run_dir = RunDirectory.of(arguments.output_dir, config.name, config.profile, config.seed)
-    checkpoints = Checkpointer(run_dir, config.trainer)
+    checkpoints = Checkpointer(run_dir, config.checkpoint)
     resume = checkpoints.resume_point(arguments.resume)
 
     # 2. Plan: join the process group, then fix every seed and determinism switch before any
     #    draw; a checkpoint of another computation is refused here.
-    group = join_process_group(config.trainer.device, config.trainer.collective_timeout_s)
+    group = join_process_group(config.trainer.device, config.distributed.collective_timeout_s)
     topology = group.topology
     planned = plan_run(config, topology)
     world_size = planned.mode.fingerprint_world_size(topology.world_size)

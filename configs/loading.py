@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from configs.schema import DEFAULT_DATASET, DEFAULT_MODEL, Config, schema_for
+from configs.schema import DEFAULT_DATASET, DEFAULT_MODEL, MOVED_KEYS, Config, schema_for
 from data import DATASETS
 from data.augment import AugmentConfig, resolve
 from foundation.errors import UserError
@@ -163,6 +163,7 @@ def load_config(
         tree = apply_override(tree, assignment)
     if seed is not None:
         tree["seed"] = seed
+    refuse_moved_keys(tree)
     dataset = _component(tree, "data", DEFAULT_DATASET)
     model = _component(tree, "model", DEFAULT_MODEL)
     DATASETS.check(dataset)
@@ -173,6 +174,15 @@ def load_config(
     except ValidationError as error:
         raise UserError(_describe_validation_error(error, schema)) from None
     return resolve_augmentation(config)
+
+
+def refuse_moved_keys(tree: dict[str, Any]) -> None:
+    """A key that moved to its owner's section, in the file or an override: its new name."""
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        node = tree.get(section)
+        if isinstance(node, dict) and key in node:
+            raise UserError(f"config key {old!r} moved: use {new!r}")
 
 
 def resolve_augmentation(config: Config) -> Config:

@@ -5,11 +5,14 @@
 | `trainer`      | TrainerConfig                          | training/trainer.py              |
 | `optim`        | OptimConfig                            | training/optim.py                |
 | `determinism`  | DeterminismConfig                      | training/determinism.py          |
+| `checkpoint`   | CheckpointConfig                       | runtime/checkpoints.py           |
+| `distributed`  | DistributedConfig                      | runtime/process_group.py         |
 | `data`         | the chosen dataset's DataConfig        | data/config.py + data/<name>.py  |
 | `model`        | the chosen model's ModelConfig         | models/config.py + models/<name>.py |
 
 `data` and `model` are the registered section of the dataset and model a config names
-(`schema_for`): a key the chosen one does not read is unknown, like a typo.
+(`schema_for`): a key the chosen one does not read is unknown, like a typo. A key that moved to
+another section is refused with its new name (`MOVED_KEYS`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,20 @@ from foundation.section import RUNTIME, Section
 from models import MODELS
 from models.config import ModelConfig
 from models.smallcnn import SmallCNNConfig
+from runtime.checkpoints import CheckpointConfig
+from runtime.process_group import DistributedConfig
 from seeding.derive import SEED_LIMIT
 from training.determinism import DeterminismConfig, check_profile
 from training.optim import OptimConfig
 from training.trainer import TrainerConfig
+
+# Keys that moved to the section of their owner: an old config or command line is told the new
+# name in one line instead of "unknown key".
+MOVED_KEYS = {
+    "trainer.checkpoint_every_steps": "checkpoint.every_steps",
+    "trainer.keep_checkpoints": "checkpoint.keep",
+    "trainer.collective_timeout_s": "distributed.collective_timeout_s",
+}
 
 DEFAULT_DATASET = "synthetic"
 DEFAULT_MODEL = "smallcnn"
@@ -52,6 +65,8 @@ class Config(Section):
     model: SerializeAsAny[ModelConfig] = SmallCNNConfig()
     optim: OptimConfig = OptimConfig()
     determinism: DeterminismConfig = DeterminismConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
     @field_validator("name")
     @classmethod

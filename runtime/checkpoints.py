@@ -26,17 +26,16 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from foundation.errors import UserError, first_line
 from foundation.faults import NonFiniteState
 from foundation.process import process_launch
-from foundation.section import keys_with_role
+from foundation.section import RUNTIME, Section, keys_with_role
 from runtime.atomic import atomic_write, atomic_write_text, fsync_directory
 from runtime.rundir import LAST_CHECKPOINT, RunDirectory
 from training.events import Position
 from training.health import first_non_finite
-from training.trainer import TrainerConfig
 
 FORMAT = "reproducible-ddp-template/checkpoint/v1"
 LAST = LAST_CHECKPOINT
@@ -204,14 +203,26 @@ class ResumePoint:
         return self.checkpoint["step"] if self.checkpoint else 0
 
 
+class CheckpointConfig(Section):
+    """The `checkpoint` section: when checkpoints are written and how many are kept."""
+
+    every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="also checkpoint every N steps (null = at epoch ends and at the stop only)",
+        json_schema_extra=RUNTIME,
+    )
+    keep: int = Field(3, ge=1, description="numbered checkpoints kept", json_schema_extra=RUNTIME)
+
+
 class Checkpointer:
     """Checkpoints of one run directory. Every rank holds one; only the writer (rank 0) writes."""
 
-    def __init__(self, run_dir: RunDirectory, config: TrainerConfig) -> None:
+    def __init__(self, run_dir: RunDirectory, config: CheckpointConfig) -> None:
         self.run_dir = run_dir
         self.directory = run_dir.checkpoint_dir
-        self.every_steps = config.checkpoint_every_steps
-        self.keep = config.keep_checkpoints
+        self.every_steps = config.every_steps
+        self.keep = config.keep
         self.fingerprint: dict[str, Any] = {}
         self.provenance: dict[str, Any] = {}
         self.saved_step = -1
@@ -259,7 +270,7 @@ class Checkpointer:
 
     # ----------------------------------------------------------------- policy
     def due(self, position: Position, epoch_ends: bool) -> bool:
-        """Inside an epoch, every `trainer.checkpoint_every_steps` (epoch ends save anyway)."""
+        """Inside an epoch, every `checkpoint.every_steps` (epoch ends save anyway)."""
         every = self.every_steps
         return bool(every) and position.step % every == 0 and not epoch_ends
 

@@ -2,7 +2,7 @@
 
 Why every collective can time out, and what happens then: a rank that stops answering (stopped,
 swapping, a dead node) would leave the others waiting forever. The process group is created with
-`trainer.collective_timeout_s`; when a collective fails, `ProcessGroup.guard` asks the store
+`distributed.collective_timeout_s`; when a collective fails, `ProcessGroup.guard` asks the store
 which ranks are still there (a roll call) and which posted a fault of their own, and raises one
 line that names the operation and the rank that did not arrive.
 """
@@ -21,14 +21,28 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from pydantic import Field
 
 from foundation.errors import UserError, first_line
 from foundation.faults import PeerFailed, PeerUnresponsive
 from foundation.process import process_launch
+from foundation.section import RUNTIME, Section
 from training.topology import Topology
-from training.trainer import DEFAULT_COLLECTIVE_TIMEOUT_S
 
 ROLL_CALL_GRACE_S = 5.0  # how long survivors wait for each other before naming the missing
+DEFAULT_COLLECTIVE_TIMEOUT_S = 600.0
+
+
+class DistributedConfig(Section):
+    """The `distributed` section: how long a rank waits for the others."""
+
+    collective_timeout_s: float = Field(
+        DEFAULT_COLLECTIVE_TIMEOUT_S,
+        gt=0,
+        description="how long a collective (or joining the group) waits for a rank before the "
+        "run stops naming it",
+        json_schema_extra=RUNTIME,
+    )
 
 
 @dataclass(frozen=True)
@@ -92,7 +106,7 @@ class ProcessGroup:
         present = sorted(set(range(self.world_size)) - set(missing))
         reporter = present[0] if present else self.rank
         if timed_out:
-            cause = f"did not arrive within {self.timeout_s:g} s (trainer.collective_timeout_s)"
+            cause = f"did not arrive within {self.timeout_s:g} s (distributed.collective_timeout_s)"
         else:
             cause = f"went away ({_first_line(error)})"
         who = _ranks(missing) if missing else "a peer (the store could not say which)"
@@ -174,7 +188,7 @@ def join_process_group(
         if missing:
             raise PeerUnresponsive(
                 f"joining the process group: {_ranks(missing)} did not arrive within "
-                f"{timeout_s:g} s (trainer.collective_timeout_s)",
+                f"{timeout_s:g} s (distributed.collective_timeout_s)",
                 reporting_rank=min(set(range(world_size)) - set(missing)),
             )
         dist.init_process_group(

@@ -51,11 +51,10 @@ from training.topology import (
     unguarded,
 )
 
-DEFAULT_COLLECTIVE_TIMEOUT_S = 600.0
-
 
 class TrainerConfig(Section):
-    """The `trainer` section."""
+    """The `trainer` section: what the loop and its step strategy read (checkpointing has its
+    own section, runtime/checkpoints.py; collective timeouts theirs, runtime/process_group.py)."""
 
     epochs: int = Field(8, ge=1, description="epochs to train", json_schema_extra=STOPPING)
     max_steps: int | None = Field(
@@ -66,15 +65,6 @@ class TrainerConfig(Section):
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto` (CUDA if available), `cpu`, `cuda`"
-    )
-    checkpoint_every_steps: int | None = Field(
-        None,
-        ge=1,
-        description="also checkpoint every N steps (null = at epoch ends and at the stop only)",
-        json_schema_extra=RUNTIME,
-    )
-    keep_checkpoints: int = Field(
-        3, ge=1, description="numbered checkpoints kept", json_schema_extra=RUNTIME
     )
     log_every_steps: int = Field(
         50,
@@ -97,13 +87,6 @@ class TrainerConfig(Section):
         "every_step",
         description="when the host reads the non-finite flag: after every step, or only at log "
         "steps, checkpoints and epoch ends (no extra host sync per step)",
-        json_schema_extra=RUNTIME,
-    )
-    collective_timeout_s: float = Field(
-        DEFAULT_COLLECTIVE_TIMEOUT_S,
-        gt=0,
-        description="how long a collective (or joining the group) waits for a rank before the "
-        "run stops naming it",
         json_schema_extra=RUNTIME,
     )
 

@@ -82,7 +82,7 @@ def test_a_failing_seed_does_not_lose_the_others_and_a_killed_seed_resumes(tmp_p
         "1",
         "--profile",
         "eval",
-        "trainer.checkpoint_every_steps=4",
+        "checkpoint.every_steps=4",
         entry="tests/helpers/planted_train.py",
         env={"PLANTED_SIGKILL_AT_STEP": "5"},
         check=False,

@@ -98,7 +98,7 @@ def test_a_killed_run_resumes_and_a_seed_failing_in_one_variant_is_left_out(
         "--profile",
         "eval",
         LOW_LR,
-        "trainer.checkpoint_every_steps=4",
+        "checkpoint.every_steps=4",
         entry="tests/helpers/planted_train.py",
         env={"PLANTED_SIGKILL_AT_STEP": "5"},
         check=False,

@@ -43,7 +43,7 @@ from tests.helpers.runs import (
 pytestmark = pytest.mark.slow
 
 PLANTED = "tests/helpers/planted_train.py"
-EVERY_2 = "trainer.checkpoint_every_steps=2"
+EVERY_2 = "checkpoint.every_steps=2"
 
 
 def error_line(result: RunResult | subprocess.CompletedProcess[str]) -> str:
@@ -136,7 +136,7 @@ def test_a_huge_learning_rate_breaks_the_state_first_and_no_checkpoint_holds_it(
 ) -> None:
     """optim.lr=1e8: BatchNorm's running variance overflows while the loss is still finite.
     The run stops at the step where the state first broke; every checkpoint left is finite."""
-    failed = run_train(tmp_path, "optim.lr=1e8", "trainer.checkpoint_every_steps=1", check=False)
+    failed = run_train(tmp_path, "optim.lr=1e8", "checkpoint.every_steps=1", check=False)
     assert failed.returncode == 1
     line = error_line(failed)
     match = re.search(r"non-finite state \(parameters, buffers or optimizer\) at step (\d+) ", line)
@@ -274,7 +274,7 @@ def test_a_stopped_rank_is_named_and_max_restarts_recovers(
     # rank is named, the test kills it at once instead (what torchrun would do, sooner).
     named = (
         "error: the health vote after step 7: rank 1 did not arrive within 5 s "
-        "(trainer.collective_timeout_s)"
+        "(distributed.collective_timeout_s)"
     )
     command = [
         *torchrun(2, "--max-restarts=1", PLANTED),
@@ -282,7 +282,7 @@ def test_a_stopped_rank_is_named_and_max_restarts_recovers(
         str(tmp_path),
         *TINY,
         EVERY_2,
-        "trainer.collective_timeout_s=5",
+        "distributed.collective_timeout_s=5",
     ]
     process = start_command(command, {"PLANTED_SIGSTOP_AT_STEP": "7"})
     # The stderr pipe is the reader's alone: communicate() in wait_or_dump_stacks read it too,
@@ -326,13 +326,13 @@ def test_a_rank_that_never_joins_is_named(tmp_path: Path) -> None:
     topology = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}
     address = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     alone = run_train(
-        tmp_path, "trainer.collective_timeout_s=2", env={**topology, **address}, check=False
+        tmp_path, "distributed.collective_timeout_s=2", env={**topology, **address}, check=False
     )
     assert alone.returncode == 1
     line = error_line(alone)
     assert line == (
         "error: joining the process group: rank 1 did not arrive within 2 s "
-        "(trainer.collective_timeout_s)"
+        "(distributed.collective_timeout_s)"
     )
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
@@ -347,7 +347,7 @@ def test_an_image_that_vanishes_mid_run_is_named_and_nothing_is_lost(tmp_path: P
         f"data.root={root}",
         "data.batch_size=4",
         "data.num_workers=2",
-        "trainer.checkpoint_every_steps=1",
+        "checkpoint.every_steps=1",
     )
     reference = run_train(tmp_path / "reference", *args, tiny=False)
     victim = root / "train" / "dog" / "3.png"

@@ -75,7 +75,7 @@ def test_sigkill_at_any_moment_then_resume_auto(references: ReferenceRuns, tmp_p
         "--output-dir",
         str(tmp_path),
         *TINY,
-        "trainer.checkpoint_every_steps=2",
+        "checkpoint.every_steps=2",
         "data.num_workers=2",
     ]
     process = subprocess.Popen(
@@ -103,7 +103,7 @@ def test_sigkill_at_any_moment_then_resume_auto(references: ReferenceRuns, tmp_p
     (checkpoints / ".step-00000099.pt.abc.tmp").write_bytes(b"PK\x03\x04 half a zip")
     (checkpoints / "step-00000098.pt").write_bytes(newest.read_bytes()[:1000])
     resumed = run_train(
-        tmp_path, "trainer.checkpoint_every_steps=2", "data.num_workers=2", "--resume", "auto"
+        tmp_path, "checkpoint.every_steps=2", "data.num_workers=2", "--resume", "auto"
     )
     assert "skipped incomplete or damaged checkpoint(s): step-00000098.pt" in resumed.process.stderr
     assert not list(checkpoints.glob(".*.tmp"))
@@ -119,7 +119,7 @@ def test_max_restarts_recovers_a_rank_that_dies(references: ReferenceRuns, tmp_p
             "--output-dir",
             str(tmp_path),
             *TINY,
-            "trainer.checkpoint_every_steps=2",
+            "checkpoint.every_steps=2",
         ],
         env={"PLANTED_SIGKILL_AT_STEP": "7"},
     )

@@ -110,13 +110,13 @@ def test_sigkill_at_2_processes_then_resume_auto_at_1_equals_uninterrupted(
     killed = invariant_run(
         tmp_path,
         2,
-        "trainer.checkpoint_every_steps=4",
+        "checkpoint.every_steps=4",
         entry="tests/helpers/planted_train.py",
         env={"PLANTED_SIGKILL_AT_STEP": "10"},
         check=False,
     )
     assert killed.returncode != 0
-    resumed = invariant_run(tmp_path, 1, "trainer.checkpoint_every_steps=4", "--resume", "auto")
+    resumed = invariant_run(tmp_path, 1, "checkpoint.every_steps=4", "--resume", "auto")
     assert resumed.manifest()["resumed_from_step"] == 8
     assert fingerprint(resumed) == fingerprint(reference)
 
@@ -204,7 +204,7 @@ def elastic_agent(output: Path, port: int, node: int, log: Path) -> subprocess.P
         str(output),
         *TINY,
         *INVARIANT,
-        "trainer.checkpoint_every_steps=3",
+        "checkpoint.every_steps=3",
     ]
     with log.open("w") as sink:
         return subprocess.Popen(

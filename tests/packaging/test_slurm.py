@@ -105,7 +105,7 @@ def test_a_job_stopped_by_slurm_requeues_itself_and_ends_as_if_uninterrupted(
         "PLANTED_SLEEP_PER_STEP": "0.3",  # slower, the same numbers
     }
     log = tmp_path / "job.out"
-    job = submit(env, log, *TINY, "trainer.checkpoint_every_steps=2")
+    job = submit(env, log, *TINY, "checkpoint.every_steps=2")
     run = RunDirectory.of(tmp_path, "default", "debug", 42)
     wait_until(lambda: any(run.checkpoint_dir.glob("step-*.pt.sha256")), 120, "a checkpoint")
     signal = run_command(["scancel", "--signal=TERM", job], env=env)

@@ -71,7 +71,7 @@ def test_keeps_only_the_newest_k_and_last_names_the_newest(tmp_path: Path) -> No
 
 def test_which_checkpoint_a_run_resumes_from(tmp_path: Path) -> None:
     run_dir = RunDirectory(tmp_path / "run")
-    checkpoints = Checkpointer(run_dir, load_config("configs/default.yaml").trainer)
+    checkpoints = Checkpointer(run_dir, load_config("configs/default.yaml").checkpoint)
     assert checkpoints.resume_point(None) == ResumePoint(None, continuing=False)
     assert checkpoints.resume_point("auto") == ResumePoint(None, continuing=False)  # fresh
     with pytest.raises(UserError, match="--resume: checkpoint not found"):
@@ -104,7 +104,9 @@ def test_a_resume_under_another_computation_is_refused(
     tmp_path: Path, change: tuple[str, ...], named: str
 ) -> None:
     checkpoint = {"fingerprint": fingerprint(), "step": 3}
-    checkpoints = Checkpointer(RunDirectory(tmp_path), load_config("configs/default.yaml").trainer)
+    checkpoints = Checkpointer(
+        RunDirectory(tmp_path), load_config("configs/default.yaml").checkpoint
+    )
     with pytest.raises(UserError, match=rf"^cannot resume: {named} differs \(checkpoint "):
         checkpoints.expect(fingerprint(*change), ResumePoint(checkpoint, continuing=True))
 
@@ -117,11 +119,11 @@ def test_stopping_criteria_and_runtime_settings_may_change_on_resume() -> None:
     same = fingerprint(
         "trainer.epochs=20",
         "trainer.max_steps=5",
-        "trainer.checkpoint_every_steps=2",
-        "trainer.keep_checkpoints=1",
+        "checkpoint.every_steps=2",
+        "checkpoint.keep=1",
         "trainer.log_every_steps=1",
         "trainer.finite_check=log_steps",
-        "trainer.collective_timeout_s=5",
+        "distributed.collective_timeout_s=5",
         "data.num_workers=3",
         "data.persistent_workers=true",
         "determinism.anomaly_detection=true",

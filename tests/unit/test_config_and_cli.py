@@ -146,7 +146,7 @@ def test_documented_keys_exist_with_their_types() -> None:
         "trainer.epochs",
         "trainer.max_steps",
         "trainer.device",
-        "trainer.checkpoint_every_steps",
+        "checkpoint.every_steps",
         "data.name",
         "data.subset",
         "data.batch_size",
@@ -164,7 +164,7 @@ def test_documented_keys_exist_with_their_types() -> None:
             "trainer.max_steps=5",
             "trainer.device=cpu",
             "data.subset=100",
-            "trainer.checkpoint_every_steps=null",
+            "checkpoint.every_steps=null",
         ],
     )
     assert (overridden.trainer.max_steps, overridden.trainer.device, overridden.data.subset) == (
@@ -177,3 +177,26 @@ def test_documented_keys_exist_with_their_types() -> None:
 def test_every_profile_file_validates() -> None:
     for profile in ("debug", "eval", "production"):
         assert isinstance(load_config(DEFAULT, profile=profile), Config)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("trainer.checkpoint_every_steps=2", "checkpoint.every_steps"),
+        ("trainer.keep_checkpoints=1", "checkpoint.keep"),
+        ("trainer.collective_timeout_s=5", "distributed.collective_timeout_s"),
+    ],
+)
+def test_a_key_that_moved_to_its_owners_section_is_refused_with_its_new_name(
+    old: str, new: str
+) -> None:
+    with pytest.raises(UserError) as refused:
+        load_config(DEFAULT, overrides=[old])
+    assert str(refused.value) == f"config key {old.split('=')[0]!r} moved: use {new!r}"
+
+
+def test_a_config_file_with_a_moved_key_is_refused_too(tmp_path: Path) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text("trainer:\n  epochs: 2\n  keep_checkpoints: 2\n")
+    with pytest.raises(UserError, match=r"'trainer.keep_checkpoints' moved: use 'checkpoint.keep'"):
+        load_config(old)

@@ -23,7 +23,13 @@ from foundation.faults import (
     NonFiniteState,
     OutputWriteFailed,
 )
-from runtime.checkpoints import Checkpointer, ResumePoint, load_checkpoint, newest_complete
+from runtime.checkpoints import (
+    CheckpointConfig,
+    Checkpointer,
+    ResumePoint,
+    load_checkpoint,
+    newest_complete,
+)
 from runtime.process_group import ProcessGroup
 from runtime.recorder import RunIdentity, RunRecorder
 from runtime.rundir import RunDirectory
@@ -109,9 +115,14 @@ class NaNLoader:
         return 4
 
 
-def session_around(trainer: Trainer, folder: Path, checkpoints: Checkpointer | None = None):
-    """A real run session around `trainer`: its recorder and checkpoint owner write to
-    `folder`, in this process (one rank, no process group)."""
+def session_around(
+    trainer: Trainer,
+    folder: Path,
+    checkpoints: Checkpointer | None = None,
+    every_steps: int | None = None,
+):
+    """A real run session around `trainer`: its recorder and checkpoint owner (a checkpoint
+    every `every_steps`) write to `folder`, in this process (one rank, no process group)."""
     config = trainer.config
     run_dir = RunDirectory(folder / "run")
     identity = RunIdentity(
@@ -129,7 +140,7 @@ def session_around(trainer: Trainer, folder: Path, checkpoints: Checkpointer | N
     precision = Precision(amp=None, channels_last=False, pin_memory=False)
     plan = seeding.data_parallel(0, 0)
     recorder = RunRecorder(run_dir, identity, SINGLE, plan, precision, [], None, WriteFailures())
-    checkpoints = checkpoints or Checkpointer(run_dir, config)
+    checkpoints = checkpoints or Checkpointer(run_dir, CheckpointConfig(every_steps=every_steps))
     checkpoints.expect({"unit": True}, ResumePoint(None, continuing=False))
     session = RunSession(config, "debug", SINGLE, recorder, checkpoints, trainer.watch)
     trainer.events, trainer.boundary = recorder, session
@@ -147,12 +158,11 @@ def test_a_nan_stops_training_before_any_later_checkpoint(
     trainer = make_trainer(
         KeptEvents(),
         watch=NonFiniteWatch(torch.device("cpu")),
-        checkpoint_every_steps=2,
         log_every_steps=100,
         finite_check=finite_check,
     )
     trainer.train_loader = NaNLoader(bad=3)
-    _, checkpoints = session_around(trainer, tmp_path)
+    _, checkpoints = session_around(trainer, tmp_path, every_steps=2)
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step 3 \(epoch 0\) on rank 0"):
         trainer.fit()
     assert trainer.position.step == stops_after  # log_steps: read before the checkpoint at 4
@@ -162,10 +172,8 @@ def test_a_nan_stops_training_before_any_later_checkpoint(
 def test_a_state_that_breaks_while_the_loss_is_finite_is_never_saved(tmp_path: Path) -> None:
     """The defect a hidden check found: with optim.lr=1e8 BatchNorm's running variance
     overflowed while the loss was still finite, and checkpoints held inf."""
-    trainer = make_trainer(
-        KeptEvents(), watch=NonFiniteWatch(torch.device("cpu")), checkpoint_every_steps=1
-    )
-    _, checkpoints = session_around(trainer, tmp_path)
+    trainer = make_trainer(KeptEvents(), watch=NonFiniteWatch(torch.device("cpu")))
+    _, checkpoints = session_around(trainer, tmp_path, every_steps=1)
     batchnorm = trainer.model.features[0][1]
     forwards = []
 
@@ -185,8 +193,8 @@ def test_a_state_that_breaks_while_the_loss_is_finite_is_never_saved(tmp_path: P
 
 def test_the_checkpoint_owner_refuses_a_broken_state_even_unwatched(tmp_path: Path) -> None:
     """Without the watch (a benchmark turns it off), the owner's own check still refuses."""
-    trainer = make_trainer(KeptEvents(), checkpoint_every_steps=1)
-    _, checkpoints = session_around(trainer, tmp_path)
+    trainer = make_trainer(KeptEvents())
+    _, checkpoints = session_around(trainer, tmp_path, every_steps=1)
     step_once = trainer.train_step
 
     def step_then_overflow(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -213,9 +221,10 @@ class FullDisk(Checkpointer):
 
 
 def test_a_failed_checkpoint_write_stops_training_there(tmp_path: Path) -> None:
-    trainer = make_trainer(KeptEvents(), checkpoint_every_steps=2)
+    trainer = make_trainer(KeptEvents())
     run_dir = RunDirectory(tmp_path / "run")
-    _, checkpoints = session_around(trainer, tmp_path, FullDisk(run_dir, trainer.config))
+    full_disk = FullDisk(run_dir, CheckpointConfig(every_steps=2))
+    _, checkpoints = session_around(trainer, tmp_path, full_disk)
     with pytest.raises(OutputWriteFailed, match=r"step-00000004.pt: No space left on device"):
         trainer.fit()
     assert trainer.position.step == 4 and saved_steps(checkpoints) == [2]
