@@ -52,8 +52,6 @@ STREAM_EXTRA_COORDINATES: dict[str, tuple[str, ...]] = {
     "microbatch": ("step", "micro_batch"),
 }
 
-STRATEGIES = ("data_parallel", "model_parallel", "tensor_parallel", "hybrid")
-
 
 @dataclass(frozen=True)
 class MeshCoordinates:

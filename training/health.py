@@ -22,7 +22,6 @@ from torch import nn
 
 NOT_SEEN = -1
 LOSS, GRADIENTS, STATE = 1, 2, 4  # what was not finite at the first bad step (bits)
-WHAT = {LOSS: "loss", GRADIENTS: "gradients", STATE: "state (parameters, buffers or optimizer)"}
 
 
 def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -10,9 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.runs import run_command
+from tests.helpers.runs import TINY, ReferenceRuns, run_command
 
 pytestmark = pytest.mark.slow
+
+
+def test_the_check_trains_exactly_what_train_py_trains(references: ReferenceRuns) -> None:
+    """gpu-check's in-process trainer (runtime/assembly.py, as train.py builds it) ends with
+    train.py's weights: a check that built its trainer another way would check another run."""
+    done = run_command([sys.executable, "tests/helpers/in_process_run.py", *TINY])
+    assert done.returncode == 0, done.stderr[-3000:]
+    digest = done.stdout.strip().splitlines()[-1]
+    assert digest == references.tiny(1, "debug").manifest()["final_weights_sha256"]
 
 
 def test_the_cpu_rehearsal_runs_every_line_and_writes_the_report(tmp_path: Path) -> None:
