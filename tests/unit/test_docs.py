@@ -1,10 +1,12 @@
-"""The README says what the code does: its generated tables match the code (`make docs`), every
-config key has a description to show there, and every test the README cites exists."""
+"""The docs say what the code does: the generated tables of docs/configuration.md match the code
+(`make docs`), every config key has a description to show there, and every test the README or a
+docs page cites exists."""
 
 from __future__ import annotations
 
 import re
 import warnings
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -13,18 +15,27 @@ from data import DATASETS
 from data.config import DataConfig
 from models import MODELS
 from models.config import ModelConfig
-from scripts.docs import README, render, unlisted
+from scripts.docs import PAGE, PAGE_NAME, render, unlisted
 from tests.helpers.runs import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+
+
+def pages() -> list[Path]:
+    """The README and every page of docs/."""
+    return [README, *sorted((REPO_ROOT / "docs").glob("*.md"))]
 
 
 def test_the_generated_tables_match_the_code() -> None:
-    """Every row the README's tables have says what the code says. A dataset or model a fork
-    adds is not a failure (the fork guide promises a green `make test` without an edit outside
-    data/ and models/): it is a warning until `make docs` adds its row."""
-    current = README.read_text()
-    assert render(current, listed_only=True) == current, "README.md's tables are stale: make docs"
+    """Every row the tables have says what the code says. A dataset or model a fork adds is not
+    a failure (the fork guide promises a green `make test` without an edit outside data/ and
+    models/): it is a warning until `make docs` adds its row."""
+    current = PAGE.read_text()
+    assert render(current, listed_only=True) == current, (
+        f"{PAGE_NAME}'s tables are stale: make docs"
+    )
     for component in unlisted(current):
-        warnings.warn(f"README.md does not list {component} yet: run make docs", stacklevel=1)
+        warnings.warn(f"{PAGE_NAME} does not list {component} yet: run make docs", stacklevel=1)
 
 
 def undescribed(
@@ -52,14 +63,20 @@ def test_every_key_of_every_section_has_a_description() -> None:
     assert not missing, f"give these keys a Field(description=...): {missing}"
 
 
-def test_every_test_the_readme_cites_exists() -> None:
-    readme = README.read_text()
-    cited = re.findall(r"`((?:end_to_end|unit|packaging)/[\w/]+\.py)(?:::([\w*\[\]-]+))?`", readme)
+def test_every_test_the_docs_cite_exists() -> None:
+    cited = [
+        (page, path, name)
+        for page in pages()
+        for path, name in re.findall(
+            r"`((?:end_to_end|unit|packaging)/[\w/]+\.py)(?:::([\w*\[\]-]+))?`", page.read_text()
+        )
+    ]
     assert cited
-    for path, name in cited:
+    for page, path, name in cited:
+        where = page.relative_to(REPO_ROOT)
         source = REPO_ROOT / "tests" / path
-        assert source.is_file(), path
+        assert source.is_file(), f"{where}: {path}"
         if name:
             assert re.search(rf"def {name.replace('*', '.*')}\(", source.read_text()), (
-                f"{path}::{name}"
+                f"{where}: {path}::{name}"
             )
