@@ -1,6 +1,7 @@
 """The docs say what the code does: the generated tables of docs/configuration.md match the code
-(`make docs`), every config key has a description to show there, and every test the README or a
-docs page cites exists."""
+(`make docs`), every config key has a description to show there, every test the README or a
+docs page cites exists, every relative link between them resolves (file and heading), and the
+README stays a front page (at most 200 lines)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from scripts.docs import PAGE, PAGE_NAME, render, unlisted
 from tests.helpers.runs import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
+README_MAX_LINES = 200
 
 
 def pages() -> list[Path]:
@@ -80,3 +82,96 @@ def test_every_test_the_docs_cite_exists() -> None:
             assert re.search(rf"def {name.replace('*', '.*')}\(", source.read_text()), (
                 f"{where}: {path}::{name}"
             )
+
+
+def test_the_readme_is_a_front_page() -> None:
+    lines = len(README.read_text().splitlines())
+    assert lines <= README_MAX_LINES, (
+        f"README.md has {lines} lines (at most {README_MAX_LINES}): move detail into docs/"
+    )
+
+
+# ------------------------------------------------------------------------------------ links
+HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+CODE_SPAN = re.compile(r"(`+).*?\1")
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+def prose(text: str) -> list[str]:
+    """The lines of a markdown text outside fenced code blocks."""
+    lines, fence = [], ""
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        if fence:
+            if stripped.startswith(fence):
+                fence = ""
+            continue
+        opening = re.match(r"(`{3,}|~{3,})", stripped)
+        if opening:
+            fence = opening.group(1)
+            continue
+        lines.append(line)
+    return lines
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lowercase, punctuation dropped (hyphens, underscores and
+    spaces kept), spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    """Every heading's anchor, a repeated one numbered as GitHub does (`x`, `x-1`, ...)."""
+    found: set[str] = set()
+    seen: dict[str, int] = {}
+    for line in prose(page.read_text()):
+        heading = HEADING.match(line)
+        if not heading:
+            continue
+        base = slug(heading.group(2))
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        found.add(base if count == 0 else f"{base}-{count}")
+    return found
+
+
+def broken_links(page: Path) -> list[str]:
+    """The relative links of a page whose file (or, with `#anchor`, heading) is not there."""
+    broken = []
+    for line in prose(page.read_text()):
+        for target in LINK.findall(CODE_SPAN.sub("", line)):
+            if SCHEME.match(target):
+                continue  # https:, mailto: ...: not ours to check here
+            path, _, anchor = target.partition("#")
+            destination = (page.parent / path).resolve() if path else page
+            if not destination.exists():
+                broken.append(f"{target}: no such file")
+            elif anchor and (destination.suffix != ".md" or anchor not in anchors(destination)):
+                broken.append(f"{target}: no heading #{anchor} in {destination.name}")
+    return broken
+
+
+def test_every_relative_link_resolves() -> None:
+    broken = {
+        str(page.relative_to(REPO_ROOT)): found for page in pages() if (found := broken_links(page))
+    }
+    assert not broken, broken
+
+
+def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path: Path) -> None:
+    (tmp_path / "other.md").write_text(
+        "# Other page\n\n## Is B better than A?\n\n## Twice\n\n## Twice\n"
+    )
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Page\n\n"
+        "[fine](other.md#is-b-better-than-a) [also](other.md#twice-1) [here](#page)\n"
+        "[gone](missing.md) [no heading](other.md#nowhere) [away](https://example.org/x#y)\n"
+        "```\n[in code](missing-too.md)\n```\n"
+        "`[in a code span](missing-three.md)`\n"
+    )
+    assert broken_links(page) == [
+        "missing.md: no such file",
+        "other.md#nowhere: no heading #nowhere in other.md",
+    ]
