@@ -8,7 +8,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 
-# Run knobs (documented in README "Command line").
+# Run knobs (documented in docs/configuration.md "Command line").
 SEED        ?=
 PROFILE     ?=
 CONFIG      ?= configs/default.yaml
@@ -128,7 +128,7 @@ test: $(STAMP) ## Run the test suite (what CI runs), TEST_WORKERS=2 files at a t
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest $(TESTS) -m "not slow" $(PYTEST_ARGS)
 
-docs: $(STAMP) ## Rewrite README's config-key, dataset and model tables from the code
+docs: $(STAMP) ## Rewrite the config-key, dataset and model tables of docs/configuration.md from the code
 	$(PY) -m scripts.docs
 
 lint: $(STAMP) ## ruff, import-linter (the layer contracts) and hadolint

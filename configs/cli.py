@@ -1,4 +1,4 @@
-"""The command line of train.py (a documented contract; see README "Command line").
+"""The command line of train.py (a documented contract; see docs/configuration.md "Command line").
 
 python train.py [--config PATH] [--seed INT] [--profile debug|eval|production]
                 [--resume PATH|auto] [--output-dir DIR] [key=value ...]

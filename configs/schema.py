@@ -58,7 +58,7 @@ class Config(Section):
         42, ge=0, lt=SEED_LIMIT, description="base seed of the run, 0 <= seed < 2**64"
     )
     profile: Literal["debug", "eval", "production"] = Field(
-        "debug", description='determinism profile (README "Profiles")'
+        "debug", description='determinism profile (docs/configuration.md "Profiles")'
     )
     trainer: TrainerConfig = TrainerConfig()
     data: SerializeAsAny[DataConfig] = SyntheticDataConfig()

@@ -1,11 +1,12 @@
-"""The README's config-key, dataset and model tables, written from the code: `make docs`.
+"""The config-key, dataset and model tables of docs/configuration.md, written from the code:
+`make docs`.
 
-    python -m scripts.docs            rewrite the tables in README.md
-    python -m scripts.docs --check    exit 1 (one line) if README.md and the code disagree
+    python -m scripts.docs            rewrite the tables in docs/configuration.md
+    python -m scripts.docs --check    exit 1 (one line) if docs/configuration.md and the code disagree
 
 Why generated: hand-written tables went stale with a fork's first new key. Each table sits
-between `<!-- generated: NAME -->` and `<!-- end: NAME -->` in README.md; everything else in the
-README is prose. A key's line comes from its declaration: the default, the description and the
+between `<!-- generated: NAME -->` and `<!-- end: NAME -->` in docs/configuration.md; everything
+else in the docs is prose. A key's line comes from its declaration: the default, the description and the
 role (foundation/section.py), plus the profiles that change it; a dataset's and a model's from
 their registered section and the first line of the builder's docstring.
 """
@@ -31,7 +32,8 @@ from models import MODELS
 from models.config import ModelConfig
 from runtime.provenance import REPO_ROOT
 
-README = REPO_ROOT / "README.md"
+PAGE = REPO_ROOT / "docs" / "configuration.md"
+PAGE_NAME = "docs/configuration.md"
 SHARED = ("trainer", "optim", "determinism")
 
 
@@ -91,7 +93,7 @@ def config_keys() -> str:
     rows.append(
         "| `data.augment.train`, `data.augment.eval` | per dataset (below) | computation | "
         "the pipelines: a recipe, albumentations' serialized form inline, or a .yaml/.json "
-        'file (README "Augmentation") |'
+        'file (docs/fork.md "Augmentation") |'
     )
     rows += _rows(ModelConfig, "model.")
     return "\n".join(header + rows)
@@ -148,14 +150,14 @@ def _first_line(text: str | None) -> str:
 TABLES = {"config-keys": config_keys, "datasets": datasets, "models": models}
 
 
-def listed(readme: str, name: str) -> set[str]:
-    """The components a generated table of the README lists (its rows' first cells)."""
-    found = re.search(rf"<!-- generated: {name} -->\n(.*?)<!-- end: {name} -->", readme, re.DOTALL)
+def listed(page: str, name: str) -> set[str]:
+    """The components a generated table of the page lists (its rows' first cells)."""
+    found = re.search(rf"<!-- generated: {name} -->\n(.*?)<!-- end: {name} -->", page, re.DOTALL)
     return set(re.findall(r"^\| `([^`]+)` \|", found.group(1), re.MULTILINE)) if found else set()
 
 
-def unlisted(readme: str) -> list[str]:
-    """Registered datasets and models the README's tables do not list yet (a fork's, before
+def unlisted(page: str) -> list[str]:
+    """Registered datasets and models the page's tables do not list yet (a fork's, before
     `make docs`)."""
     return [
         f"{kind} {name!r}"
@@ -164,28 +166,30 @@ def unlisted(readme: str) -> list[str]:
             ("model", MODELS, "models"),
         )
         for name in registry
-        if name not in listed(readme, table)
+        if name not in listed(page, table)
     ]
 
 
-def render(readme: str, listed_only: bool = False) -> str:
-    """README with every generated table written anew (`listed_only`: the dataset and model
+def render(page: str, listed_only: bool = False) -> str:
+    """The page with every generated table written anew (`listed_only`: the dataset and model
     tables keep only the rows they have, so a fork's new component is not a difference)."""
     tables = dict(TABLES)
     if listed_only:
-        tables["datasets"] = lambda: datasets(listed(readme, "datasets"))
-        tables["models"] = lambda: models(listed(readme, "models"))
+        tables["datasets"] = lambda: datasets(listed(page, "datasets"))
+        tables["models"] = lambda: models(listed(page, "models"))
     for name, table in tables.items():
         pattern = re.compile(
             rf"(<!-- generated: {name} -->\n)(?:.*?\n)?(<!-- end: {name} -->)", re.DOTALL
         )
-        if not pattern.search(readme):
-            raise UserError(f"README.md has no <!-- generated: {name} --> ... <!-- end: {name} -->")
+        if not pattern.search(page):
+            raise UserError(
+                f"{PAGE_NAME} has no <!-- generated: {name} --> ... <!-- end: {name} -->"
+            )
         text = table()
-        readme = pattern.sub(
-            lambda match, text=text: match.group(1) + text + "\n" + match.group(2), readme
+        page = pattern.sub(
+            lambda match, text=text: match.group(1) + text + "\n" + match.group(2), page
         )
-    return readme
+    return page
 
 
 def main() -> int:
@@ -194,18 +198,18 @@ def main() -> int:
     )
     parser.add_argument("--check", action="store_true", help="only compare, write nothing")
     arguments = parser.parse_args()
-    current = README.read_text()
+    current = PAGE.read_text()
     rendered = render(current)
     if arguments.check:
         if rendered != current:
-            raise UserError("README.md's generated tables are stale: run make docs")
-        print("README.md's tables match the code")
+            raise UserError(f"{PAGE_NAME}'s generated tables are stale: run make docs")
+        print(f"{PAGE_NAME}'s tables match the code")
         return 0
     if rendered != current:
-        README.write_text(rendered)
-        print("README.md: tables rewritten from the code")
+        PAGE.write_text(rendered)
+        print(f"{PAGE_NAME}: tables rewritten from the code")
     else:
-        print("README.md: tables already match the code")
+        print(f"{PAGE_NAME}: tables already match the code")
     return 0
 
 

@@ -80,8 +80,9 @@ class TrainerConfig(Section):
     )
     world_size_invariant: bool = Field(
         False,
-        description='the same weights and metrics for any served world size (README "World-size '
-        'invariance"); needs data.global_batch_size, trainer.micro_batch_size and debug or eval',
+        description="the same weights and metrics for any served world size "
+        "(docs/world-size-invariance.md); needs data.global_batch_size, trainer.micro_batch_size "
+        "and debug or eval",
     )
     finite_check: Literal["every_step", "log_steps"] = Field(
         "every_step",

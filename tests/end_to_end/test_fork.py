@@ -1,5 +1,5 @@
-"""The fork guide's worked example, for real: its dataset and model (README "Fork guide", the
-two code blocks) written into a copy of the repository, then the unit tests (where the dataset
+"""The fork guide's worked example, for real: its dataset and model (docs/fork.md, the two
+code blocks) written into a copy of the repository, then the unit tests (where the dataset
 and model contract tests live: `make test-fast TESTS=tests/unit`) and `make verify` there.
 Nothing outside data/ and models/ is edited."""
 
@@ -24,7 +24,7 @@ def fork(destination: Path) -> Path:
     guide's files added and the venv shared."""
     copy_of_repository(destination)
     (destination / ".venv").symlink_to(REPO_ROOT / ".venv")
-    examples = EXAMPLE.findall((REPO_ROOT / "README.md").read_text())
+    examples = EXAMPLE.findall((REPO_ROOT / "docs" / "fork.md").read_text())
     assert [path for path, _ in examples] == ["data/npz.py", "models/mlp.py"]
     for path, code in examples:
         (destination / path).write_text(code)
@@ -53,7 +53,7 @@ def test_the_guide_s_dataset_and_model_pass_the_template_s_tests_and_its_matrix(
         "test_models.py::test_model_forward_backward_under_deterministic_algorithms[mlp]",
     ):
         assert f"PASSED tests/unit/{contract}" in fast.stdout, contract
-    assert "README.md does not list dataset 'npz' yet: run make docs" in fast.stdout
+    assert "docs/configuration.md does not list dataset 'npz' yet: run make docs" in fast.stdout
     written = in_fork(
         repo,
         sys.executable,
