@@ -34,7 +34,7 @@ from runtime.provenance import REPO_ROOT
 
 PAGE = REPO_ROOT / "docs" / "configuration.md"
 PAGE_NAME = "docs/configuration.md"
-SHARED = ("trainer", "optim", "determinism")
+SHARED = ("trainer", "optim", "determinism", "checkpoint", "distributed")
 
 
 def _shown(value: Any) -> str:
@@ -86,7 +86,7 @@ def _profile_values() -> dict[str, dict[str, Any]]:
 def config_keys() -> str:
     """Every key that does not depend on the chosen dataset or model."""
     header = ["| key | default | role | meaning |", "|---|---|---|---|"]
-    rows = _rows(Config, "", skip=("trainer", "data", "model", "optim", "determinism"))
+    rows = _rows(Config, "", skip=(*SHARED, "data", "model"))
     for section in SHARED:
         rows += _rows(Config.model_fields[section].annotation, f"{section}.")  # type: ignore[arg-type]
     rows += _rows(DataConfig, "data.", skip=("augment",))
