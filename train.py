@@ -13,24 +13,31 @@ from configs import Config, config_to_yaml, load_config, parse_args
 from data.loaders import DataBundle
 from foundation.exit import run_reporting_user_errors
 from foundation.faults import TrainingFault
+from foundation.process import process_launch
 from foundation.section import flatten
 from runtime.assembly import build_run, plan_run
 from runtime.checkpoints import Checkpointer, computation_fingerprint
+from runtime.launcher_watch import watch_launcher
 from runtime.process_group import join_process_group
 from runtime.provenance import git_state
 from runtime.recorder import RunIdentity, RunRecorder
 from runtime.rundir import RunDirectory
 from runtime.session import RunSession
+from runtime.writer_lock import claim_run_directory
 from runtime.writes import WriteFailures
 from training.health import NonFiniteWatch
 from training.steps import ParallelMode
 
 
 def main() -> None:
-    # 1. Parse: command line, config and checkpoint are checked before anything is written.
+    # 1. Parse: command line, config and checkpoint are checked before anything is written; a
+    #    worker whose launcher dies stops at once, and a run directory has one writer.
+    watch_launcher(process_launch().rank)
     arguments = parse_args(sys.argv[1:])
     config = load_config(arguments.config, arguments.profile, arguments.seed, arguments.overrides)
     run_dir = RunDirectory.of(arguments.output_dir, config.name, config.profile, config.seed)
+    if process_launch().rank == 0:
+        claim_run_directory(run_dir, before_writing=True)
     checkpoints = Checkpointer(run_dir, config.checkpoint)
     resume = checkpoints.resume_point(arguments.resume)
 

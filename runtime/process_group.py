@@ -27,6 +27,7 @@ from foundation.errors import UserError, first_line
 from foundation.faults import PeerFailed, PeerUnresponsive
 from foundation.process import process_launch
 from foundation.section import RUNTIME, Section
+from runtime.launcher_watch import bounded
 from training.topology import Topology
 
 ROLL_CALL_GRACE_S = 5.0  # how long survivors wait for each other before naming the missing
@@ -181,7 +182,12 @@ def join_process_group(
     backend = "nccl" if device.type == "cuda" else "gloo"
     topology = Topology(rank, world_size, launch.local_rank, launch.nodes, device, backend)
     timeout = timedelta(seconds=timeout_s)
-    store = _store_for_this_attempt(rank, world_size, timeout)
+    waiting = (
+        f"joining the process group: the store did not answer within {timeout_s:g} s "
+        "(distributed.collective_timeout_s)"
+    )
+    with bounded(timeout_s, waiting):  # torch's own connect can wait far longer
+        store = _store_for_this_attempt(rank, world_size, timeout)
     joining = ProcessGroup(topology, timeout_s, store)
     with joining.guard("joining the process group"):
         missing = roll_call(store, "joined", rank, world_size, grace_s=timeout_s)

@@ -30,6 +30,7 @@ from runtime.metrics import MetricsLogger
 from runtime.process_group import ProcessGroup
 from runtime.provenance import state_dict_sha256
 from runtime.rundir import RunDirectory
+from runtime.writer_lock import claim_run_directory
 from runtime.writes import WriteFailures
 from seeding import SeedPlan
 from seeding.hashseed import hash_seed_warning
@@ -95,7 +96,7 @@ class RunRecorder:
         self._preview: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
         self.logger = MetricsLogger(run_dir, enabled=group.is_main, resume_step=resume_step)
         if group.is_main:
-            run_dir.create()
+            claim_run_directory(run_dir)  # creates it; refused if another training holds it
             run_dir.write_config(identity.config_yaml)
             warning = hash_seed_warning()
             if warning:

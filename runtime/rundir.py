@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from foundation.errors import UserError
-from runtime.atomic import atomic_write_text
+from runtime.atomic import WRITES, atomic_write_text
 
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
@@ -123,8 +123,9 @@ class RunDirectory:
         write_json(self.determinism_file, report)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with self.metrics_file.open("a") as stream:
-            stream.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        with WRITES, self.metrics_file.open("a") as stream:
+            stream.write(line)
 
     def drop_metrics_after(self, step: int) -> None:
         """On resume: the records past the checkpoint's step are redone, so they go."""
