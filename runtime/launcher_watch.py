@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from runtime.atomic import WRITES
 
@@ -51,6 +52,9 @@ class LauncherWatch:
     def __init__(self, rank: int) -> None:
         self.rank = rank
         self.launcher = os.getppid()
+        # Orphaned already, while Python was still importing: the parent is init (a container
+        # whose PID 1 is torchrun itself is not an orphan).
+        self.orphaned_at_start = self.launcher == 1 and not _is_torch_launcher(1)
         self._deadlines: dict[int, tuple[float, str]] = {}
         self._keys = itertools.count()
         self._lock = threading.Lock()
@@ -74,10 +78,10 @@ class LauncherWatch:
 
     def _run(self) -> None:
         while True:
-            time.sleep(POLL_S)
-            if os.getppid() != self.launcher:
+            if self.orphaned_at_start or os.getppid() != self.launcher:
+                which = "" if self.orphaned_at_start else f" (pid {self.launcher})"
                 _leave(
-                    f"error: rank {self.rank}: its launcher (pid {self.launcher}) is gone; "
+                    f"error: rank {self.rank}: its launcher{which} is gone; "
                     "stopped without writing more (continue with --resume auto)"
                 )
             now = time.monotonic()
@@ -85,6 +89,15 @@ class LauncherWatch:
                 expired = [what for due, what in self._deadlines.values() if now >= due]
             if expired:
                 _leave(f"error: rank {self.rank}: {expired[0]}")
+            time.sleep(POLL_S)
+
+
+def _is_torch_launcher(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return True  # cannot tell: do not stop a run that may be fine
+    return b"torchrun" in command or b"torch.distributed.run" in command
 
 
 _WATCH: LauncherWatch | None = None

@@ -165,6 +165,21 @@ def test_a_run_killed_again_and_again_ends_as_if_left_alone(
     print("faults:", "; ".join(done))
 
 
+def test_workers_orphaned_while_starting_up_stop_too(tmp_path: Path) -> None:
+    """Killed with their launcher before joining the group, workers used to wait in the c10d
+    store's connect for more than 15 minutes."""
+    job = Launched(tmp_path, tmp_path / "start.log", resume=False)
+    deadline = time.monotonic() + 30
+    while len(job.workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    workers = job.workers()
+    assert len(workers) == 2 and f"run {job.run}" not in job.log.read_text()  # still starting
+    job.launcher.send_signal(signal.SIGKILL)
+    job.finish()
+    wait_until_gone(workers, 15.0)  # imports take a few seconds before the watch can start
+    assert not (job.run.path / "config.yaml").exists()
+
+
 def test_a_resume_while_orphans_would_live_is_refused_or_finds_them_gone(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
