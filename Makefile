@@ -14,6 +14,8 @@ PROFILE     ?=
 CONFIG      ?= configs/default.yaml
 OUTPUT_DIR  ?=
 RESUME      ?=
+INIT_FROM   ?=
+CHECKPOINT  ?=
 ARGS        ?=
 NPROC       ?= 1
 NNODES      ?= 1
@@ -41,6 +43,7 @@ TRAIN_FLAGS = --config $(CONFIG) \
 	$(if $(PROFILE),--profile $(PROFILE)) \
 	$(if $(OUTPUT_DIR),--output-dir $(OUTPUT_DIR)) \
 	$(if $(RESUME),--resume $(RESUME)) \
+	$(if $(INIT_FROM),--init-from $(INIT_FROM)) \
 	$(ARGS)
 
 # A plain interpreter for one process; torchrun as soon as there is more than one
@@ -60,7 +63,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup train docs verify benchmark compare bench-speed bench-invariance bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
+.PHONY: help setup measure-default train evaluate predict tensorboard docs verify benchmark compare bench-speed bench-invariance bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,8 +78,21 @@ $(STAMP): requirements.lock requirements-dev.lock
 
 setup: $(STAMP) ## Create .venv from the lock (re-installs only when the lock changes)
 
-train: $(STAMP) ## Train: make train SEED=42 [PROFILE=eval] [NPROC=2] [CONFIG=..] [ARGS="k=v"]
-	$(LAUNCH) train.py $(TRAIN_FLAGS)
+# How to continue a run, in make's words: train.py prints it after a stop or a fault. ARGS are
+# not repeated: a resumed run takes its own config.yaml (docs/faults.md "Resume").
+RESUME_COMMAND = make train$(if $(filter-out configs/default.yaml,$(CONFIG)), CONFIG=$(CONFIG))$(if \
+	$(SEED), SEED=$(SEED))$(if $(PROFILE), PROFILE=$(PROFILE))$(if $(OUTPUT_DIR), OUTPUT_DIR=$(OUTPUT_DIR))$(if \
+	$(filter-out 1,$(NPROC)), NPROC=$(NPROC))$(if $(filter-out 1,$(NNODES)), NNODES=$(NNODES)) RESUME=auto
+
+train: $(STAMP) ## Train: make train SEED=42 [PROFILE=eval] [NPROC=2] [CONFIG=..] [ARGS="k=v"] [RESUME=auto]
+	TEMPLATE_RESUME_COMMAND="$(RESUME_COMMAND)" $(LAUNCH) train.py $(TRAIN_FLAGS)
+
+evaluate: $(STAMP) ## A checkpoint on the validation split: make evaluate CHECKPOINT=runs/.../last.pt [NPROC=..] [ARGS="data.root=.."]
+	$(LAUNCH) -m scripts.evaluate --checkpoint "$(CHECKPOINT)" $(if $(OUTPUT_DIR),--output-dir $(OUTPUT_DIR)) $(ARGS)
+
+IMAGES      ?=
+predict: $(STAMP) ## Classify a folder of images with a checkpoint, one line each: make predict CHECKPOINT=.. IMAGES=folder
+	$(PY) -m scripts.predict --checkpoint "$(CHECKPOINT)" --images "$(IMAGES)" $(if $(OUTPUT_DIR),--output-dir $(OUTPUT_DIR)) $(ARGS)
 
 QUICK       ?=
 verify: $(STAMP) ## Certify a config: the guarantee matrix, bitwise: make verify [CONFIG=..] [ARGS=..] [QUICK=1]
@@ -98,9 +114,11 @@ benchmark: $(STAMP) ## Several seeds -> mean ± std report: make benchmark SEEDS
 A           ?=
 B           ?=
 METRICS     ?=
-compare: $(STAMP) ## Is B better than A? Seed-paired: make compare A="k=v .." B="k=v .." SEEDS="0 1 2 3 4"
+NAME        ?=
+compare: $(STAMP) ## Is B better than A? Seed-paired: make compare A="k=v .." B="k=v .." SEEDS="0 1 2 3 4" [NAME=..]
 	$(PY) -m scripts.compare --a "$(A)" --b "$(B)" --seeds $(SEEDS) --profile $(or $(PROFILE),eval) \
 		--config $(CONFIG) --output-dir $(or $(OUTPUT_DIR),runs/compare) $(SEED_RUN_FLAGS) \
+		$(if $(NAME),--name $(NAME)) \
 		$(if $(METRICS),--metrics $(METRICS)) -- $(ARGS)
 
 diagnose: $(STAMP) ## Seed streams and the job's own data and model per rank, against the plan: make diagnose NPROC=2 [CONFIG=..] [ARGS=..]
@@ -127,6 +145,13 @@ test: $(STAMP) ## Run the test suite (what CI runs), TEST_WORKERS=2 files at a t
 
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest $(TESTS) -m "not slow" $(PYTEST_ARGS)
+
+LOGDIR      ?= runs
+tensorboard: $(STAMP) ## TensorBoard on the runs (the venv's own): make tensorboard [LOGDIR=runs/default/debug]
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
+
+measure-default: $(STAMP) ## Measure the default job (make train SEED=42) into docs/measured/ for the README; then make docs
+	$(PY) -m scripts.measure_default
 
 docs: $(STAMP) ## Rewrite the config-key, dataset and model tables of docs/configuration.md from the code
 	$(PY) -m scripts.docs

@@ -10,13 +10,14 @@ from __future__ import annotations
 import sys
 
 from configs import Config, config_to_yaml, load_config, parse_args
+from configs.resume import config_for_resume, refuse_a_run_past_its_schedule
 from data.loaders import DataBundle
 from foundation.exit import run_reporting_user_errors
 from foundation.faults import TrainingFault
 from foundation.process import process_launch
 from foundation.section import flatten
-from runtime.assembly import build_run, plan_run
-from runtime.checkpoints import Checkpointer, computation_fingerprint
+from runtime.assembly import build_run, initial_weights, plan_run
+from runtime.checkpoints import Checkpointer, computation_fingerprint, resume_point
 from runtime.launcher_watch import watch_launcher
 from runtime.process_group import join_process_group
 from runtime.provenance import git_state
@@ -31,15 +32,19 @@ from training.steps import ParallelMode
 
 def main() -> None:
     # 1. Parse: command line, config and checkpoint are checked before anything is written; a
-    #    worker whose launcher dies stops at once, and a run directory has one writer.
+    #    resumed run keeps its own config.yaml; a worker whose launcher dies stops at once; a
+    #    run directory has one writer.
     watch_launcher(process_launch().rank)
     arguments = parse_args(sys.argv[1:])
     config = load_config(arguments.config, arguments.profile, arguments.seed, arguments.overrides)
     run_dir = RunDirectory.of(arguments.output_dir, config.name, config.profile, config.seed)
     if process_launch().rank == 0:
         claim_run_directory(run_dir, before_writing=True)
+    resume = resume_point(run_dir, arguments.resume)
+    if resume.continuing:  # the run that was started: its own config.yaml, not the file's
+        config = config_for_resume(run_dir.read_config(), config, arguments.overrides)
+        refuse_a_run_past_its_schedule(config, resume.checkpoint)
     checkpoints = Checkpointer(run_dir, config.checkpoint)
-    resume = checkpoints.resume_point(arguments.resume)
 
     # 2. Plan: join the process group, then fix every seed and determinism switch before any
     #    draw; a checkpoint of another computation is refused here.
@@ -56,9 +61,7 @@ def main() -> None:
 
     def recorder_and_session(data: DataBundle) -> tuple[RunRecorder, RunSession]:
         git = git_state() if group.is_main else None
-        identity = run_identity(
-            config, arguments.argv, git, planned.mode, data.describe_pipelines()
-        )
+        identity = run_identity(config, arguments.argv, git, planned.mode, data)
         recorder = RunRecorder(
             run_dir,
             identity,
@@ -74,7 +77,13 @@ def main() -> None:
         return recorder, session
 
     built = build_run(
-        config, topology, planned, watch=watch, guard=group.guard, observers=recorder_and_session
+        config,
+        topology,
+        planned,
+        watch=watch,
+        guard=group.guard,
+        observers=recorder_and_session,
+        resuming=resume.checkpoint is not None,
     )
     trainer, (_, session) = built.trainer, built.observers
     if resume.checkpoint is not None:
@@ -82,7 +91,7 @@ def main() -> None:
 
     # 4. Loop: train until trainer.epochs or trainer.max_steps, checkpointing on the way. A
     #    fault (foundation/faults.py) ends every rank with one line and the fault's exit code;
-    #    SIGTERM/SIGINT end it after a checkpoint, every rank at the same step.
+    #    SIGTERM/SIGINT/SIGHUP end it after a checkpoint, every rank at the same step.
     try:
         with session.running(trainer.position):
             trainer.fit()
@@ -100,7 +109,7 @@ def run_identity(
     argv: tuple[str, ...],
     git: dict | None,
     mode: ParallelMode,
-    augmentation: dict,
+    data: DataBundle,
 ) -> RunIdentity:
     """The run as the recorder writes it: names, the resolved config, TensorBoard hparams."""
     resolved = config.model_dump(mode="json")
@@ -117,7 +126,9 @@ def run_identity(
         epochs=config.trainer.epochs,
         git=git,
         world_size_invariance=mode.describe(),
-        augmentation=augmentation,
+        augmentation=data.describe_pipelines(),
+        data_subset=data.subset,
+        init_from=initial_weights(config.init_from),
     )
 
 

@@ -56,6 +56,12 @@ def parse_args(argv: list[str]) -> Arguments:
     parser.add_argument("--seed", type=str, default=None, help="base seed, 0 <= seed < 2**64")
     parser.add_argument("--profile", choices=PROFILES, default=None, help="determinism profile")
     parser.add_argument("--resume", default=None, metavar="PATH|auto", help="continue a run")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start a new run from a checkpoint's weights (the key init_from)",
+    )
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="(default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     namespace = parser.parse_intermixed_args(argv)  # overrides may stand before and after flags
@@ -68,6 +74,9 @@ def parse_args(argv: list[str]) -> Arguments:
         profile=namespace.profile,
         resume=namespace.resume,
         output_dir=namespace.output_dir,
-        overrides=tuple(namespace.overrides),
+        overrides=(
+            *namespace.overrides,
+            *(() if namespace.init_from is None else (f"init_from={namespace.init_from}",)),
+        ),
         argv=tuple(argv),
     )

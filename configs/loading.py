@@ -163,6 +163,12 @@ def load_config(
         tree = apply_override(tree, assignment)
     if seed is not None:
         tree["seed"] = seed
+    return validated(tree)
+
+
+def validated(tree: dict[str, Any]) -> Config:
+    """A config tree (file, profile and overrides merged) checked against the schema of its
+    dataset and model, with its augmentation resolved."""
     refuse_moved_keys(tree)
     dataset = _component(tree, "data", DEFAULT_DATASET)
     model = _component(tree, "model", DEFAULT_MODEL)

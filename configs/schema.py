@@ -57,6 +57,11 @@ class Config(Section):
     seed: int = Field(
         42, ge=0, lt=SEED_LIMIT, description="base seed of the run, 0 <= seed < 2**64"
     )
+    init_from: str | None = Field(
+        None,
+        description="a checkpoint whose model weights a new run starts from (fine-tuning); the "
+        "optimizer and the schedule start fresh (train.py --init-from, make train INIT_FROM=)",
+    )
     profile: Literal["debug", "eval", "production"] = Field(
         "debug", description='determinism profile (docs/configuration.md "Profiles")'
     )

@@ -20,7 +20,10 @@ from foundation.section import RUNTIME, Section
 class DataConfig(Section):
     name: str = Field("synthetic", description="registered dataset")
     subset: int | None = Field(
-        None, ge=1, description="use only the first N training samples (null = all)"
+        None,
+        ge=1,
+        description="train on N samples drawn once with the seed, spread over the whole set "
+        "(stratified by class where the labels are known without reading images; null = all)",
     )
     batch_size: int = Field(
         128, ge=1, description="per process (ignored when data.global_batch_size is set)"

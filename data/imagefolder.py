@@ -42,6 +42,10 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def class_labels(self) -> list[int]:
+        """The labels from the folder names, without opening a file (a stratified subset)."""
+        return [label for _, label in self.samples]
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         path, label = self.samples[index]
         try:
@@ -153,4 +157,5 @@ def build_imagefolder(config: ImageFolderDataConfig) -> DatasetSplits:
         num_classes=len(train_classes),
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
+        class_names=tuple(train_classes),
     )

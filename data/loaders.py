@@ -14,11 +14,12 @@ from typing import Any
 
 import albumentations as A
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from data.augment import pipeline, sample_problem
 from data.config import DataConfig
 from data.registry import DATASETS, DatasetSplits
+from data.subset import seeded_subset
 from foundation.errors import UserError
 from seeding import (
     EVAL_LANE,
@@ -60,18 +61,20 @@ class SeededAugmentedDataset(Dataset):
 
 @dataclass(frozen=True)
 class _WorkerStart:
-    """`worker_init_fn`: a worker ignores SIGTERM, then seeds itself.
+    """`worker_init_fn`: a worker ignores SIGTERM and SIGHUP, then seeds itself.
 
     Why: torchrun stops a worker group by sending SIGTERM to each rank's whole process group,
     DataLoader workers included, and torch's worker handler dies of it; the rank then fails with
     "DataLoader worker ... is killed by signal" before it can write the checkpoint that SIGTERM
     asks for (runtime/signals.py). A worker whose rank is gone exits by itself (torch watches the
-    parent), and torchrun's SIGKILL 30 s later ends anything left."""
+    parent), and torchrun's SIGKILL 30 s later ends anything left. SIGHUP likewise: a closing
+    terminal sends it to the whole foreground process group."""
 
     seeder: WorkerSeeder
 
     def __call__(self, worker_id: int) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.seeder(worker_id)
 
 
@@ -109,6 +112,8 @@ class DataBundle:
     pipelines: dict[str, A.Compose]  # "train", "eval": the full pipelines, Normalize included
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    subset: dict[str, Any] | None = None  # data.subset's draw (data/subset.py), for the manifest
+    class_names: tuple[str, ...] | None = None  # label -> name, where the dataset knows them
 
     def describe_pipelines(self) -> dict[str, Any]:
         """For the manifest: albumentations' serialized form of both, and its version."""
@@ -200,8 +205,9 @@ def build_data(
     world-size-invariant mode needs that)."""
     splits: DatasetSplits = DATASETS[config.name](config)
     train_source = splits.train
+    subset = None
     if config.subset is not None:
-        train_source = Subset(splits.train, range(min(config.subset, len(splits.train))))  # type: ignore[arg-type]
+        train_source, subset = seeded_subset(splits.train, config.subset, plan.seed("subset"))
     size, augment = config.image_size, config.augment
     pipelines = {
         "train": pipeline(augment.train, size, splits.mean, splits.std, "data.augment.train"),
@@ -244,6 +250,8 @@ def build_data(
         pipelines,
         splits.mean,
         splits.std,
+        subset,
+        splits.class_names,
     )
 
 

@@ -38,6 +38,7 @@ class DatasetSplits:
     num_classes: int
     mean: tuple[float, ...]  # per channel, in [0, 1]
     std: tuple[float, ...]
+    class_names: tuple[str, ...] | None = None  # label -> name (ImageFolder: its folders)
 
 
 DatasetBuilder = Callable[[Any], DatasetSplits]  # (its DataConfig subclass) -> splits

@@ -45,6 +45,10 @@ class ArrayImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         return self.images[index], int(self.labels[index])
 
+    def class_labels(self) -> np.ndarray:
+        """The labels without reading an image (a stratified `data.subset`)."""
+        return self.labels
+
 
 def class_textures(data_seed: int, size: int) -> np.ndarray:
     """One unit-variance texture per class, shape (classes, size, size, 3)."""

@@ -39,3 +39,8 @@ class UserError(Exception):
         wrapped = _WORKER_TRACEBACK.search(message)
         super().__init__(wrapped.group("message") if wrapped else message)
         self.reporting_rank = reporting_rank
+
+    @property
+    def line(self) -> str:
+        """What the reporting rank prints."""
+        return f"error: {self}"

@@ -25,7 +25,7 @@ def exit_with(error: UserError) -> NoReturn:
     gone; the normal interpreter teardown would wait on them (gloo joins its threads), so such a
     process ends at once, after the line is printed and every file was written and closed."""
     if process_rank() == error.reporting_rank:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        print(error.line, file=sys.stderr, flush=True)
     if error.exit_at_once:
         sys.stdout.flush()
         os._exit(error.exit_code)

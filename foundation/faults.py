@@ -67,7 +67,7 @@ class OutputWriteFailed(TrainingFault):
 
 
 class Interrupted(TrainingFault):
-    """SIGTERM or SIGINT: every rank stopped at the same step boundary after a checkpoint."""
+    """SIGTERM, SIGINT or SIGHUP: every rank stopped at the same step boundary after a checkpoint."""
 
     kind = "interrupted"
 
@@ -75,6 +75,11 @@ class Interrupted(TrainingFault):
         super().__init__(message, reporting_rank)
         self.signal_number = signal_number
         self.exit_code = 128 + signal_number if signal_number else FAULT_EXIT_CODE
+
+    @property
+    def line(self) -> str:
+        """A stop the user asked for is not an error: `stopped by SIGINT after step 5 ...`."""
+        return str(self)
 
     @classmethod
     def by(cls, signal_number: int, where: str) -> Interrupted:

@@ -60,3 +60,18 @@ def process_rank() -> int:
         return process_launch().rank
     except UserError:
         return 0
+
+
+@dataclass(frozen=True)
+class NextCommands:
+    """What a message tells the user to run next, in the words of whoever started this run:
+    make's when `make train` did (the Makefile exports TEMPLATE_RESUME_COMMAND), train.py's
+    otherwise; a message that speaks train.py to someone who typed make is one more puzzle."""
+
+    resume: str = "--resume auto"
+    another_run: str = "another --seed / --output-dir"
+
+
+def next_commands() -> NextCommands:
+    resume = os.environ.get("TEMPLATE_RESUME_COMMAND")
+    return NextCommands(resume, "another SEED= / OUTPUT_DIR=") if resume else NextCommands()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from torch import nn
@@ -25,8 +26,10 @@ from torch import nn
 import seeding
 from data.config import DataConfig
 from data.loaders import DataBundle, build_data
+from foundation.errors import UserError
 from models import build_model
 from models.config import ModelConfig
+from runtime.checkpoints import file_sha256, load_checkpoint
 from seeding import SeedPlan
 from training.determinism import DeterminismConfig, Precision, apply_determinism, precision_for
 from training.events import StepBoundary, TrainingEvents
@@ -42,6 +45,7 @@ class RunConfig(Protocol):
     """The sections of the root config (configs/schema.py) that a run is built from."""
 
     seed: int
+    init_from: str | None
     trainer: TrainerConfig
     data: DataConfig
     model: ModelConfig
@@ -94,8 +98,10 @@ def build_run(
     watch: NonFiniteWatch | None = None,
     guard: CollectiveGuard = unguarded,
     observers: Callable[[DataBundle], Observed] | None = None,
+    resuming: bool = False,
 ) -> BuiltRun[Observed]:
-    """Step 2: data, model (init stream), dropout stream, observers, trainer."""
+    """Step 2: data, model (init stream; `init_from`'s weights unless `resuming`, whose
+    weights come from its checkpoint), dropout stream, observers, trainer."""
     plan, precision = planned.plan, planned.precision
     data = build_data(
         config.data,
@@ -107,6 +113,8 @@ def build_run(
     )
     seeding.enter_init_stream(plan)
     model = build_model(config.model, data.num_classes, data.image_size)
+    if config.init_from is not None and not resuming:
+        load_initial_weights(model, config.init_from)
     seeding.enter_dropout_stream(plan)
     made = observers(data) if observers is not None else None
     events, boundary = made if made is not None else (None, None)
@@ -125,3 +133,36 @@ def build_run(
         guard=guard,
     )
     return BuiltRun(data, model, trainer, made)
+
+
+def load_initial_weights(model: nn.Module, path: str) -> None:
+    """`init_from`: the model's weights (parameters and buffers) from a checkpoint of this
+    template, loaded safely; one line naming what does not fit. The model is still built from
+    the init stream first, so every later stream is where it would be without `init_from`."""
+    weights = load_checkpoint(Path(path))["model"]
+    mine = model.state_dict()
+    missing = sorted(set(mine) - set(weights))
+    unexpected = sorted(set(weights) - set(mine))
+    resized = sorted(k for k in set(mine) & set(weights) if mine[k].shape != weights[k].shape)
+    if missing or unexpected or resized:
+        problems = [
+            f"{label} {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("other shape", resized),
+            )
+            if keys
+        ]
+        raise UserError(
+            f"init_from {path}: its weights do not fit this model ({'; '.join(problems)})"
+        )
+    model.load_state_dict(weights)
+
+
+def initial_weights(path: str | None) -> dict[str, str] | None:
+    """For the manifest: the checkpoint a run starts from, and its digest (the path may be
+    overwritten later; the digest says which weights it was)."""
+    if path is None or not Path(path).is_file():
+        return None if path is None else {"path": path, "sha256": "(not found at resume)"}
+    return {"path": path, "sha256": file_sha256(Path(path))}

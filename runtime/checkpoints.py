@@ -203,6 +203,33 @@ class ResumePoint:
         return self.checkpoint["step"] if self.checkpoint else 0
 
 
+def resume_point(run_dir: RunDirectory, request: str | None) -> ResumePoint:
+    """`--resume auto`, `--resume PATH`, or a fresh run (refusing a directory that already
+    holds one). Under `torchrun --max-restarts` a restarted worker group is started with the
+    same command line; TORCHELASTIC_RESTART_COUNT > 0 makes it `auto`. Any problem with the
+    file is a one-line error, before anything is written."""
+    if request is None and process_launch().restart_attempt > 0:
+        request = "auto"
+    if request is None:
+        run_dir.refuse_to_overwrite()
+        return ResumePoint(None, continuing=False)
+    if request == "auto":
+        newest, skipped = newest_complete(run_dir.checkpoint_dir)
+        if skipped and process_launch().rank == 0:
+            names = ", ".join(path.name for path in skipped)
+            print(
+                f"warning: skipped incomplete or damaged checkpoint(s): {names}",
+                file=sys.stderr,
+            )
+        path = newest
+    else:
+        path = Path(request)
+        if not path.is_file():
+            raise UserError(f"--resume: checkpoint not found: {path}")
+    checkpoint = None if path is None else load_checkpoint(path)
+    return ResumePoint(checkpoint, continuing=run_dir.holds_a_run())
+
+
 class CheckpointConfig(Section):
     """The `checkpoint` section: when checkpoints are written and how many are kept."""
 
@@ -228,32 +255,6 @@ class Checkpointer:
         self.saved_step = -1
 
     # ----------------------------------------------------------------- before the run
-    def resume_point(self, request: str | None) -> ResumePoint:
-        """`--resume auto`, `--resume PATH`, or a fresh run (refusing a directory that already
-        holds one). Under `torchrun --max-restarts` a restarted worker group is started with the
-        same command line; TORCHELASTIC_RESTART_COUNT > 0 makes it `auto`. Any problem with the
-        file is a one-line error, before anything is written."""
-        if request is None and process_launch().restart_attempt > 0:
-            request = "auto"
-        if request is None:
-            self.run_dir.refuse_to_overwrite()
-            return ResumePoint(None, continuing=False)
-        if request == "auto":
-            newest, skipped = newest_complete(self.directory)
-            if skipped and process_launch().rank == 0:
-                names = ", ".join(path.name for path in skipped)
-                print(
-                    f"warning: skipped incomplete or damaged checkpoint(s): {names}",
-                    file=sys.stderr,
-                )
-            path = newest
-        else:
-            path = Path(request)
-            if not path.is_file():
-                raise UserError(f"--resume: checkpoint not found: {path}")
-        checkpoint = None if path is None else load_checkpoint(path)
-        return ResumePoint(checkpoint, continuing=self.run_dir.holds_a_run())
-
     def expect(self, fingerprint: dict[str, Any], resume: ResumePoint) -> None:
         """What every checkpoint of this run must match; a resumed checkpoint of another
         computation is refused here, before anything is written."""

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from foundation.process import next_commands
 from runtime.atomic import WRITES
 
 POLL_S = 0.2
@@ -82,7 +83,7 @@ class LauncherWatch:
                 which = "" if self.orphaned_at_start else f" (pid {self.launcher})"
                 _leave(
                     f"error: rank {self.rank}: its launcher{which} is gone; "
-                    "stopped without writing more (continue with --resume auto)"
+                    f"stopped without writing more (continue with {next_commands().resume})"
                 )
             now = time.monotonic()
             with self._lock:

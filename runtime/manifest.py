@@ -52,6 +52,8 @@ class RunManifest:
                 "resumed_from_step": resume_step,
                 "world_size_invariance": identity.world_size_invariance,
                 "augmentation": identity.augmentation,
+                "data_subset": identity.data_subset,
+                "init_from": identity.init_from,
                 "final_metrics": None,
                 "final_weights_sha256": None,
             },

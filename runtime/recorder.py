@@ -55,6 +55,8 @@ class RunIdentity:
     git: dict[str, Any] | None
     world_size_invariance: dict[str, Any] | None = None  # the mode's layout, when it is on
     augmentation: dict[str, Any] | None = None  # the train and eval pipelines, as run
+    data_subset: dict[str, Any] | None = None  # data.subset's draw (data/subset.py)
+    init_from: dict[str, Any] | None = None  # the checkpoint a fine-tuning run started from
 
 
 class RunRecorder:
@@ -145,7 +147,7 @@ class RunRecorder:
         self.manifest.note(augmentation_preview_s=round(seconds, 3))
         self.say(
             f"augmentation: the first training batch, augmented and not, in TensorBoard's "
-            f"Images tab (tensorboard --logdir {self.run_dir.tensorboard_dir}; {seconds:.2f} s)"
+            f"Images tab (make tensorboard LOGDIR={self.run_dir.tensorboard_dir}; {seconds:.2f} s)"
         )
 
     def start(self, position: Position) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from foundation.errors import UserError
+from foundation.process import next_commands
 from runtime.atomic import WRITES, atomic_write_text
 
 CONFIG = "config.yaml"
@@ -100,9 +101,10 @@ class RunDirectory:
 
     def refuse_to_overwrite(self) -> None:
         if self.holds_a_run():
+            commands = next_commands()
             raise UserError(
-                f"{self.path} already holds a run; continue it with --resume auto, "
-                "or pick another --seed / --output-dir"
+                f"{self.path} already holds a run; continue it with {commands.resume}, "
+                f"or pick {commands.another_run}"
             )
 
     def is_completed(self) -> bool:

@@ -2,7 +2,7 @@
 
 `RunSession` is the trainer's `StepBoundary` (training/events.py) and owns everything of a run
 that is not computation:
-- stop signals (runtime/signals.py): SIGTERM or SIGINT make every rank checkpoint at the same
+- stop signals (runtime/signals.py): SIGTERM, SIGINT or SIGHUP make every rank checkpoint at the same
   step and stop;
 - the vote after each step (runtime/vote.py): a non-finite loss, gradients or state, a signal,
   or rank 0's failed write stop every rank at the same step;
@@ -24,6 +24,7 @@ from typing import NoReturn
 
 from foundation.exit import exit_with
 from foundation.faults import Interrupted, NondeterministicOp, TrainingFault
+from foundation.process import next_commands
 from runtime.checkpoints import Checkpointer
 from runtime.process_group import ProcessGroup
 from runtime.recorder import RunRecorder
@@ -96,7 +97,7 @@ class RunSession:
             fault.add_hint(
                 "no checkpoint was written yet, so the run starts over"
                 if newest is None
-                else f"last complete checkpoint {newest}; continue with --resume auto"
+                else f"last complete checkpoint {newest}; continue with {next_commands().resume}"
             )
         self.recorder.record_fault(position, fault, newest)
         self.group.post_fault(str(fault))

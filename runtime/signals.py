@@ -1,8 +1,10 @@
-"""SIGTERM and SIGINT: stop at the next step boundary with a checkpoint; a second one exits now.
+"""SIGTERM, SIGINT and SIGHUP: stop at the next step boundary with a checkpoint; a second one
+exits now.
 
 Why not the default (die at once): SLURM sends SIGTERM before it preempts a job and torchrun
-forwards it (and Ctrl-C) to every worker, then kills them 30 s later. Dying at once loses
-everything since the last checkpoint. The handler only records the signal; the trainer's vote
+forwards it (and Ctrl-C) to every worker, then kills them 30 s later; an SSH session that closes
+sends SIGHUP (torchrun forwards that too). Dying at once loses everything since the last
+checkpoint and leaves the manifest saying `running`. The handler only records the signal; the trainer's vote
 (runtime/vote.py) makes every rank stop at the same step, after one checkpoint.
 
 Why a second signal exits at once: a user who presses Ctrl-C twice means it, and a hung
@@ -20,7 +22,7 @@ import sys
 import time
 from types import FrameType
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 REPEAT_WINDOW_S = 1.0  # a second signal sooner than this is the first one repeated
 
 

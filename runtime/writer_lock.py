@@ -66,6 +66,12 @@ def claim_run_directory(run_dir: RunDirectory, before_writing: bool = False) -> 
         if lock is None:
             return None
         _HELD.append(lock)
+        if is_stale(run_dir):
+            print(
+                f"note: {run_dir}: its last training ended without recording it (the manifest "
+                "says 'running' and no process holds the directory: killed, or its node lost)",
+                file=sys.stderr,
+            )
     if not before_writing and not lock.announced:
         lock.announce()
     return lock
@@ -109,6 +115,15 @@ def current_writer(run_dir: RunDirectory) -> dict[str, str] | None:
         return None
     finally:
         os.close(descriptor)
+
+
+def is_stale(run_dir: RunDirectory) -> bool:
+    """The manifest says `running`, but the caller holds the lock (or nobody does): the process
+    that wrote it is gone without a word."""
+    manifest = run_dir.read_manifest() or {}
+    return manifest.get("status") == "running" and (
+        any(lock.run_dir == run_dir for lock in _HELD) or current_writer(run_dir) is None
+    )
 
 
 def describe(holder: dict[str, str]) -> str:

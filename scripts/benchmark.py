@@ -6,7 +6,7 @@
 Each seed is a normal run in its normal run directory; finished seeds are reused, interrupted ones
 resume from their checkpoint, a failing seed is reported without losing the others. The report
 (`report.json`, `report.md`, `curves.png`) lands in `<output-dir>/<config-name>/<profile>/benchmark/`;
-`tensorboard --logdir <output-dir>/<config-name>/<profile>` shows every seed as its own run.
+`make tensorboard LOGDIR=<output-dir>/<config-name>/<profile>` shows every seed as its own run.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def write_markdown(
         f"- config: `{context['config_path']}` (resolved in each run's config.yaml); overrides: `{' '.join(context['overrides']) or 'none'}`",
         f"- determinism: {context['verdict']}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in context['versions'].items())}",
-        f"- processes per run: {context['nproc']}; TensorBoard: `tensorboard --logdir {context['tb_root']}`",
+        f"- processes per run: {context['nproc']}; TensorBoard: `make tensorboard LOGDIR={context['tb_root']}`",
         "- aggregate: mean ± sample std (ddof=1) [95 % Student-t confidence interval]",
         "",
         "| seed | status | val_acc | val_loss | best val_acc (epoch) | wall time (s) | weights sha256 |",

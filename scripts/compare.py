@@ -5,16 +5,19 @@
                             [--jobs N] [--nproc N] [--metrics val_acc val_loss] [-- key=value ...]
 
 A and B are each a list of `key=value` overrides, optionally led by a config file
-(`--a "configs/other.yaml model.width=32"`); both start from --config and the common overrides
-after `--`. Every (variant, seed) runs as a normal train.py run under `<output-dir>/A/` and
-`<output-dir>/B/` (the multi-seed benchmark's runner: resumable, failures isolated, progress
-lines), then `compare.json`, `compare.md` and `compare.png` are written to `<output-dir>/`.
-Statistics: `tools/paired.py`.
+(`--a "configs/other.yaml model.width=32"`); an empty one is the config as it is. Both start
+from --config and the common overrides after `--`. Each comparison has its own folder,
+`<output-dir>/<name>/` (`--name`, or made from A and B), so comparisons never meet: every
+(variant, seed) runs as a normal train.py run under `<name>/A/` and `<name>/B/` (the multi-seed
+benchmark's runner: resumable, failures isolated, progress lines), then `compare.json`,
+`compare.md` and `compare.png` are written to `<name>/`. Statistics: `tools/paired.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,17 +46,59 @@ _BATCHING = {"data.batch_size", "data.global_batch_size"}
 def parse_variant(text: str, label: str, default_config: str) -> tuple[str, tuple[str, ...]]:
     """`[config.yaml] key=value ...` -> (config path, overrides)."""
     tokens = shlex.split(text or "")
-    if not tokens:
-        raise UserError(
-            f'{label} is missing: give it as {label}="key=value ..." (or a config file)'
-        )
     config = default_config
-    if "=" not in tokens[0] and tokens[0].endswith((".yaml", ".yml")):
+    if tokens and "=" not in tokens[0] and tokens[0].endswith((".yaml", ".yml")):
         config, tokens = tokens[0], tokens[1:]
     for token in tokens:
         if "=" not in token:
             raise UserError(f"{label}: malformed override {token!r}: expected dotted.key=value")
     return config, tuple(tokens)
+
+
+def comparison_name(a: str, b: str) -> str:
+    """A folder name from A and B: readable, and short (a digest keeps long ones apart)."""
+
+    def part(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._=+-]+", "_", " ".join(shlex.split(text or ""))) or "as-is"
+
+    name = f"{part(a)}__vs__{part(b)}"
+    if len(name) > 80:
+        digest = hashlib.sha256(f"{a}\0{b}".encode()).hexdigest()[:8]
+        name = f"{name[:71]}-{digest}"
+    return name
+
+
+def describe_differences(differences: dict[str, list[Any]]) -> list[str]:
+    """The keys that differ, each in a few words: a pipeline by the transforms it adds, drops
+    or changes (its serialized form runs to a thousand characters), any other key by value."""
+    described = []
+    for key, (first, second) in differences.items():
+        if isinstance(first, list | dict) or isinstance(second, list | dict):
+            described.append(f"`{key}`: {_pipeline_change(first, second)}")
+        else:
+            described.append(f"`{key}`: {first!r} → {second!r}")
+    return described
+
+
+def _pipeline_change(first: Any, second: Any) -> str:
+    def steps(value: Any) -> list[dict[str, Any]]:
+        if isinstance(value, dict):
+            value = value.get("transforms", [value])
+        return [step for step in value or [] if isinstance(step, dict)]
+
+    def name(step: dict[str, Any]) -> str:
+        return str(step.get("__class_fullname__", "?")).rsplit(".", 1)[-1]
+
+    a, b = steps(first), steps(second)
+    names_a, names_b = [name(s) for s in a], [name(s) for s in b]
+    parts = [f"+{n}" for n in names_b if n not in names_a]
+    parts += [f"-{n}" for n in names_a if n not in names_b]
+    for step in a:
+        match = next((s for s in b if name(s) == name(step)), None)
+        if match is not None and match != step:
+            changed = sorted(k for k in set(step) | set(match) if step.get(k) != match.get(k))
+            parts.append(f"{name(step)}({', '.join(changed)})")
+    return " ".join(parts) or "the same transforms, in another order"
 
 
 def pairing(config: Config, differences: dict[str, list[Any]]) -> dict[str, Any]:
@@ -114,10 +159,7 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         f"- A: `{a['spec']}` (config `{a['config']}`)",
         f"- B: `{b['spec']}` (config `{b['config']}`)",
         "- keys that differ (computed from the resolved configs): "
-        + (
-            ", ".join(f"`{k}`: {v[0]!r} → {v[1]!r}" for k, v in report["differing_keys"].items())
-            or "none"
-        ),
+        + ("; ".join(describe_differences(report["differing_keys"])) or "none"),
         f"- seeds: {', '.join(map(str, report['seeds']))}; processes per run: {report['world_size']}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
         f"- paired by seed: {'; '.join(report['pairing']['notes'])}",
@@ -166,7 +208,11 @@ def plot(path: Path, report: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     metrics = report["metrics"]
-    figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4), dpi=110)
+    ticks = [
+        _short(f"A: {report['a']['spec'] or 'the config as is'}"),
+        _short(f"B: {report['b']['spec'] or 'the config as is'}"),
+    ]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 4.5), dpi=110)
     for axis, (metric, result) in zip(
         axes if len(metrics) > 1 else [axes], metrics.items(), strict=True
     ):
@@ -174,13 +220,21 @@ def plot(path: Path, report: dict[str, Any]) -> None:
             axis.plot(
                 [0, 1], [values["a"], values["b"]], marker="o", alpha=0.7, label=f"seed {seed}"
             )
-        axis.set_xticks([0, 1], ["A", "B"])
+        axis.set_xticks([0, 1], ticks, fontsize=7)
         axis.set_xlim(-0.3, 1.3)
-        axis.set_title(f"{metric}\n{result['verdict']}", fontsize=8)
+        axis.set_ylabel(
+            f"{metric} ({'higher' if result['higher_is_better'] else 'lower'} is better)"
+        )
+        axis.set_title(result["verdict"], fontsize=8, wrap=True)
         axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, title="pairs", title_fontsize=7)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -195,7 +249,9 @@ class Comparison:
 
     @property
     def output(self) -> Path:
-        return Path(self.arguments.output_dir)
+        """This comparison's own folder."""
+        name = self.arguments.name or comparison_name(self.arguments.a, self.arguments.b)
+        return Path(self.arguments.output_dir) / name
 
 
 def checked(argv: list[str] | None = None) -> Comparison:
@@ -207,6 +263,7 @@ def checked(argv: list[str] | None = None) -> Comparison:
     parser.add_argument("--a", default="", help='variant A: "[config.yaml] key=value ..."')
     parser.add_argument("--b", default="", help='variant B: "[config.yaml] key=value ..."')
     parser.add_argument("--metrics", nargs="*", default=list(METRICS))
+    parser.add_argument("--name", default="", help="this comparison's folder (default: from A, B)")
     add_seed_run_arguments(parser, output_dir="runs/compare")
     arguments = parser.parse_args(argv)
     seeds, launch, common = seeds_and_launch(arguments)
@@ -216,7 +273,11 @@ def checked(argv: list[str] | None = None) -> Comparison:
             f"unknown metric {', '.join(map(repr, unknown)) or '(none given)'}; "
             f"choose from {', '.join(METRICS)}"
         )
-    output = Path(arguments.output_dir)
+    if arguments.name and not re.fullmatch(r"[A-Za-z0-9._=+-]+", arguments.name):
+        raise UserError(f"--name {arguments.name!r}: use letters, digits and . _ = + - only")
+    output = Path(arguments.output_dir) / (
+        arguments.name or comparison_name(arguments.a, arguments.b)
+    )
     variants, specs = [], {}
     for label, text in (("A", arguments.a), ("B", arguments.b)):
         config_path, overrides = parse_variant(text, label, arguments.config)

@@ -14,6 +14,7 @@ their registered section and the first line of the builder's docstring.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from typing import Any
@@ -34,6 +35,7 @@ from runtime.provenance import REPO_ROOT
 
 PAGE = REPO_ROOT / "docs" / "configuration.md"
 PAGE_NAME = "docs/configuration.md"
+README = REPO_ROOT / "README.md"
 SHARED = ("trainer", "optim", "determinism", "checkpoint", "distributed")
 
 
@@ -148,6 +150,30 @@ def _first_line(text: str | None) -> str:
 
 
 TABLES = {"config-keys": config_keys, "datasets": datasets, "models": models}
+MEASURED = REPO_ROOT / "docs" / "measured" / "default-job.json"
+
+
+def default_job() -> str:
+    """README's sentence on the default job, from its last measurement (make measure-default)."""
+    m = json.loads(MEASURED.read_text())
+    return (
+        f"Measured ({m['date']}, `{m['command']}`, {m['cpu_cores']} CPU cores): val_acc "
+        f"{m['val_acc']:.4f} after {m['epochs']} epochs, {m['seconds']:.0f} s for the whole "
+        f"command ({m['training_seconds']:.0f} s inside train.py)."
+    )
+
+
+def render_readme(page: str) -> str:
+    """README.md with its measured sentence written anew."""
+    pattern = re.compile(
+        r"(<!-- generated: default-job -->\n)(?:.*?\n)?(<!-- end: default-job -->)", re.DOTALL
+    )
+    if not pattern.search(page):
+        raise UserError(
+            "README.md has no <!-- generated: default-job --> ... <!-- end: default-job -->"
+        )
+    text = default_job()
+    return pattern.sub(lambda match: match.group(1) + text + "\n" + match.group(2), page)
 
 
 def listed(page: str, name: str) -> set[str]:
@@ -198,18 +224,20 @@ def main() -> int:
     )
     parser.add_argument("--check", action="store_true", help="only compare, write nothing")
     arguments = parser.parse_args()
-    current = PAGE.read_text()
-    rendered = render(current)
-    if arguments.check:
-        if rendered != current:
-            raise UserError(f"{PAGE_NAME}'s generated tables are stale: run make docs")
-        print(f"{PAGE_NAME}'s tables match the code")
-        return 0
-    if rendered != current:
-        PAGE.write_text(rendered)
-        print(f"{PAGE_NAME}: tables rewritten from the code")
-    else:
-        print(f"{PAGE_NAME}: tables already match the code")
+    pages = [(PAGE, render), (README, render_readme)]
+    for page, renderer in pages:
+        current = page.read_text()
+        rendered = renderer(current)
+        name = page.relative_to(REPO_ROOT)
+        if arguments.check:
+            if rendered != current:
+                raise UserError(f"{name}'s generated parts are stale: run make docs")
+            print(f"{name}: generated parts match the code and the measurements")
+        elif rendered != current:
+            page.write_text(rendered)
+            print(f"{name}: generated parts rewritten")
+        else:
+            print(f"{name}: generated parts already match")
     return 0
 
 

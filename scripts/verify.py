@@ -58,6 +58,36 @@ class Row:
     guarantee: str
     first: Run
     second: Run
+    usual_causes: str  # printed under the row when it diverges
+
+
+# What usually breaks each guarantee in a fork, and what to use instead: printed under a
+# DIVERGED row, so a user knows where to look first.
+SAME_SEED = (
+    "randomness outside the seed plan: os.urandom, time- or PID-based seeds, a library's own "
+    "RNG (albumentations outside data.augment), an op without a deterministic kernel (the eval "
+    "profile records them). Draw from the run's streams: torch's global RNG inside the model, "
+    "seeding.SampleRandomness in a dataset"
+)
+WORKERS = (
+    "a dataset that draws from the global random/numpy RNG or keeps state across samples (a "
+    "cache, a counter) in __getitem__: each worker holds its own copy. Draw per sample "
+    "(seeding.SampleRandomness), keep __getitem__ a function of the sample"
+)
+RESUME = (
+    "state outside state_dict: a plain attribute (self.running_mean = ...) instead of "
+    "register_buffer, a module global, a sampler or RNG of your own. Keep it in a buffer "
+    "(register_buffer) or a parameter, and draw from the seed plan's streams, which the "
+    "checkpoint restores"
+)
+TWO_PROCESSES = (
+    "a per-rank value seeded from LOCAL_RANK, the PID or the clock, or one rank reading "
+    "another's file: use the global rank (RANK) and the seed plan"
+)
+INVARIANT = (
+    "something that sees the per-rank batch as a whole (a batch statistic other than "
+    "BatchNorm's, a loss normalised per rank) or a random draw outside the micro-batch stream"
+)
 
 
 class Verifier:
@@ -166,7 +196,7 @@ def compare(first: RunDirectory, second: RunDirectory, same_world: bool) -> str 
 
 def matrix(invariant: bool, workers: int, quick: bool) -> list[Row]:
     alone = Run("1 process")
-    rows = [Row("same seed twice", alone, Run("1 process, again"))]
+    rows = [Row("same seed twice", alone, Run("1 process, again"), SAME_SEED)]
     if quick:
         return rows
     rows += [
@@ -174,12 +204,25 @@ def matrix(invariant: bool, workers: int, quick: bool) -> list[Row]:
             f"workers do not matter (0 vs {workers})",
             alone,
             Run(f"{workers} workers", overrides=(f"data.num_workers={workers}",)),
+            WORKERS,
         ),
-        Row("resume equals uninterrupted", alone, Run("stopped and resumed", stop_half_way=True)),
-        Row("2 processes twice", Run("2 processes", nproc=2), Run("2 processes, again", nproc=2)),
+        Row(
+            "resume equals uninterrupted",
+            alone,
+            Run("stopped and resumed", stop_half_way=True),
+            RESUME,
+        ),
+        Row(
+            "2 processes twice",
+            Run("2 processes", nproc=2),
+            Run("2 processes, again", nproc=2),
+            TWO_PROCESSES,
+        ),
     ]
     if invariant:
-        rows.append(Row("world-size invariant (1 vs 2)", alone, Run("2 processes", nproc=2)))
+        rows.append(
+            Row("world-size invariant (1 vs 2)", alone, Run("2 processes", nproc=2), INVARIANT)
+        )
     return rows
 
 
@@ -231,6 +274,8 @@ def print_table(
     for row, difference in results:
         verdict = "IDENTICAL" if difference is None else "DIVERGED"
         print(f"{row.guarantee:<{width}}  {verdict:<9}  {difference or '-'}")
+        if difference is not None:
+            print(f"{'':<{width}}  usually: {row.usual_causes}")
     failed = sum(difference is not None for _, difference in results)
     print("all identical" if not failed else f"{failed} guarantee(s) broken")
 

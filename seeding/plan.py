@@ -21,6 +21,7 @@ is a property of the table, not of scattered `seed + rank` arithmetic.
 |         |   index)     |                                                                     |
 | micro-  | (+step,      | world-size-invariant mode: forward-pass randomness (dropout) of     |
 |  batch  |  micro_batch)| micro-batch j of step k, the same on whichever rank computes it     |
+| subset  |              | which samples `data.subset` keeps: one draw, the same on every rank |
 
 The trainer uses `data_parallel(rank)` with the *global* rank: seeding from LOCAL_RANK would give
 GPU 0 of every node the same streams.
@@ -42,6 +43,7 @@ STREAM_AXES: dict[str, tuple[str, ...]] = {
     "sampler": (),
     "augment": (),
     "microbatch": (),
+    "subset": (),
 }
 
 # Coordinates a stream takes at the point of use, beyond the mesh axes (for the manifest).

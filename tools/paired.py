@@ -97,7 +97,18 @@ def verdict(interval: list[float] | None, higher_better: bool, digits: int = 4) 
 
 
 def compare_metric(per_seed: dict[int, tuple[float, float]], metric: str) -> dict[str, Any]:
-    """Everything the report says about one metric, from the seeds completed in both variants."""
+    """Everything the report says about one metric, from the seeds completed in both variants.
+
+    scipy's warnings are kept out of the terminal: identical or near-identical differences (A
+    against A, a metric that saturates) make it warn of "precision loss" or degenerate data,
+    and the report already says what such intervals mean (a zero-width or n/a interval)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", getattr(stats, "DegenerateDataWarning", RuntimeWarning))
+        return _compare_metric(per_seed, metric)
+
+
+def _compare_metric(per_seed: dict[int, tuple[float, float]], metric: str) -> dict[str, Any]:
     seeds = sorted(per_seed)
     a = np.array([per_seed[seed][0] for seed in seeds], dtype=np.float64)
     b = np.array([per_seed[seed][1] for seed in seeds], dtype=np.float64)

@@ -223,7 +223,7 @@ def collect(
         result["metrics"] = {**manifest["final_metrics"], "best_val_acc": best}
     else:
         lines = log.read_text().strip().splitlines() if log.is_file() else []
-        errors = [line for line in lines if line.startswith("error:")]
+        errors = [line for line in lines if line.startswith(("error:", "stopped by "))]
         result["error"] = (errors or lines or [f"exit code {returncode}"])[-1][:300]
     return result
 

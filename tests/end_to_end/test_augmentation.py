@@ -5,6 +5,7 @@ batch as the model sees it (read back from the event file)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import albumentations as A
@@ -12,7 +13,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from data.augment import resolve
-from tests.helpers.runs import ReferenceRuns, assert_same_weights, run_train
+from tests.helpers.runs import ReferenceRuns, assert_same_weights, run_command, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +80,8 @@ def test_tensorboard_shows_the_first_batch_augmented_and_not(references: Referen
         assert (image.width, image.height) == (8 * 32, 2 * 32)  # 16 images of 32 x 32
     assert 0 < run.manifest()["augmentation_preview_s"] < 5
     assert "Images tab" in run.process.stdout
+    # The command it prints is one a user can paste: the venv's TensorBoard through make.
+    pasted = re.search(r"\((make tensorboard LOGDIR=\S+);", run.process.stdout)
+    assert pasted is not None, run.process.stdout
+    shown = run_command(["make", "-n", *pasted.group(1).split()[1:]])
+    assert shown.stdout.strip() == f".venv/bin/tensorboard --logdir {run.run_dir}/tb", shown

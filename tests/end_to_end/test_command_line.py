@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers.runs import REPO_ROOT, launch_env
+import pytest
+
+from tests.helpers.runs import REPO_ROOT, TINY, launch_env, run_command
 
 
 def test_real_process_bad_seed_exits_nonzero_without_traceback(tmp_path: Path) -> None:
@@ -32,3 +34,21 @@ def test_make_help_lists_every_target(repo_root: Path) -> None:
     assert done.returncode == 0
     for target in ("setup", "train", "test", "verify", "diagnose", "lint"):
         assert f"  {target} " in done.stdout
+
+
+@pytest.mark.slow
+def test_after_make_train_the_next_command_is_make_s_and_pasting_it_works(tmp_path: Path) -> None:
+    """A user who typed make is told what to type next in make's words, ARGS included nowhere:
+    the resumed run takes its own config.yaml."""
+    train = ["make", "train", "SEED=3", f"OUTPUT_DIR={tmp_path}", f"ARGS={' '.join(TINY)}"]
+    assert run_command(train).returncode == 0
+    again = run_command(train)
+    assert again.returncode == 2
+    suggested = f"make train SEED=3 OUTPUT_DIR={tmp_path} RESUME=auto"
+    error = next(line for line in again.stderr.splitlines() if line.startswith("error:"))
+    assert error.endswith(
+        f"already holds a run; continue it with {suggested}, or pick another SEED= / OUTPUT_DIR="
+    ), error
+    pasted = run_command(suggested.split())
+    assert pasted.returncode == 0, pasted.stderr[-2000:]
+    assert "kept as the run started" in pasted.stderr  # the file's keys were not the run's

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from runtime.rundir import RunDirectory, find_runs, read_json
+from scripts.compare import comparison_name
 from tests.helpers.runs import TINY, run_command, run_train
 
 LOW_LR = "optim.lr=0.0005"  # 100x too small: a planted large difference
@@ -49,13 +50,19 @@ def report(output: Path) -> dict[str, Any]:
     return read_json(output / "compare.json")
 
 
+def folder(output: Path, a: str, b: str) -> Path:
+    """Where a comparison of A and B writes, under the --output-dir every comparison shares."""
+    return output / comparison_name(a, b)
+
+
 @pytest.mark.slow
 def test_a_planted_difference_is_found_with_its_sign_then_a_rerun_trains_nothing(
     tmp_path: Path,
 ) -> None:
     done = compare(tmp_path, "optim.lr=0.05", LOW_LR, "0", "1", "2", more=("--jobs", "2"))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    result = report(tmp_path)
+    first = folder(tmp_path, "optim.lr=0.05", LOW_LR)
+    result = report(first)
     assert result["differing_keys"] == {"optim.lr": [0.05, 0.0005]}
     assert result["pairing"]["shares_data_order_and_augmentation"] is True
     accuracy, loss = result["metrics"]["val_acc"], result["metrics"]["val_loss"]
@@ -66,20 +73,26 @@ def test_a_planted_difference_is_found_with_its_sign_then_a_rerun_trains_nothing
         paired, unpaired = stats["paired_ci95"], stats["unpaired_ci95"]
         assert paired[1] - paired[0] < unpaired[1] - unpaired[0]
     assert "progress: 6/6 runs done, 0 failed" in done.stdout
-    assert (tmp_path / "compare.md").is_file()
-    assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        "- keys that differ (computed from the resolved configs): `optim.lr`: 0.05 → 0.0005"
+        in (first / "compare.md").read_text()
+    )
+    assert (first / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    manifests = {run.manifest_file: run.manifest_file.stat().st_mtime_ns for run in runs(tmp_path)}
+    manifests = {run.manifest_file: run.manifest_file.stat().st_mtime_ns for run in runs(first)}
     again = compare(tmp_path, "optim.lr=0.05", LOW_LR, "0", "1", "2")
     assert again.returncode == 0 and again.stdout.count("(reused)") == 6
     assert {path: path.stat().st_mtime_ns for path in manifests} == manifests
-    assert report(tmp_path)["metrics"]["val_acc"] == accuracy
+    assert report(first)["metrics"]["val_acc"] == accuracy
 
-    other = compare(tmp_path, "optim.lr=0.05", "optim.lr=0.001", "0")
-    assert other.returncode == 2
-    assert other.stderr.strip().startswith(
-        "error: "
-    ) and "holds a run of another configuration" in (other.stderr)
+    # A second comparison in the same --output-dir has its own folder; an empty A is the
+    # config as it is (lr 0.05); A against A-like pairs raise no library warning.
+    other = compare(tmp_path, "", "optim.lr=0.001", "0", "1")
+    assert other.returncode == 0, other.stdout[-2000:] + other.stderr[-2000:]
+    second = report(folder(tmp_path, "", "optim.lr=0.001"))
+    assert second["differing_keys"] == {"optim.lr": [0.05, 0.001]}
+    assert "Warning" not in other.stderr, other.stderr[-2000:]
+    assert {path: path.stat().st_mtime_ns for path in manifests} == manifests
 
 
 def runs(output: Path) -> list[RunDirectory]:
@@ -91,8 +104,9 @@ def test_a_killed_run_resumes_and_a_seed_failing_in_one_variant_is_left_out(
     tmp_path: Path,
 ) -> None:
     """Seed 1 of B was killed mid-run earlier and resumes; seed 2 fails in B only."""
+    here = folder(tmp_path, "optim.lr=0.05", LOW_LR)
     killed = run_train(
-        tmp_path / "B",
+        here / "B",
         "--seed",
         "1",
         "--profile",
@@ -114,14 +128,14 @@ def test_a_killed_run_resumes_and_a_seed_failing_in_one_variant_is_left_out(
         env={"PLANTED_FAIL_SEED": "2", "PLANTED_FAIL_ARG": LOW_LR},
     )
     assert done.returncode == 1
-    result = report(tmp_path)
+    result = report(here)
     assert list(result["excluded_seeds"]) == ["2"]
     assert "failed in B: error: planted failure for seed 2" in result["excluded_seeds"]["2"]
     assert list(result["metrics"]["val_acc"]["per_seed"]) == ["1"]
     assert result["metrics"]["val_acc"]["n_pairs"] == 1
-    resumed = RunDirectory.of(tmp_path / "B", "default", "eval", 1).read_manifest()
+    resumed = RunDirectory.of(here / "B", "default", "eval", 1).read_manifest()
     assert resumed is not None and resumed["resumed_from_step"] == 4
-    assert "left out of the pairs" in (tmp_path / "compare.md").read_text()
+    assert "left out of the pairs" in (here / "compare.md").read_text()
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:

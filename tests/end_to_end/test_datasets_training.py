@@ -43,6 +43,22 @@ def test_imagefolder_training_is_reproducible(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_cpu_imagefolder_preset_trains_here_and_a_subset_covers_every_class(
+    tmp_path: Path,
+) -> None:
+    """configs/imagefolder_cpu.yaml as a CPU user runs it, on a small tree of real image files
+    listed class by class; `data.subset` draws from every class, not the first ones."""
+    root = write_image_tree(tmp_path / "images")  # 3 classes x 8 files, sorted by class
+    flags = ["--config", "configs/imagefolder_cpu.yaml", f"data.root={root}", "trainer.epochs=1"]
+    run = run_train(tmp_path / "run", *flags, "data.batch_size=4", "data.subset=6", tiny=False)
+    manifest = run.manifest()
+    assert manifest["status"] == "completed" and manifest["device"] == "cpu"
+    subset = manifest["data_subset"]
+    assert subset["stratified"] and subset["per_class"] == {"0": 2, "1": 2, "2": 2}, subset
+    assert run.weights()["features.0.0.weight"].shape[0] == 32  # the small CNN, width 32
+
+
+@pytest.mark.slow
 def test_resnet18_trains_on_the_synthetic_data(tmp_path: Path) -> None:
     run = run_train(
         tmp_path,

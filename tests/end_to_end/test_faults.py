@@ -47,9 +47,10 @@ EVERY_2 = "checkpoint.every_steps=2"
 
 
 def error_line(result: RunResult | subprocess.CompletedProcess[str]) -> str:
-    """The one `error:` line the run printed (by exactly one rank), with no worker traceback."""
+    """The one `error:` line (`stopped by …` for a stop the user asked for) the run printed, by
+    exactly one rank, with no worker traceback."""
     output = result.stdout + result.stderr if hasattr(result, "stdout") else result.output
-    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    lines = [line for line in output.splitlines() if line.startswith(("error:", "stopped by "))]
     assert len(lines) == 1, output[-4000:]
     # torchrun prints its own summary (ChildFailedError); no line may come from our code.
     assert (
@@ -199,14 +200,15 @@ def test_a_write_error_while_checkpointing_keeps_the_previous_checkpoint(
 
 
 # ----------------------------------------------------------------------------- signals
-def test_sigint_checkpoints_at_the_next_step_and_says_how_to_resume(
-    references: ReferenceRuns, tmp_path: Path
+@pytest.mark.parametrize("name", ["INT", "HUP"])  # Ctrl-C; a closing SSH session or terminal
+def test_sigint_or_sighup_checkpoints_at_the_next_step_and_says_how_to_resume(
+    references: ReferenceRuns, tmp_path: Path, name: str
 ) -> None:
-    stopped = planted(tmp_path, 1, EVERY_2, PLANTED_SIGNAL_AT_STEP="5", PLANTED_SIGNAL="INT")
-    assert stopped.returncode == 128 + signal.SIGINT
-    assert "received SIGINT: stopping after this step with a checkpoint" in stopped.output
+    stopped = planted(tmp_path, 1, EVERY_2, PLANTED_SIGNAL_AT_STEP="5", PLANTED_SIGNAL=name)
+    assert stopped.returncode == 128 + signal.Signals[f"SIG{name}"]
+    assert f"received SIG{name}: stopping after this step with a checkpoint" in stopped.output
     line = error_line(stopped)
-    assert "stopped by SIGINT after step 5 (epoch 0)" in line
+    assert f"stopped by SIG{name} after step 5 (epoch 0)" in line
     assert "step-00000005.pt; continue with --resume auto" in line
     assert stopped.checkpoint()["step"] == 5
     manifest = stopped.manifest()

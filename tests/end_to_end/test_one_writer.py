@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,26 +20,31 @@ import pytest
 
 from runtime.checkpoints import newest_complete
 from runtime.rundir import RunDirectory
-from tests.helpers.runs import TINY, RunResult, assert_same_weights, launch_env, run_train
+from tests.helpers.runs import (
+    TINY,
+    RunResult,
+    assert_same_weights,
+    launch_env,
+    run_command,
+    run_train,
+)
 from tools.launch import train_command
 from tools.processes import descendants
 
 pytestmark = pytest.mark.slow
 
-# Six epochs of six steps at W = 2, a checkpoint every other step: room for several faults.
-JOB = (*TINY, "trainer.epochs=6", "checkpoint.every_steps=2")
+# Twenty epochs of six steps at W = 2, a checkpoint every other step: room for several faults,
+# and long enough that orphans left alone would still be training while a restart begins.
+JOB = (*TINY, "trainer.epochs=20", "checkpoint.every_steps=2")
 ORPHAN_LIMIT_S = 5.0  # an orphan must be gone this soon after its launcher
-
-
-# Long enough that orphans left alone would still be training while a restart begins.
-LONG_JOB = (*TINY, "trainer.epochs=20", "checkpoint.every_steps=2")
 
 
 class Launched:
     """One `torchrun --nproc_per_node=2 train.py` of `job`, its output in a log file."""
 
-    def __init__(self, output: Path, log: Path, resume: bool, job: tuple[str, ...] = JOB) -> None:
-        flags = [*job, "--output-dir", str(output), *(["--resume", "auto"] if resume else [])]
+    def __init__(self, output: Path, log: Path, resume: bool) -> None:
+        self.flags = [*JOB, "--output-dir", str(output)]
+        flags = [*self.flags, *(["--resume", "auto"] if resume else [])]
         self.log = log
         with log.open("w") as stream:
             self.launcher = subprocess.Popen(
@@ -106,6 +112,8 @@ def kill_launcher(job: Launched, workers: list[int]) -> str:
     assert job.run.metrics_file.read_text() == rows
     assert not list(job.run.checkpoint_dir.glob(".*.tmp")), "an exit left a partial file"
     assert "its launcher" in job.log.read_text() and "is gone" in job.log.read_text()
+    state = run_command([sys.executable, "-m", "scripts.run_state", *job.flags])
+    assert state.stdout.strip() == "stale", state  # manifest 'running', nobody holds the run
     return f"launcher SIGKILL (orphans gone in {lived:.2f} s)"
 
 
@@ -142,14 +150,13 @@ def test_a_run_killed_again_and_again_ends_as_if_left_alone(
         kill_one_worker,
         stop_launcher,
         kill_launcher,  # and the newest checkpoint is damaged before the next start
-        kill_one_worker,
     ]
     moments = random.Random(20261202)
     done: list[str] = []
     job = Launched(tmp_path, tmp_path / "start-0.log", resume=False)
     for number, fault in enumerate(faults):
-        low = 4 + 6 * number  # the moments spread over the 36 steps
-        workers = job.wait_for_step(moments.randint(low, low + 4))
+        low = 4 + 25 * number  # the moments spread over the 120 steps
+        workers = job.wait_for_step(moments.randint(low, low + 20))
         done.append(fault(job, workers))
         if number == 3:
             damaged = damage_the_newest_checkpoint(job.run)
@@ -158,6 +165,9 @@ def test_a_run_killed_again_and_again_ends_as_if_left_alone(
     assert job.finish() == 0, job.log.read_text()[-3000:]
     skipped = f"skipped incomplete or damaged checkpoint(s): {damaged.name}"
     assert skipped in (tmp_path / "start-4.log").read_text()
+    stale = "its last training ended without recording it"
+    assert stale in (tmp_path / "start-1.log").read_text()  # after the launcher's SIGKILL
+    assert stale not in (tmp_path / "start-3.log").read_text()  # after SIGTERM: interrupted
     assert not job.workers()
     resumed = RunResult(subprocess.CompletedProcess([], 0, "", ""), tmp_path)
     assert_same_weights(uninterrupted.weights(), resumed.weights())
@@ -181,18 +191,17 @@ def test_workers_orphaned_while_starting_up_stop_too(tmp_path: Path) -> None:
 
 
 def test_a_resume_while_orphans_would_live_is_refused_or_finds_them_gone(
-    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    uninterrupted: RunResult, tmp_path: Path
 ) -> None:
     """The restart that made two writers before: right after the launcher's SIGKILL, before
     its workers could notice, `--resume auto` starts on the same run directory."""
-    uninterrupted = run_train(tmp_path_factory.mktemp("long"), *LONG_JOB[len(TINY) :], nproc=2)
-    job = Launched(tmp_path, tmp_path / "first.log", resume=False, job=LONG_JOB)
+    job = Launched(tmp_path, tmp_path / "first.log", resume=False)
     workers = job.wait_for_step(9)
     job.launcher.send_signal(signal.SIGKILL)
     job.finish()
     outcomes = []
     while True:
-        again = Launched(tmp_path, tmp_path / f"again-{len(outcomes)}.log", True, LONG_JOB)
+        again = Launched(tmp_path, tmp_path / f"again-{len(outcomes)}.log", resume=True)
         code = again.finish()
         text = again.log.read_text()
         if code == 0:

@@ -121,4 +121,7 @@ def test_verify_quick_finds_the_first_divergence_of_a_planted_one() -> None:
     row = next(line for line in planted.stdout.splitlines() if line.startswith("same seed twice"))
     assert "DIVERGED" in row and "step 5: loss" in row, row
     assert "final checkpoint: model." in row and "max abs difference" in row, row
+    lines = planted.stdout.splitlines()
+    hint = lines[lines.index(row) + 1].strip()
+    assert hint.startswith("usually: randomness outside the seed plan: os.urandom"), hint
     assert planted.stdout.count("verify: ") == 2 + 1  # two runs, then the table's header

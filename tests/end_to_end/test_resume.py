@@ -140,12 +140,44 @@ def test_changing_the_computation_on_resume_is_refused_stopping_criteria_may_cha
     refused = run_train(tmp_path, "--resume", "auto", "model.dropout=0.3", check=False)
     assert refused.returncode == 2
     assert refused.process.stderr.strip().splitlines() == [
-        "error: cannot resume: model.dropout differs (checkpoint 0.2, now 0.3); only stopping "
-        "criteria and loader settings may change"
+        "error: cannot resume: model.dropout differs (the run started with 0.2, now 0.3); only "
+        "stopping criteria and runtime settings may change: start a new run to change it"
     ]
     assert {p: p.read_bytes() for p in first.run_dir.rglob("*") if p.is_file()} == before
     longer = run_train(tmp_path, "--resume", "auto", "trainer.max_steps=5")
     assert longer.manifest()["final_step"] == 5 and longer.manifest()["resumed_from_step"] == 3
+    assert "note: resuming with changes: trainer.max_steps: 3 -> 5" in longer.process.stderr
+
+
+def test_a_resume_without_the_first_command_s_overrides_is_the_run_that_was_started(
+    tmp_path: Path,
+) -> None:
+    """`make train ARGS="trainer.epochs=3 ..."`, Ctrl-C, then `make train RESUME=auto` without
+    ARGS: the run continues under its own config.yaml, not the config file's, and ends with the
+    weights of the original command left alone."""
+    started = ("trainer.epochs=3", "checkpoint.every_steps=2")
+    alone = run_train(tmp_path / "alone", *started)
+    stopped = run_train(
+        tmp_path / "run",
+        *started,
+        entry="tests/helpers/planted_train.py",
+        env={"PLANTED_SIGNAL_AT_STEP": "5", "PLANTED_SIGNAL": "INT"},
+        check=False,
+    )
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.output[-2000:]
+    resumed = run_train(tmp_path / "run", "--resume", "auto", tiny=False)  # no ARGS at all
+    assert "kept as the run started" in resumed.process.stderr
+    assert resumed.manifest()["final_epoch"] == alone.manifest()["final_epoch"]
+    assert_same_weights(alone.weights(), resumed.weights())
+    assert resumed.logged() == alone.logged()
+    # More epochs than the run was planned for would train at lr 0 after its schedule's end.
+    longer = run_train(tmp_path / "run", "--resume", "auto", "trainer.epochs=4", check=False)
+    assert longer.returncode == 2
+    assert longer.process.stderr.strip().splitlines() == [
+        "error: --resume: trainer.epochs=4, but this run's learning rate reaches 0 at the end of "
+        "epoch 3 (step 36, optim.scheduler=cosine): every later epoch would train at lr 0; keep "
+        "trainer.epochs <= 3, or start a new run"
+    ]
 
 
 def test_a_bad_checkpoint_file_is_refused_in_one_line(

@@ -13,7 +13,7 @@
 - PLANTED_SIGSTOP_AT_STEP=k: the same, with SIGSTOP: the rank stops answering (first attempt).
 - PLANTED_NAN_AT_STEP=k (PLANTED_NAN_RANK=r, default the last rank): the images of step k on
   rank r become NaN, as a corrupt input would.
-- PLANTED_SIGNAL_AT_STEP=k, PLANTED_SIGNAL=TERM|INT, PLANTED_SIGNAL_TO=self|launcher,
+- PLANTED_SIGNAL_AT_STEP=k, PLANTED_SIGNAL=TERM|INT|HUP, PLANTED_SIGNAL_TO=self|launcher,
   PLANTED_SIGNAL_TIMES=n, PLANTED_SIGNAL_INTERVAL=s: after step k, rank PLANTED_SIGNAL_RANK
   (default the last) sends the signal n times, s seconds apart, to itself, or to its parent
   (torchrun, as SLURM would).

@@ -178,7 +178,7 @@ def test_a_task_that_slurm_cancels_is_reported_and_its_run_does_not_claim_to_run
     )
     assert report["failed_seeds"] == [5]
     error = report["seeds"][0]["error"]
-    assert error.startswith(f"SLURM task {job}_0 ended CANCELLED: error: stopped by SIGTERM"), error
+    assert error.startswith(f"SLURM task {job}_0 ended CANCELLED: stopped by SIGTERM"), error
     assert (run.read_manifest() or {}).get("status") == "interrupted"
 
 

@@ -17,6 +17,7 @@ from runtime.checkpoints import (
     ResumePoint,
     computation_fingerprint,
     load_checkpoint,
+    resume_point,
     save_checkpoint,
 )
 from runtime.rundir import RunDirectory
@@ -71,18 +72,17 @@ def test_keeps_only_the_newest_k_and_last_names_the_newest(tmp_path: Path) -> No
 
 def test_which_checkpoint_a_run_resumes_from(tmp_path: Path) -> None:
     run_dir = RunDirectory(tmp_path / "run")
-    checkpoints = Checkpointer(run_dir, load_config("configs/default.yaml").checkpoint)
-    assert checkpoints.resume_point(None) == ResumePoint(None, continuing=False)
-    assert checkpoints.resume_point("auto") == ResumePoint(None, continuing=False)  # fresh
+    assert resume_point(run_dir, None) == ResumePoint(None, continuing=False)
+    assert resume_point(run_dir, "auto") == ResumePoint(None, continuing=False)  # fresh
     with pytest.raises(UserError, match="--resume: checkpoint not found"):
-        checkpoints.resume_point(str(tmp_path / "nowhere.pt"))
+        resume_point(run_dir, str(tmp_path / "nowhere.pt"))
     a_checkpoint(run_dir.checkpoint_dir, 3)
     a_checkpoint(run_dir.checkpoint_dir, 5)
     (run_dir.checkpoint_dir / "step-00000005.pt.sha256").unlink()  # a writer killed mid-save
-    resumed = checkpoints.resume_point("auto")
+    resumed = resume_point(run_dir, "auto")
     assert resumed.continuing and resumed.checkpoint is not None and resumed.step == 3
     with pytest.raises(UserError, match="already holds a run; continue it with --resume auto"):
-        checkpoints.resume_point(None)
+        resume_point(run_dir, None)
 
 
 def fingerprint(*overrides: str, world_size: int | str = 1, profile: str | None = None) -> dict:

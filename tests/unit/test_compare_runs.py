@@ -13,7 +13,7 @@ from configs import load_config
 from configs.keys import differing_keys
 from foundation.errors import UserError
 from runtime.rundir import RunDirectory
-from scripts.compare import checked, pairing
+from scripts.compare import checked, comparison_name, describe_differences, pairing
 from tools import slurm_array
 from tools.seed_runs import parse_seeds
 from tools.slurm_array import abandoned
@@ -37,8 +37,7 @@ def test_bad_seed_lists_are_refused(seeds: list[str], message: str) -> None:
 @pytest.mark.parametrize(
     ("a", "b", "more", "message"),
     [
-        ("", "optim.lr=0.1", [], "A is missing"),
-        ("optim.lr=0.1", "", [], "B is missing"),
+        ("optim.lr=0.1", "optim.lr=0.2", ["--name", "a/b"], "--name 'a/b': use letters"),
         ("optim.lrr=0.1", "optim.lr=0.1", [], "A: unknown config key 'optim.lrr'"),
         ("optim.lr=0.1", "optim.lr=0.2", ["--metrics", "val_f1"], "unknown metric 'val_f1'"),
         ("optim.lr=0.1", "optim.lr", [], "B: malformed override 'optim.lr'"),
@@ -51,6 +50,25 @@ def test_bad_comparisons_are_refused_before_anything_runs(
     with pytest.raises(UserError) as caught:
         checked(["--a", a, "--b", b, "--seeds", "0", "1", *more])
     assert str(caught.value).startswith(message)
+
+
+def test_an_empty_variant_is_the_config_as_it_is_and_each_comparison_has_its_folder() -> None:
+    comparison = checked(["--a", "", "--b", "optim.lr=0.1", "--seeds", "0"])
+    a = comparison.variants[0]
+    assert a.overrides == () and a.config_path == "configs/default.yaml"
+    assert comparison.output == Path("runs/compare/as-is__vs__optim.lr=0.1")
+    assert str(a.output_dir) == "runs/compare/as-is__vs__optim.lr=0.1/A"
+    named = checked(["--a", "", "--b", "optim.lr=0.1", "--seeds", "0", "--name", "lr"])
+    assert named.output == Path("runs/compare/lr")
+    long = comparison_name("data.augment.train=" + "x" * 200, "")
+    assert len(long) <= 80 and long != comparison_name("data.augment.train=" + "y" * 200, "")
+
+
+def test_a_pipeline_that_differs_is_said_by_its_transforms() -> None:
+    first = [{"__class_fullname__": "HorizontalFlip", "p": 0.5}, {"__class_fullname__": "Blur"}]
+    second = [{"__class_fullname__": "HorizontalFlip", "p": 0.9}, {"__class_fullname__": "Rotate"}]
+    (line,) = describe_differences({"data.augment.train.transform.transforms": [first, second]})
+    assert line == "`data.augment.train.transform.transforms`: +Rotate -Blur HorizontalFlip(p)"
 
 
 def pairing_of(a: tuple[str, ...], b: tuple[str, ...]) -> dict:

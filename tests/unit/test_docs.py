@@ -5,6 +5,7 @@ README stays a front page (at most 200 lines)."""
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -16,7 +17,7 @@ from data import DATASETS
 from data.config import DataConfig
 from models import MODELS
 from models.config import ModelConfig
-from scripts.docs import PAGE, PAGE_NAME, render, unlisted
+from scripts.docs import MEASURED, PAGE, PAGE_NAME, render, render_readme, unlisted
 from tests.helpers.runs import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
@@ -38,6 +39,15 @@ def test_the_generated_tables_match_the_code() -> None:
     )
     for component in unlisted(current):
         warnings.warn(f"{PAGE_NAME} does not list {component} yet: run make docs", stacklevel=1)
+
+
+def test_the_readme_quotes_the_default_job_s_last_measurement() -> None:
+    """The README's numbers come from docs/measured/default-job.json (make measure-default),
+    written there by make docs, never typed."""
+    readme = README.read_text()
+    assert render_readme(readme) == readme, "README.md's measured sentence is stale: make docs"
+    measured = json.loads(MEASURED.read_text())
+    assert f"val_acc {measured['val_acc']:.4f}" in readme
 
 
 def undescribed(

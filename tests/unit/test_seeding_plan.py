@@ -86,6 +86,7 @@ EXPECTED_DISTINCT_ALONG = {
     "sampler": set(),
     "augment": set(),
     "microbatch": set(),  # keyed by (step, micro-batch), never by a rank: world-size invariance
+    "subset": set(),  # one draw of data.subset, the same on every rank and world size
 }
 
 

@@ -1,0 +1,82 @@
+"""The config of a resumed run: the run's own config.yaml, plus what the command says again.
+
+Why: a resumed run is the run that was started. Rebuilt from the config file and the command
+line, `make train SEED=7 ARGS="trainer.epochs=10"`, stopped, then `make train SEED=7 RESUME=auto`
+without the ARGS continued under the file's 30 epochs, the last 20 at lr 0, and ended with other
+weights (Lightning keeps a checkpoint's hyperparameters for the same reason). So the resolved
+config saved in the run directory is the base; an override given again may change a stopping
+criterion or a runtime key (each change is said in a line), never what is computed.
+
+And why a longer run is refused: the learning-rate schedule's horizon is part of the run (it
+travels in the checkpoint); epochs past it would all train at lr 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from configs.keys import differing_keys, keys_in_role
+from configs.loading import apply_override, validated
+from configs.schema import Config
+from foundation.errors import UserError
+from foundation.process import process_rank
+
+
+def config_for_resume(
+    saved: dict[str, Any] | None, as_loaded: Config, overrides: Sequence[str]
+) -> Config:
+    """The run's config (`saved`: its config.yaml; `as_loaded` when it has none) with the
+    command's `overrides` applied. Rank 0 says what changed and what the config file says
+    otherwise now; a changed computation key is refused in one line."""
+    if saved is None:
+        return as_loaded
+    config, changes = _resumed(saved, overrides)
+    ignored = sorted(set(differing_keys(saved, as_loaded)) - set(differing_keys(saved, config)))
+    if process_rank() == 0:
+        if changes:
+            print(f"note: resuming with changes: {'; '.join(changes)}", file=sys.stderr)
+        if ignored:
+            print(
+                f"note: resuming with the run's own config.yaml; the config file differs in "
+                f"{', '.join(ignored)} (kept as the run started)",
+                file=sys.stderr,
+            )
+    return config
+
+
+def _resumed(saved: dict[str, Any], overrides: Sequence[str]) -> tuple[Config, list[str]]:
+    tree = copy.deepcopy(saved)
+    for assignment in overrides:
+        tree = apply_override(tree, assignment)
+    config = validated(tree)
+    changed = differing_keys(saved, config)
+    computation = keys_in_role(config, list(changed), "computation")
+    if computation:
+        key = computation[0]
+        was, asked = changed[key]
+        raise UserError(
+            f"cannot resume: {key} differs (the run started with {was!r}, now {asked!r}); only "
+            "stopping criteria and runtime settings may change: start a new run to change it"
+        )
+    notes = [f"{key}: {was!r} -> {asked!r}" for key, (was, asked) in changed.items()]
+    return config, notes
+
+
+def refuse_a_run_past_its_schedule(config: Config, checkpoint: dict[str, Any] | None) -> None:
+    """More epochs than the run was planned for would train at lr 0 after the old horizon."""
+    if checkpoint is None or config.optim.scheduler == "none":
+        return
+    planned = int(checkpoint["config"]["trainer"]["epochs"])
+    horizon = int(checkpoint["schedule_horizon"])
+    max_steps = config.trainer.max_steps
+    if config.trainer.epochs <= planned or (max_steps is not None and max_steps <= horizon):
+        return
+    raise UserError(
+        f"--resume: trainer.epochs={config.trainer.epochs}, but this run's learning rate reaches "
+        f"0 at the end of epoch {planned} (step {horizon}, optim.scheduler="
+        f"{config.optim.scheduler}): every later epoch would train at lr 0; keep "
+        f"trainer.epochs <= {planned}, or start a new run"
+    )

@@ -1,0 +1,75 @@
+"""Evaluate a checkpoint on the validation split: `make evaluate CHECKPOINT=…`.
+
+    python -m scripts.evaluate --checkpoint PATH [--output-dir runs] [key=value ...]
+    torchrun --nproc_per_node=N -m scripts.evaluate --checkpoint PATH ...
+
+The run is rebuilt from the checkpoint's own resolved config exactly as train.py builds it
+(runtime/assembly.py), the checkpoint's model weights are loaded, and the trainer's own
+evaluation runs: for the last checkpoint of a run, on the run's number of processes, the
+metrics equal the manifest's `final_metrics` bit for bit. `key=value` overrides change the
+config first (a moved dataset: `data.root=…`; another validation set), and are said in a line.
+Prints the metrics and writes them to <output-dir>/evaluations/<run>-step<N>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from configs.loading import apply_override, validated
+from foundation.errors import UserError
+from foundation.exit import run_reporting_user_errors
+from runtime.assembly import build_run, plan_run
+from runtime.checkpoints import load_checkpoint
+from runtime.process_group import join_process_group
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.evaluate", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint file (…/last.pt)")
+    parser.add_argument("--output-dir", default="runs")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    arguments = parser.parse_args()
+    if not arguments.checkpoint:
+        raise UserError("no checkpoint given: make evaluate CHECKPOINT=runs/<…>/last.pt")
+    path = Path(arguments.checkpoint)
+    checkpoint = load_checkpoint(path)
+    tree = checkpoint["config"]
+    for assignment in arguments.overrides:
+        tree = apply_override(tree, assignment)
+    config = validated(tree)
+
+    group = join_process_group(config.trainer.device, config.distributed.collective_timeout_s)
+    planned = plan_run(config, group.topology)
+    built = build_run(config, group.topology, planned, guard=group.guard, resuming=True)
+    built.model.load_state_dict(checkpoint["model"])
+    metrics = built.trainer.evaluate()
+    built.trainer.close()
+    group.leave()
+    if not group.is_main:
+        return
+    name = f"{config.name}-{config.profile}-seed{config.seed}-step{checkpoint['step']}"
+    output = Path(arguments.output_dir) / "evaluations" / f"{name}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "checkpoint": str(path),
+        "step": checkpoint["step"],
+        "world_size": group.world_size,
+        "overrides": arguments.overrides,
+        "metrics": metrics,
+    }
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    if arguments.overrides:
+        print(f"note: evaluated with {' '.join(arguments.overrides)}", file=sys.stderr)
+    print(
+        f"{path} (step {checkpoint['step']}, {group.world_size} process(es)): "
+        f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_acc']:.4f}\nwritten: {output}"
+    )
+
+
+if __name__ == "__main__":
+    run_reporting_user_errors(main)

@@ -1,0 +1,79 @@
+"""What a user does with a checkpoint: evaluate it, predict with it, fine-tune from it.
+
+Real commands (make evaluate, make predict, make train INIT_FROM=) on real runs' checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers.dataset_files import write_image_tree
+from tests.helpers.runs import ReferenceRuns, run_command, run_train
+
+pytestmark = pytest.mark.slow
+
+
+def test_evaluate_reproduces_the_final_metrics_of_the_manifest(
+    references: ReferenceRuns, tmp_path: Path
+) -> None:
+    run = references.tiny(1)
+    done = run_command(
+        ["make", "evaluate", f"CHECKPOINT={run.run.last_checkpoint}", f"OUTPUT_DIR={tmp_path}"]
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (written,) = (tmp_path / "evaluations").glob("*.json")
+    report = json.loads(written.read_text())
+    assert report["metrics"] == run.manifest()["final_metrics"]  # bit for bit
+    assert f"val_acc {report['metrics']['val_acc']:.4f}" in done.stdout
+
+
+def test_predict_writes_one_line_per_image_with_the_folder_names(tmp_path: Path) -> None:
+    root = write_image_tree(tmp_path / "images")
+    flags = ["--config", "configs/imagefolder_cpu.yaml", f"data.root={root}", "trainer.epochs=1"]
+    trained = run_train(tmp_path / "run", *flags, "data.batch_size=8", tiny=False)
+    images = root / "val"
+    done = run_command(
+        [
+            "make",
+            "predict",
+            f"CHECKPOINT={trained.run.last_checkpoint}",
+            f"IMAGES={images}",
+            f"OUTPUT_DIR={tmp_path}",
+        ]
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (written,) = (tmp_path / "predictions").glob("*.tsv")
+    rows = [line.split("\t") for line in written.read_text().splitlines()]
+    assert [row[0] for row in rows] == sorted(str(p) for p in images.rglob("*.*"))
+    assert {row[1] for row in rows} <= {"cat", "dog", "fox"}
+    assert all(0.0 < float(row[2]) <= 1.0 for row in rows)
+
+
+def test_a_fine_tuning_run_starts_from_the_checkpoint_s_exact_weights(
+    references: ReferenceRuns, tmp_path: Path
+) -> None:
+    source = references.tiny(1)
+    checkpoint = source.run.last_checkpoint
+    # With lr 1e-30 no update survives float32 rounding: the parameters end as they started,
+    # which must be the checkpoint's, bit for bit (the optimizer and schedule start fresh).
+    tuned = run_train(tmp_path / "tuned", "optim.lr=1e-30", "--init-from", str(checkpoint))
+    start = source.weights()
+    end = tuned.weights()
+    for name, parameter in start.items():
+        if not name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(parameter, end[name]), name
+    manifest = tuned.manifest()
+    assert manifest["init_from"]["path"] == str(checkpoint)
+    assert manifest["init_from"]["sha256"] and manifest["resumed_from_step"] is None
+    assert tuned.checkpoint()["fingerprint"]["init_from"] == str(checkpoint)
+    # Weights that do not fit the model are refused in one line, before anything is written.
+    refused = run_train(
+        tmp_path / "refused", "model.width=16", "--init-from", str(checkpoint), check=False
+    )
+    assert refused.returncode == 2
+    line = refused.process.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: init_from {checkpoint}: its weights do not fit this model")
+    assert not (tmp_path / "refused").exists()
