@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from configs import Config, config_to_yaml, load_config, parse_args
-from configs.resume import config_for_resume, refuse_a_run_past_its_schedule
+from configs.resume import config_for_resume
 from data.loaders import DataBundle
 from foundation.exit import run_reporting_user_errors
 from foundation.faults import TrainingFault
@@ -42,8 +42,9 @@ def main() -> None:
         claim_run_directory(run_dir, before_writing=True)
     resume = resume_point(run_dir, arguments.resume)
     if resume.continuing:  # the run that was started: its own config.yaml, not the file's
-        config = config_for_resume(run_dir.read_config(), config, arguments.overrides)
-        refuse_a_run_past_its_schedule(config, resume.checkpoint)
+        config = config_for_resume(
+            run_dir.read_config(), config, arguments.overrides, resume.checkpoint
+        )
     checkpoints = Checkpointer(run_dir, config.checkpoint)
 
     # 2. Plan: join the process group, then fix every seed and determinism switch before any

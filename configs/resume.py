@@ -26,14 +26,19 @@ from foundation.process import process_rank
 
 
 def config_for_resume(
-    saved: dict[str, Any] | None, as_loaded: Config, overrides: Sequence[str]
+    saved: dict[str, Any] | None,
+    as_loaded: Config,
+    overrides: Sequence[str],
+    checkpoint: dict[str, Any] | None,
 ) -> Config:
     """The run's config (`saved`: its config.yaml; `as_loaded` when it has none) with the
-    command's `overrides` applied. Rank 0 says what changed and what the config file says
-    otherwise now; a changed computation key is refused in one line."""
+    command's `overrides` applied. A changed computation key, or more epochs than the
+    `checkpoint`'s schedule was planned for, is refused in one line; then rank 0 says what
+    changed and what the config file says otherwise now."""
     if saved is None:
         return as_loaded
     config, changes = _resumed(saved, overrides)
+    refuse_a_run_past_its_schedule(config, checkpoint)
     ignored = sorted(set(differing_keys(saved, as_loaded)) - set(differing_keys(saved, config)))
     if process_rank() == 0:
         if changes:

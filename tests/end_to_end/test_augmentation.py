@@ -42,7 +42,9 @@ def test_a_declared_random_pipeline_is_reproducible_for_any_workers_and_a_resume
     workers = run_train(tmp_path / "workers", DECLARED, "data.num_workers=2")
     assert_same_weights(straight.weights(), workers.weights())
     run_train(tmp_path / "resumed", DECLARED, "trainer.max_steps=7")  # mid-epoch (12 per epoch)
-    resumed = run_train(tmp_path / "resumed", DECLARED, "--resume", "auto")
+    resumed = run_train(
+        tmp_path / "resumed", DECLARED, "trainer.max_steps=null", "--resume", "auto"
+    )
     assert resumed.manifest()["resumed_from_step"] == 7
     assert_same_weights(straight.weights(), resumed.weights())
     recorded = straight.manifest()["augmentation"]

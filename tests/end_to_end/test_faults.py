@@ -171,6 +171,7 @@ def test_a_write_error_while_checkpointing_keeps_the_previous_checkpoint(
         str(tmp_path),
         *TINY,
         EVERY_2,
+        "trainer.max_steps=null",  # the first run stopped at 4 by its own stopping criterion
         "--resume",
         "auto",
     ]

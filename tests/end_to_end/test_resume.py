@@ -61,7 +61,10 @@ def test_resume_equals_uninterrupted(
     assert checkpoint["step"] == stop_at
     assert (checkpoint["batch_in_epoch"] == 0) == (where == "boundary")
     assert len(checkpoint["rng"]) == nproc  # every rank's RNG state is saved
-    resumed = run_train(tmp_path, *common, "--resume", "auto", nproc=nproc)
+    # The run remembers its stopping criterion: going on past it is said again.
+    resumed = run_train(
+        tmp_path, *common, "trainer.max_steps=null", "--resume", "auto", nproc=nproc
+    )
     reference = references.tiny(nproc, profile)
     assert_same_weights(reference.weights(), resumed.weights())
     assert step_losses(resumed) == step_losses(reference)

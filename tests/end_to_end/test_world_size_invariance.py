@@ -98,7 +98,7 @@ def test_resume_8_then_2_then_1_processes_mid_epoch_equals_uninterrupted(
     invariant_run(tmp_path, 8, "trainer.max_steps=5")  # stops in epoch 0, batch 5 of 12
     second = invariant_run(tmp_path, 2, "trainer.max_steps=17", "--resume", "auto")
     assert second.manifest()["resumed_from_step"] == 5
-    last = invariant_run(tmp_path, 1, "--resume", "auto")
+    last = invariant_run(tmp_path, 1, "trainer.max_steps=null", "--resume", "auto")
     assert last.manifest()["resumed_from_step"] == 17
     assert fingerprint(last) == fingerprint(reference)
     assert last.logged() == reference.logged()
