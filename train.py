@@ -41,8 +41,9 @@ def main() -> None:
     if process_launch().rank == 0:
         claim_run_directory(run_dir, before_writing=True)
     resume = resume_point(run_dir, arguments.resume)
+    resume_notes: list[str] = []
     if resume.continuing:  # the run that was started: its own config.yaml, not the file's
-        config = config_for_resume(
+        config, resume_notes = config_for_resume(
             run_dir.read_config(), config, arguments.overrides, resume.checkpoint
         )
     checkpoints = Checkpointer(run_dir, config.checkpoint)
@@ -62,7 +63,7 @@ def main() -> None:
 
     def recorder_and_session(data: DataBundle) -> tuple[RunRecorder, RunSession]:
         git = git_state() if group.is_main else None
-        identity = run_identity(config, arguments.argv, git, planned.mode, data)
+        identity = run_identity(config, arguments.argv, git, planned.mode, data, resume_notes)
         recorder = RunRecorder(
             run_dir,
             identity,
@@ -111,6 +112,7 @@ def run_identity(
     git: dict | None,
     mode: ParallelMode,
     data: DataBundle,
+    resume_notes: list[str],
 ) -> RunIdentity:
     """The run as the recorder writes it: names, the resolved config, TensorBoard hparams."""
     resolved = config.model_dump(mode="json")
@@ -130,6 +132,7 @@ def run_identity(
         augmentation=data.describe_pipelines(),
         data_subset=data.subset,
         init_from=initial_weights(config.init_from),
+        resume_notes=tuple(resume_notes),
     )
 
 

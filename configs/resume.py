@@ -14,7 +14,6 @@ travels in the checkpoint); epochs past it would all train at lr 0.
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +21,6 @@ from configs.keys import differing_keys, keys_in_role
 from configs.loading import apply_override, validated
 from configs.schema import Config
 from foundation.errors import UserError
-from foundation.process import process_rank
 
 
 def config_for_resume(
@@ -30,26 +28,25 @@ def config_for_resume(
     as_loaded: Config,
     overrides: Sequence[str],
     checkpoint: dict[str, Any] | None,
-) -> Config:
+) -> tuple[Config, list[str]]:
     """The run's config (`saved`: its config.yaml; `as_loaded` when it has none) with the
-    command's `overrides` applied. A changed computation key, or more epochs than the
-    `checkpoint`'s schedule was planned for, is refused in one line; then rank 0 says what
-    changed and what the config file says otherwise now."""
+    command's `overrides` applied, and what to say of it when the run starts: what changed,
+    and what the config file says otherwise now. A changed computation key, or more epochs
+    than the `checkpoint`'s schedule was planned for, is refused in one line."""
     if saved is None:
-        return as_loaded
+        return as_loaded, []
     config, changes = _resumed(saved, overrides)
     refuse_a_run_past_its_schedule(config, checkpoint)
     ignored = sorted(set(differing_keys(saved, as_loaded)) - set(differing_keys(saved, config)))
-    if process_rank() == 0:
-        if changes:
-            print(f"note: resuming with changes: {'; '.join(changes)}", file=sys.stderr)
-        if ignored:
-            print(
-                f"note: resuming with the run's own config.yaml; the config file differs in "
-                f"{', '.join(ignored)} (kept as the run started)",
-                file=sys.stderr,
-            )
-    return config
+    notes = []
+    if changes:
+        notes.append(f"resuming with changes: {'; '.join(changes)}")
+    if ignored:
+        notes.append(
+            f"resuming with the run's own config.yaml; the config file differs in "
+            f"{', '.join(ignored)} (kept as the run started)"
+        )
+    return config, notes
 
 
 def _resumed(saved: dict[str, Any], overrides: Sequence[str]) -> tuple[Config, list[str]]:

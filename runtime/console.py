@@ -33,6 +33,9 @@ class Console:
             print(f"warning: {message}", file=sys.stderr)
 
     def started(self, run_dir: Path, identity: Any, where: str, verdict: str) -> None:
+        for note in identity.resume_notes:
+            if self.enabled:
+                print(f"note: {note}", file=sys.stderr, flush=True)
         self.say(
             f"run {run_dir}  seed {identity.seed}  profile {identity.profile}  {where}\n"
             f"determinism: {verdict}"

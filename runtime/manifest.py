@@ -54,6 +54,7 @@ class RunManifest:
                 "augmentation": identity.augmentation,
                 "data_subset": identity.data_subset,
                 "init_from": identity.init_from,
+                "resume_notes": list(identity.resume_notes),
                 "final_metrics": None,
                 "final_weights_sha256": None,
             },

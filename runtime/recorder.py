@@ -57,6 +57,7 @@ class RunIdentity:
     augmentation: dict[str, Any] | None = None  # the train and eval pipelines, as run
     data_subset: dict[str, Any] | None = None  # data.subset's draw (data/subset.py)
     init_from: dict[str, Any] | None = None  # the checkpoint a fine-tuning run started from
+    resume_notes: tuple[str, ...] = ()  # a resumed run's config against the command and file
 
 
 class RunRecorder:

@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from configs import Config, load_config, parse_args
 from data.loaders import build_data
+from data.subset import seeded_subset
 from foundation.process import process_launch
 from models import build_model
 from runtime.process_group import leave_process_group
@@ -68,6 +69,8 @@ def _first_draws(plan: SeedPlan, world_size: int, mistake: str | None) -> dict[s
     draws["augment"] = augment.numpy.random(DRAWS).tolist()
     torch.manual_seed(plan.seed("microbatch", 0, 0))  # world-size-invariant mode's dropout
     draws["microbatch"] = torch.rand(DRAWS).tolist()
+    subset = seeded_subset(range(1000), DRAWS, plan.seed("subset"))[0]  # data.subset's draw
+    draws["subset"] = [float(index) for index in subset.indices]
     return draws
 
 

@@ -85,5 +85,5 @@ def test_tensorboard_shows_the_first_batch_augmented_and_not(references: Referen
     # The command it prints is one a user can paste: the venv's TensorBoard through make.
     pasted = re.search(r"\((make tensorboard LOGDIR=\S+);", run.process.stdout)
     assert pasted is not None, run.process.stdout
-    shown = run_command(["make", "-n", *pasted.group(1).split()[1:]])
+    shown = run_command(["make", "-s", "--no-print-directory", "-n", *pasted.group(1).split()[1:]])
     assert shown.stdout.strip() == f".venv/bin/tensorboard --logdir {run.run_dir}/tb", shown
