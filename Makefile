@@ -79,10 +79,13 @@ $(STAMP): requirements.lock requirements-dev.lock
 setup: $(STAMP) ## Create .venv from the lock (re-installs only when the lock changes)
 
 # How to continue a run, in make's words: train.py prints it after a stop or a fault. ARGS are
-# not repeated: a resumed run takes its own config.yaml (docs/faults.md "Resume").
+# repeated because they may choose the run folder (name=, seed=, profile=); the resumed run
+# takes its own config.yaml for the rest (docs/faults.md "Resume"). Every node says its own.
 RESUME_COMMAND = make train$(if $(filter-out configs/default.yaml,$(CONFIG)), CONFIG=$(CONFIG))$(if \
 	$(SEED), SEED=$(SEED))$(if $(PROFILE), PROFILE=$(PROFILE))$(if $(OUTPUT_DIR), OUTPUT_DIR=$(OUTPUT_DIR))$(if \
-	$(filter-out 1,$(NPROC)), NPROC=$(NPROC))$(if $(filter-out 1,$(NNODES)), NNODES=$(NNODES)) RESUME=auto
+	$(filter-out 1,$(NPROC)), NPROC=$(NPROC))$(if $(filter-out 1,$(NNODES)), NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) \
+	MASTER_ADDR=$(MASTER_ADDR) MASTER_PORT=$(MASTER_PORT) RDZV=$(RDZV))$(if $(filter-out 0,$(MAX_RESTARTS)), \
+	MAX_RESTARTS=$(MAX_RESTARTS))$(if $(ARGS), ARGS='$(ARGS)') RESUME=auto
 
 train: $(STAMP) ## Train: make train SEED=42 [PROFILE=eval] [NPROC=2] [CONFIG=..] [ARGS="k=v"] [RESUME=auto]
 	TEMPLATE_RESUME_COMMAND="$(RESUME_COMMAND)" $(LAUNCH) train.py $(TRAIN_FLAGS)

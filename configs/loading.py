@@ -7,6 +7,7 @@ an unknown dataset or model name likewise.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,19 @@ def validated(tree: dict[str, Any]) -> Config:
     except ValidationError as error:
         raise UserError(_describe_validation_error(error, schema)) from None
     return resolve_augmentation(config)
+
+
+def migrate_moved_keys(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an earlier version (a run's config.yaml, a checkpoint's config) with
+    its moved keys put where they live now: a user cannot edit a checkpoint."""
+    tree = copy.deepcopy(tree)
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        node = tree.get(section)
+        if isinstance(node, dict) and key in node:
+            new_section, new_key = new.split(".")
+            tree.setdefault(new_section, {}).setdefault(new_key, node.pop(key))
+    return tree
 
 
 def refuse_moved_keys(tree: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from configs.keys import differing_keys, keys_in_role
-from configs.loading import apply_override, validated
+from configs.loading import apply_override, migrate_moved_keys, validated
 from configs.schema import Config
 from foundation.errors import UserError
 
@@ -35,6 +35,7 @@ def config_for_resume(
     than the `checkpoint`'s schedule was planned for, is refused in one line."""
     if saved is None:
         return as_loaded, []
+    saved = migrate_moved_keys(saved)  # a run started by an earlier version
     config, changes = _resumed(saved, overrides)
     refuse_a_run_past_its_schedule(config, checkpoint)
     ignored = sorted(set(differing_keys(saved, as_loaded)) - set(differing_keys(saved, config)))
@@ -67,12 +68,22 @@ def _resumed(saved: dict[str, Any], overrides: Sequence[str]) -> tuple[Config, l
     return config, notes
 
 
+def planned_epochs(checkpoint: dict[str, Any], horizon: int) -> int:
+    """The epochs the schedule's horizon covers: from the steps an epoch took, once one ended
+    (a resume that lowered trainer.epochs did not move the horizon); before that, the epochs
+    of the config that saved the checkpoint."""
+    epoch, step, batch = (int(checkpoint[k]) for k in ("epoch", "step", "batch_in_epoch"))
+    if epoch >= 1 and (step - batch) % epoch == 0 and step > batch:
+        return horizon // ((step - batch) // epoch)
+    return int(checkpoint["config"]["trainer"]["epochs"])
+
+
 def refuse_a_run_past_its_schedule(config: Config, checkpoint: dict[str, Any] | None) -> None:
     """More epochs than the run was planned for would train at lr 0 after the old horizon."""
     if checkpoint is None or config.optim.scheduler == "none":
         return
-    planned = int(checkpoint["config"]["trainer"]["epochs"])
     horizon = int(checkpoint["schedule_horizon"])
+    planned = planned_epochs(checkpoint, horizon)
     max_steps = config.trainer.max_steps
     if config.trainer.epochs <= planned or (max_steps is not None and max_steps <= horizon):
         return

@@ -32,7 +32,7 @@ from foundation.errors import UserError, first_line
 from foundation.faults import NonFiniteState
 from foundation.process import process_launch
 from foundation.section import RUNTIME, Section, keys_with_role
-from runtime.atomic import atomic_write, atomic_write_text, fsync_directory
+from runtime.atomic import WRITES, atomic_write, atomic_write_text, fsync_directory
 from runtime.rundir import LAST_CHECKPOINT, RunDirectory
 from training.events import Position
 from training.health import first_non_finite
@@ -95,7 +95,14 @@ def _save_payload(stream: IO[bytes], payload: dict[str, Any]) -> None:
 
 
 def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
-    """Write `step-<step>.pt` atomically, point `last.pt` at it, keep the newest `keep`."""
+    """Write `step-<step>.pt` atomically, point `last.pt` at it, keep the newest `keep`. The
+    whole save holds `WRITES`: a process ended from another thread (runtime/launcher_watch.py)
+    never leaves `last.pt` renamed without its checksum."""
+    with WRITES:
+        return _save_checkpoint(directory, step, payload, keep)
+
+
+def _save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
     final = directory / f"step-{step:08d}.pt"
     atomic_write(final, lambda stream: _save_payload(stream, payload), binary=True)
     checksum = file_sha256(final)

@@ -97,9 +97,10 @@ class RunRecorder:
         self.console = Console(group.is_main, identity.epochs)
         self.resumed = resume_step is not None
         self._preview: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
-        self.logger = MetricsLogger(run_dir, enabled=group.is_main, resume_step=resume_step)
         if group.is_main:
             claim_run_directory(run_dir)  # creates it; refused if another training holds it
+        self.logger = MetricsLogger(run_dir, enabled=group.is_main, resume_step=resume_step)
+        if group.is_main:
             run_dir.write_config(identity.config_yaml)
             warning = hash_seed_warning()
             if warning:

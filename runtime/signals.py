@@ -4,7 +4,8 @@ exits now.
 Why not the default (die at once): SLURM sends SIGTERM before it preempts a job and torchrun
 forwards it (and Ctrl-C) to every worker, then kills them 30 s later; an SSH session that closes
 sends SIGHUP (torchrun forwards that too). Dying at once loses everything since the last
-checkpoint and leaves the manifest saying `running`. The handler only records the signal; the trainer's vote
+checkpoint and leaves the manifest saying `running`. A process started under `nohup` keeps
+ignoring SIGHUP: outliving the terminal is what its user asked for. The handler only records the signal; the trainer's vote
 (runtime/vote.py) makes every rank stop at the same step, after one checkpoint.
 
 Why a second signal exits at once: a user who presses Ctrl-C twice means it, and a hung
@@ -38,6 +39,8 @@ class StopSignals:
 
     def install(self) -> None:
         for number in STOP_SIGNALS:
+            if number == signal.SIGHUP and signal.getsignal(number) is signal.SIG_IGN:
+                continue  # `nohup`: the user asked the run to outlive the terminal
             self._previous[number] = signal.signal(number, self._handle)
 
     def uninstall(self) -> None:

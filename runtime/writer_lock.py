@@ -52,10 +52,10 @@ def claim_run_directory(run_dir: RunDirectory, before_writing: bool = False) -> 
     """Become the one writer of `run_dir` (created if needed), or stop in one line naming the
     holder (host, PID, since when). None where the filesystem has no locks.
 
-    `before_writing`: only check, early, that nobody else writes there: lock the file if it
-    exists and change nothing (a refusal after this must leave the directory as it was); the
-    claim proper, when the run starts writing, announces this process in it. Claiming again
-    what this process holds returns the same lock."""
+    `before_writing`: the early claim, before the command is checked against the run: the file
+    is locked only if it exists (a directory without it has no writer), and its record of the
+    holder rewritten, so that a training refused meanwhile names this process; nothing else in
+    the directory changes. Claiming again what this process holds returns the same lock."""
     lock = next((held for held in _HELD if held.run_dir == run_dir), None)
     if lock is None:
         path = run_dir.path / LOCK_FILE
@@ -72,7 +72,7 @@ def claim_run_directory(run_dir: RunDirectory, before_writing: bool = False) -> 
                 "says 'running' and no process holds the directory: killed, or its node lost)",
                 file=sys.stderr,
             )
-    if not before_writing and not lock.announced:
+    if not lock.announced:
         lock.announce()
     return lock
 
@@ -103,11 +103,11 @@ def current_writer(run_dir: RunDirectory) -> dict[str, str] | None:
     (never called by the holder itself: see the pitfall above)."""
     path = run_dir.path / LOCK_FILE
     try:
-        descriptor = os.open(path, os.O_RDWR)
+        descriptor = os.open(path, os.O_RDONLY)  # a reader may not be allowed to write
     except OSError:
         return None
     try:
-        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: blocks no one for long
     except OSError as error:
         return _read(descriptor) if error.errno in (errno.EAGAIN, errno.EACCES) else None
     else:

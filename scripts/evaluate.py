@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from configs.loading import apply_override, validated
+from configs.loading import apply_override, migrate_moved_keys, validated
 from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
 from runtime.assembly import build_run, plan_run
@@ -38,7 +38,7 @@ def main() -> None:
         raise UserError("no checkpoint given: make evaluate CHECKPOINT=runs/<…>/last.pt")
     path = Path(arguments.checkpoint)
     checkpoint = load_checkpoint(path)
-    tree = checkpoint["config"]
+    tree = migrate_moved_keys(checkpoint["config"])
     for assignment in arguments.overrides:
         tree = apply_override(tree, assignment)
     config = validated(tree)

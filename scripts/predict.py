@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from configs.loading import apply_override, validated
+from configs.loading import apply_override, migrate_moved_keys, validated
 from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
 from runtime.assembly import build_run, plan_run
@@ -31,7 +32,10 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 BATCH = 64
 
 
-def images_under(folder: Path) -> list[Path]:
+def images_under(text: str) -> list[Path]:
+    if not text:
+        raise UserError("no images given: make predict CHECKPOINT=… IMAGES=folder")
+    folder = Path(text)
     if not folder.is_dir():
         raise UserError(f"--images: not a folder: {folder}")
     found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -48,6 +52,17 @@ def read(path: Path) -> np.ndarray:
         raise UserError(f"cannot read image {path}: {error}") from None
 
 
+def prepared(transform: Any, path: Path, size: int) -> torch.Tensor:
+    """One image through the evaluation pipeline, which must make it the model's size."""
+    image = transform(image=read(path))["image"]
+    if tuple(image.shape[-2:]) != (size, size):
+        raise UserError(
+            f"{path}: the evaluation pipeline makes it {tuple(image.shape[-2:])}, the model takes "
+            f"{size}x{size}; give an eval pipeline that resizes (data.augment.eval=resize)"
+        )
+    return image
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.predict", description=__doc__.split("\n")[0]
@@ -58,9 +73,9 @@ def main() -> None:
     parser.add_argument("--output-dir", default="runs")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     arguments = parser.parse_args()
-    images = images_under(Path(arguments.images))
+    images = images_under(arguments.images)
     checkpoint = load_checkpoint(Path(arguments.checkpoint))
-    tree = checkpoint["config"]
+    tree = migrate_moved_keys(checkpoint["config"])
     for assignment in arguments.overrides:
         tree = apply_override(tree, assignment)
     config = validated(tree)
@@ -76,7 +91,9 @@ def main() -> None:
     with torch.no_grad():
         for start in range(0, len(images), BATCH):
             chunk = images[start : start + BATCH]
-            batch = torch.stack([transform(image=read(path))["image"] for path in chunk])
+            batch = torch.stack(
+                [prepared(transform, path, config.data.image_size) for path in chunk]
+            )
             probabilities = torch.softmax(model(batch.to(device)).float(), dim=1).cpu()
             best, labels = probabilities.max(dim=1)
             for path, label, probability in zip(chunk, labels.tolist(), best.tolist(), strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -38,17 +39,17 @@ def test_make_help_lists_every_target(repo_root: Path) -> None:
 
 @pytest.mark.slow
 def test_after_make_train_the_next_command_is_make_s_and_pasting_it_works(tmp_path: Path) -> None:
-    """A user who typed make is told what to type next in make's words, ARGS included nowhere:
-    the resumed run takes its own config.yaml."""
+    """A user who typed make is told what to type next in make's words (ARGS again: they may
+    choose the run folder), and pasting it continues the run."""
     train = ["make", "train", "SEED=3", f"OUTPUT_DIR={tmp_path}", f"ARGS={' '.join(TINY)}"]
     assert run_command(train).returncode == 0
     again = run_command(train)
     assert again.returncode == 2
-    suggested = f"make train SEED=3 OUTPUT_DIR={tmp_path} RESUME=auto"
+    suggested = f"make train SEED=3 OUTPUT_DIR={tmp_path} ARGS='{' '.join(TINY)}' RESUME=auto"
     error = next(line for line in again.stderr.splitlines() if line.startswith("error:"))
     assert error.endswith(
         f"already holds a run; continue it with {suggested}, or pick another SEED= / OUTPUT_DIR="
     ), error
-    pasted = run_command(suggested.split())
+    pasted = run_command(shlex.split(suggested))
     assert pasted.returncode == 0, pasted.stderr[-2000:]
-    assert "kept as the run started" in pasted.stderr  # the file's keys were not the run's
+    assert pasted.stdout.count("resuming at epoch") == 1

@@ -215,3 +215,21 @@ def test_a_resume_while_orphans_would_live_is_refused_or_finds_them_gone(
     assert_same_weights(uninterrupted.weights(), resumed.weights())
     assert resumed.logged() == uninterrupted.logged()
     print("outcomes:", outcomes, json.dumps(job.run.read_manifest()["resumed_from_step"]))
+
+
+def test_a_second_training_on_a_live_run_is_refused_naming_rank_0_and_the_first_goes_on(
+    uninterrupted: RunResult, tmp_path: Path
+) -> None:
+    job = Launched(tmp_path, tmp_path / "first.log", resume=False)
+    workers = job.wait_for_step(3)
+    second = run_command([sys.executable, "train.py", *job.flags, "--resume", "auto"], timeout=120)
+    assert second.returncode == 2, second.stderr[-2000:]
+    (line,) = second.stderr.strip().splitlines()
+    assert "is being written by another training (host " in line, line
+    holder = int(line.split("PID ")[1].split(",")[0])
+    assert holder in workers  # rank 0 of the live run
+    assert line.endswith("wait for it to end or stop it first: a run directory has one writer")
+    assert job.finish() == 0, job.log.read_text()[-3000:]
+    first = RunResult(subprocess.CompletedProcess([], 0, "", ""), tmp_path)
+    assert_same_weights(uninterrupted.weights(), first.weights())
+    assert first.logged() == uninterrupted.logged()

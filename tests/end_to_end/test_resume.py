@@ -23,6 +23,7 @@ from tests.helpers.runs import (
     run_command,
     run_train,
     torchrun,
+    written_by_a_run,
 )
 
 pytestmark = pytest.mark.slow
@@ -139,14 +140,14 @@ def test_changing_the_computation_on_resume_is_refused_stopping_criteria_may_cha
 ) -> None:
     """One refusal end to end (every key's refusal is a unit test: test_checkpoints.py)."""
     first = run_train(tmp_path, "trainer.max_steps=3")
-    before = {p: p.read_bytes() for p in first.run_dir.rglob("*") if p.is_file()}
+    before = {p: p.read_bytes() for p in first.run_dir.rglob("*") if written_by_a_run(p)}
     refused = run_train(tmp_path, "--resume", "auto", "model.dropout=0.3", check=False)
     assert refused.returncode == 2
     assert refused.process.stderr.strip().splitlines() == [
         "error: cannot resume: model.dropout differs (the run started with 0.2, now 0.3); only "
         "stopping criteria and runtime settings may change: start a new run to change it"
     ]
-    assert {p: p.read_bytes() for p in first.run_dir.rglob("*") if p.is_file()} == before
+    assert {p: p.read_bytes() for p in first.run_dir.rglob("*") if written_by_a_run(p)} == before
     longer = run_train(tmp_path, "--resume", "auto", "trainer.max_steps=5")
     assert longer.manifest()["final_step"] == 5 and longer.manifest()["resumed_from_step"] == 3
     assert "note: resuming with changes: trainer.max_steps: 3 -> 5" in longer.process.stderr

@@ -21,6 +21,7 @@ from tests.helpers.runs import (
     run_two_nodes,
     torchrun,
     weights_differ,
+    written_by_a_run,
 )
 
 pytestmark = pytest.mark.slow
@@ -107,14 +108,16 @@ def test_tensorboard_events_read_back(single_run) -> None:
 
 def test_existing_run_is_refused_and_left_untouched(single_run) -> None:
     run_dir = single_run.run_dir
-    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if written_by_a_run(path)}
     again = run_train(single_run.output_dir, "--seed", "42", check=False)
     assert again.returncode == 2
     assert (
         again.process.stderr.strip().splitlines()[-1].startswith("error: ")
         and "--resume auto" in again.process.stderr
     )
-    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
+    assert {
+        path: path.read_bytes() for path in run_dir.rglob("*") if written_by_a_run(path)
+    } == before
 
 
 def test_same_seed_twice_is_bitwise_identical_and_workers_do_not_matter(

@@ -174,6 +174,12 @@ def run_two_nodes(*args: str) -> list[subprocess.CompletedProcess[str]]:
     return results
 
 
+def written_by_a_run(path: Path) -> bool:
+    """A file of a run's results: not the writer lock's record of who holds the directory now
+    (runtime/writer_lock.py), which even a refused command rewrites when it checks the lock."""
+    return path.is_file() and path.name != ".writer.lock"
+
+
 def assert_same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
     assert first.keys() == second.keys()
     for name in first:

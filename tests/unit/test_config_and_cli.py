@@ -9,6 +9,7 @@ import pytest
 
 import train
 from configs import Config, load_config
+from configs.resume import config_for_resume, refuse_a_run_past_its_schedule
 from foundation.errors import UserError
 from tests.helpers.runs import REPO_ROOT
 
@@ -200,3 +201,39 @@ def test_a_config_file_with_a_moved_key_is_refused_too(tmp_path: Path) -> None:
     old.write_text("trainer:\n  epochs: 2\n  keep_checkpoints: 2\n")
     with pytest.raises(UserError, match=r"'trainer.keep_checkpoints' moved: use 'checkpoint.keep'"):
         load_config(old)
+
+
+def test_a_run_saved_before_the_keys_moved_resumes_with_them_in_their_new_place() -> None:
+    """A user cannot edit a checkpoint: a config saved by an earlier version is migrated."""
+    saved = load_config(DEFAULT).model_dump(mode="json")
+    checkpoint, distributed = saved.pop("checkpoint"), saved.pop("distributed")
+    saved["trainer"].update(
+        checkpoint_every_steps=7,
+        keep_checkpoints=checkpoint["keep"],
+        collective_timeout_s=distributed["collective_timeout_s"],
+    )
+    config, notes = config_for_resume(saved, load_config(DEFAULT), [], None)
+    assert config.checkpoint.every_steps == 7
+    assert notes == [
+        "resuming with the run's own config.yaml; the config file differs in "
+        "checkpoint.every_steps (kept as the run started)"
+    ]
+
+
+def test_the_schedule_s_epochs_come_from_its_horizon_not_the_last_session_s_config() -> None:
+    """A resume that lowered trainer.epochs (10 -> 5) did not move the horizon: going back to
+    10 is fine, 11 is past the schedule."""
+    checkpoint = {
+        "schedule_horizon": 120,  # 10 epochs of 12 steps
+        "epoch": 3,
+        "step": 40,
+        "batch_in_epoch": 4,
+        "config": {"trainer": {"epochs": 5}},
+    }
+    refuse_a_run_past_its_schedule(
+        load_config(DEFAULT, overrides=["trainer.epochs=10"]), checkpoint
+    )
+    with pytest.raises(UserError, match=r"reaches 0 at the end of epoch 10 \(step 120"):
+        refuse_a_run_past_its_schedule(
+            load_config(DEFAULT, overrides=["trainer.epochs=11"]), checkpoint
+        )
