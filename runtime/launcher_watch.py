@@ -115,6 +115,12 @@ def watch_launcher(rank: int) -> LauncherWatch | None:
     return _WATCH
 
 
+def launcher_gone() -> bool:
+    """This worker's launcher is gone (the watch may not have acted yet): a fault seen now is
+    the launcher's death seen through a collective or the store, and nothing more is written."""
+    return _WATCH is not None and (_WATCH.orphaned_at_start or os.getppid() != _WATCH.launcher)
+
+
 @contextlib.contextmanager
 def bounded(seconds: float, what: str) -> Iterator[None]:
     """`LauncherWatch.deadline` when a watch runs; otherwise the body as it is."""

@@ -25,6 +25,7 @@ import torch
 from foundation.faults import TrainingFault
 from runtime.clock import seconds_since_process_start
 from runtime.console import Console
+from runtime.launcher_watch import launcher_gone
 from runtime.manifest import RunManifest
 from runtime.metrics import MetricsLogger
 from runtime.process_group import ProcessGroup
@@ -189,8 +190,8 @@ class RunRecorder:
     ) -> None:
         """The rank that reports the fault writes the manifest: what happened, and where to
         continue from. Nothing else is written: no checkpoint, no final metrics."""
-        if self.group.rank != fault.reporting_rank:
-            return
+        if self.group.rank != fault.reporting_rank or launcher_gone():
+            return  # an orphan writes nothing more (runtime/launcher_watch.py)
         try:
             self.manifest.write_fault(position, fault, resume_from)
         except OSError as error:
