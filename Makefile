@@ -63,7 +63,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup measure-default train evaluate predict tensorboard docs verify benchmark compare bench-speed bench-invariance bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
+.PHONY: help setup measure-default train evaluate predict tensorboard docs verify benchmark compare bench-speed bench-invariance bench-recipe bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -98,8 +98,8 @@ predict: $(STAMP) ## Classify a folder of images with a checkpoint, one line eac
 	$(PY) -m scripts.predict --checkpoint "$(CHECKPOINT)" --images "$(IMAGES)" $(if $(OUTPUT_DIR),--output-dir $(OUTPUT_DIR)) $(ARGS)
 
 QUICK       ?=
-verify: $(STAMP) ## Certify a config: the guarantee matrix, bitwise: make verify [CONFIG=..] [ARGS=..] [QUICK=1]
-	$(PY) -m scripts.verify $(if $(QUICK),--quick) -- $(TRAIN_FLAGS)
+verify: $(STAMP) ## Certify a config: the guarantee matrix, bitwise: make verify [CONFIG=..] [ARGS=..] [QUICK=1] [ONLY=resume]
+	$(PY) -m scripts.verify $(if $(QUICK),--quick) $(if $(ONLY),--only "$(ONLY)") -- $(TRAIN_FLAGS)
 
 SEEDS       ?=
 JOBS        ?= 1
@@ -139,6 +139,9 @@ bench-invariance: $(STAMP) ## World-size-invariant mode vs DDP: bytes per rank p
 DEVICE      ?= cuda
 gpu-check: $(STAMP) ## Every GPU check in one call (<= 8 min), writes runs/gpu-check/gpu-check.json: make gpu-check [DEVICE=cpu QUICK=1]
 	$(PY) -m scripts.gpu_check --device $(DEVICE) $(if $(QUICK),--quick) $(ARGS)
+
+bench-recipe: $(STAMP) ## Cost of each reference-recipe feature in production, paired rounds: writes runs/bench/recipe/
+	$(PY) -m benchmarks.bench_recipe $(ARGS)
 
 bench-health: $(STAMP) ## Cost of the fault checks: ms/step without them, production, debug; the vote at W=2
 	$(PY) -m benchmarks.bench_health $(ARGS)

@@ -83,7 +83,7 @@ def _trainer(variant: str, width: int) -> Trainer:
 
 def _step(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor) -> Any:
     def step() -> None:
-        trainer.train_step(images, labels)
+        trainer.train_step([(images, labels)])
         trainer.position = Position(0, 0, trainer.position.step + 1)
         trainer.boundary.check_step(trainer.position, reports=False, epoch_ends=False)
 

@@ -46,6 +46,7 @@ from tools.processes import run_process
 from tools.report import bench_folder, write_report
 from training.exchange import GatherExchange
 from training.invariance import InvariantMode, InvariantStep, MicroBatchLayout
+from training.objective import Objective
 from training.topology import Topology
 
 TRAFFIC_STEPS = 5
@@ -100,13 +101,14 @@ def invariant_variant(
     per_rank = arguments.per_rank_batch
     layout = MicroBatchLayout.checked(per_rank * world, per_rank, world, rank)
     topology = Topology(rank, world, rank, 1, device, "gloo" if world > 1 else None)
-    invariant = InvariantStep(model, InvariantMode(layout, lambda k, j: k * 1000 + j), topology)
+    mode = InvariantMode(layout, lambda k, j: k * 1000 + j)
+    invariant = InvariantStep(model, mode, topology, Objective())
     if gather and world > 1:
         invariant.exchange = GatherExchange(layout.micro_batches, world, rank)
     steps = iter(range(1 << 62))
 
     def step() -> None:
-        invariant.gradients(next(steps), *data, backward=_unused)
+        invariant.gradients(next(steps), [data], backward=_unused)
         optimizer.step()
 
     return step, invariant, model

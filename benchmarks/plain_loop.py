@@ -71,7 +71,9 @@ def main() -> None:
     model = build_model(config.model, splits.num_classes, config.data.image_size)
     model = model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(config.optim, model)
-    scheduler, _ = build_scheduler(optimizer, config.optim, config.trainer.epochs * len(loader))
+    scheduler, _ = build_scheduler(
+        optimizer, config.optim, config.trainer.epochs * len(loader), len(loader)
+    )
     first_step = None
     per_epoch = []
     model.train()

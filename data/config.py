@@ -14,6 +14,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from data.augment import AugmentConfig
+from data.mix import MixConfig
 from foundation.section import RUNTIME, Section
 
 
@@ -48,4 +49,7 @@ class DataConfig(Section):
     image_size: int = Field(32, ge=8, description="the size the pipelines make every image")
     augment: AugmentConfig = Field(
         AugmentConfig(), description="the train and eval pipelines (see data/augment.py)"
+    )
+    mix: MixConfig = Field(
+        MixConfig(), description="MixUp / CutMix of training batches (see data/mix.py)"
     )

@@ -9,9 +9,11 @@ The order, and why:
    node 0's streams), the step strategy, the determinism switches and the mode's preparation,
    then the host RNGs (random, numpy, torch) from the plan: all before the first draw.
 2. `build_run`: the data (its generators are private, so building it draws nothing global),
-   the model inside the init stream every rank shares (identical initial weights without a
-   broadcast), then the per-rank dropout stream; the caller's recorder and session are made
-   once the data is known (they describe its pipelines), and the trainer last.
+   the schedule checked against it (an accumulation or warmup the run cannot hold is refused
+   before anything is written), the model inside the init stream every rank shares (identical
+   initial weights without a broadcast), then the per-rank dropout stream; the caller's
+   recorder and session are made once the data is known (they describe its pipelines), and the
+   trainer last, with its objective (label smoothing, MixUp/CutMix from the `mix` stream).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 import seeding
 from data.config import DataConfig
 from data.loaders import DataBundle, build_data
+from data.mix import BatchMix
 from foundation.errors import UserError
 from models import build_model
 from models.config import ModelConfig
@@ -35,10 +38,11 @@ from training.determinism import DeterminismConfig, Precision, apply_determinism
 from training.events import StepBoundary, TrainingEvents
 from training.health import NonFiniteWatch
 from training.modes import parallel_mode
+from training.objective import Objective
 from training.optim import OptimConfig
 from training.steps import ParallelMode
 from training.topology import CollectiveGuard, Topology, unguarded
-from training.trainer import Trainer, TrainerConfig
+from training.trainer import Schedule, Trainer, TrainerConfig
 
 
 class RunConfig(Protocol):
@@ -111,6 +115,7 @@ def build_run(
         precision.pin_memory,
         planned.mode.eval_chunk,
     )
+    Schedule.of(config.trainer, config.optim, data.train.batches_per_epoch())
     seeding.enter_init_stream(plan)
     model = build_model(config.model, data.num_classes, data.image_size)
     if config.init_from is not None and not resuming:
@@ -118,10 +123,16 @@ def build_run(
     seeding.enter_dropout_stream(plan)
     made = observers(data) if observers is not None else None
     events, boundary = made if made is not None else (None, None)
+    mix = config.data.mix
+    objective = Objective(
+        config.optim.label_smoothing,
+        BatchMix(mix, plan, data.num_classes) if mix.enabled else None,
+    )
     trainer = Trainer(
         config.trainer,
         model,
         optim=config.optim,
+        objective=objective,
         precision=precision,
         topology=topology,
         mode=planned.mode,

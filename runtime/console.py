@@ -50,7 +50,7 @@ class Console:
             f"epoch {position.epoch:>3}/{self.epochs}  step {position.step:>6}  "
             f"train_loss {metrics['train_loss']:.4f}  train_acc {metrics['train_acc']:.4f}  "
             f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_acc']:.4f}  "
-            f"lr {metrics['lr']:.5f}  {metrics['samples_per_s']:,.0f} samples/s",
+            f"{_ema(metrics)}lr {metrics['lr']:.5f}  {metrics['samples_per_s']:,.0f} samples/s",
         )
 
     def finished(
@@ -63,7 +63,12 @@ class Console:
     ) -> None:
         self.say(
             f"done: val_acc {final_metrics['val_acc']:.4f}  "
-            f"val_loss {final_metrics['val_loss']:.4f}  step {position.step}  "
+            f"val_loss {final_metrics['val_loss']:.4f}  {_ema(final_metrics)}step {position.step}  "
             f"{wall_time_s:.1f}s\n"
             f"determinism: {verdict}\noutputs: {run_dir}"
         )
+
+
+def _ema(metrics: dict[str, float]) -> str:
+    """The EMA weights' accuracy beside the raw one, when the run keeps an EMA."""
+    return f"ema_val_acc {metrics['ema_val_acc']:.4f}  " if "ema_val_acc" in metrics else ""

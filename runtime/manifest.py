@@ -57,6 +57,7 @@ class RunManifest:
                 "resume_notes": list(identity.resume_notes),
                 "final_metrics": None,
                 "final_weights_sha256": None,
+                "final_ema_weights_sha256": None,
             },
         )
 
@@ -96,6 +97,7 @@ class RunManifest:
         position: Position,
         final_metrics: dict[str, float],
         weights_sha256: str,
+        ema_weights_sha256: str | None,
         determinism: dict[str, Any],
         time_to_first_step_s: float | None,
     ) -> None:
@@ -109,6 +111,7 @@ class RunManifest:
             final_epoch=position.epoch,
             final_metrics=final_metrics,
             final_weights_sha256=weights_sha256,
+            final_ema_weights_sha256=ema_weights_sha256,
             determinism=determinism,
         )
         self.run_dir.write_determinism(determinism)

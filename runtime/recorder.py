@@ -204,6 +204,7 @@ class RunRecorder:
         self,
         position: Position,
         weights: dict[str, torch.Tensor],
+        ema_weights: dict[str, torch.Tensor] | None,
         final_metrics: dict[str, float],
         op_counts: dict[str, int],
     ) -> None:
@@ -212,7 +213,12 @@ class RunRecorder:
         if not self.group.is_main:
             return
         self.manifest.write_completed(
-            position, final_metrics, state_dict_sha256(weights), report, self.first_step_at
+            position,
+            final_metrics,
+            state_dict_sha256(weights),
+            None if ema_weights is None else state_dict_sha256(ema_weights),
+            report,
+            self.first_step_at,
         )
         hyperparameters = {**self.identity.hyperparameters, "world_size": self.group.world_size}
         self.logger.log_hparams(hyperparameters, final_metrics)

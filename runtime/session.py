@@ -109,6 +109,7 @@ class RunSession:
         self.recorder.finish(
             trainer.position,
             trainer.model.state_dict(),
+            None if trainer.ema is None else trainer.ema.weights(),
             final_metrics,
             dict(self.nondeterminism.counts),
         )

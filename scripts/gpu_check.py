@@ -237,7 +237,7 @@ def no_host_sync(check: Check) -> Line:
     device = torch.device(check.device)
     trainer = in_process_trainer(config, device)
     trainer.events = SyncCheckWindow(cuda=device.type == "cuda")
-    steps = trainer.batches_per_epoch()
+    steps = trainer.steps_per_epoch
     if device.type != "cuda":
         trainer.train_epoch()
         return Line("no host sync", "skipped", f"CUDA only (the {steps}-step epoch ran on CPU)")

@@ -14,10 +14,11 @@ state). The matrix, each row a guarantee the template makes and a fork's data or
 
 It prints one table (guarantee, result, first divergence: step, tensor, rank) and exits 1 on
 any difference. The job is cut to `--steps` optimizer steps (VERIFY_STEPS, default 30) to keep
-it short; `--quick` (QUICK=1) runs only the first row.
+it short; `--quick` (QUICK=1) runs only the first row, `--only WORD` (ONLY=resume) the rows
+whose guarantee holds that word.
 
-    python -m scripts.verify [--steps N] [--workers N] [--quick] [--workdir DIR] [--entry train.py]
-                           -- <train.py flags and key=value overrides>
+    python -m scripts.verify [--steps N] [--workers N] [--quick] [--only WORD] [--workdir DIR]
+                           [--entry train.py] -- <train.py flags and key=value overrides>
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ NOT_COMPARED = ("fingerprint", "seeds", "config", "versions", "world_size")
 
 
 # The weights first, then what produced them: the state a user looks at first.
-_ORDER = ("model", "optimizer", "rng", "epoch_totals", "scheduler", "scaler")
+_ORDER = ("model", "ema", "optimizer", "rng", "epoch_totals", "scheduler", "scaler")
 
 
 def _reading_order(name: str) -> tuple[int, str]:
@@ -234,6 +235,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=os.environ.get("VERIFY_STEPS", "30"))
     parser.add_argument("--workers", type=int, default=2, help="the workers row's N")
     parser.add_argument("--quick", action="store_true", help="only: same seed twice")
+    parser.add_argument("--only", default=None, help="only the rows whose guarantee holds WORD")
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temp dir)")
     parser.add_argument("--entry", default="train.py", help=argparse.SUPPRESS)
     parser.add_argument("train_flags", nargs=argparse.REMAINDER)
@@ -249,6 +251,11 @@ def main() -> int:
         name, profile = Path(parsed.config).stem, parsed.profile or "debug"
         invariant = "trainer.world_size_invariant=true" in parsed.overrides
     rows = matrix(invariant, arguments.workers, arguments.quick)
+    if arguments.only:
+        rows = [row for row in rows if arguments.only in row.guarantee]
+        if not rows:
+            names = ", ".join(row.guarantee for row in matrix(invariant, arguments.workers, False))
+            raise UserError(f"--only {arguments.only!r} names no row of the matrix: {names}")
     workdir = Path(arguments.workdir or tempfile.mkdtemp(prefix="verify-"))
     verifier = Verifier(flags, arguments.steps, arguments.entry, workdir)
     started = time.perf_counter()

@@ -22,6 +22,8 @@ is a property of the table, not of scattered `seed + rank` arithmetic.
 | micro-  | (+step,      | world-size-invariant mode: forward-pass randomness (dropout) of     |
 |  batch  |  micro_batch)| micro-batch j of step k, the same on whichever rank computes it     |
 | subset  |              | which samples `data.subset` keeps: one draw, the same on every rank |
+| mix     | (+step, slot)| MixUp/CutMix of one micro-batch (data.mix): its lambda and box, the |
+|         |              | same on whichever rank computes it, after a resume and for any W    |
 
 The trainer uses `data_parallel(rank)` with the *global* rank: seeding from LOCAL_RANK would give
 GPU 0 of every node the same streams.
@@ -44,6 +46,7 @@ STREAM_AXES: dict[str, tuple[str, ...]] = {
     "augment": (),
     "microbatch": (),
     "subset": (),
+    "mix": (),
 }
 
 # Coordinates a stream takes at the point of use, beyond the mesh axes (for the manifest).
@@ -52,6 +55,7 @@ STREAM_EXTRA_COORDINATES: dict[str, tuple[str, ...]] = {
     "sampler": ("epoch",),
     "augment": ("epoch", "index"),
     "microbatch": ("step", "micro_batch"),
+    "mix": ("step", "slot"),
 }
 
 

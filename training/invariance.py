@@ -13,7 +13,12 @@ mode does instead (each piece was measured to be necessary):
   tree's upper levels, an all_gather of the results; both move bytes and add nothing) with the
   traffic of a ring all-reduce. The same tree gives the same bits whatever W is.
 - Forward randomness: dropout for micro-batch j of step k comes from the plan's `microbatch`
-  stream at (k, j), never from a per-rank stream.
+  stream at (k, j), never from a per-rank stream; MixUp/CutMix of that micro-batch from the
+  `mix` stream at (k, j) (training/objective.py).
+- Gradient accumulation (`trainer.accumulate_steps` = A): a step is A global batches, one after
+  the other; each is summed over the tree and exchanged as above, and the A sums are added in
+  batch order (micro-batch j of batch a is micro-batch a * M + j of the step). Every term and
+  the order of the additions are the same for any W.
 - BatchNorm running statistics: each micro-batch normalises with its own statistics; the running
   statistics are snapshotted before the step, each micro-batch's mean and variance are captured
   (momentum 1 turns the running buffers into exactly that micro-batch's statistics) and gathered,
@@ -32,15 +37,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from foundation.errors import UserError
 from training.determinism import Precision
 from training.exchange import Exchange, NoExchange, ShardedExchange
+from training.objective import Objective
 from training.reduction_tree import Node, rank_block, serving_world_sizes, tree_sum
-from training.steps import Backward, StepResult
+from training.steps import Backward, Batch, StepResult
 from training.topology import Topology, all_gather_objects
 
 INTRA_OP_THREADS = 1  # what torchrun gives every worker; the same for a single process here
@@ -197,16 +202,24 @@ class InvariantMode:
         pin_threads(device)
 
     def training_step(
-        self, model: nn.Module, topology: Topology, precision: Precision
+        self,
+        model: nn.Module,
+        topology: Topology,
+        precision: Precision,
+        objective: Objective,
+        accumulate_steps: int,
     ) -> InvariantStep:
-        return InvariantStep(model, self, topology)
+        return InvariantStep(model, self, topology, objective)
 
 
 class InvariantStep:
     """One optimizer step over the global batch, identical for every world size it serves."""
 
-    def __init__(self, model: nn.Module, mode: InvariantMode, topology: Topology) -> None:
+    def __init__(
+        self, model: nn.Module, mode: InvariantMode, topology: Topology, objective: Objective
+    ) -> None:
         self.model = model
+        self.objective = objective
         self.layout = mode.layout
         self.micro_batch_seed = mode.micro_batch_seed
         self.topology = topology
@@ -219,13 +232,36 @@ class InvariantStep:
             else NoExchange()
         )
 
-    def gradients(
-        self, step: int, images: torch.Tensor, labels: torch.Tensor, backward: Backward
-    ) -> StepResult:
-        """Leave the mean gradient of the global batch in every parameter's `.grad`.
+    def gradients(self, step: int, batches: list[Batch], backward: Backward) -> StepResult:
+        """Leave the mean gradient of the step's global batches in every parameter's `.grad`.
 
         Each micro-batch runs its own backward (`backward` is not needed: the mode refuses AMP,
         so nothing is scaled)."""
+        layout = self.layout
+        summed: list[torch.Tensor] | None = None
+        for index, (images, labels) in enumerate(batches):
+            totals = self._global_batch_sums(step, index * layout.micro_batches, images, labels)
+            summed = totals if summed is None else _add_each(summed, totals)
+        assert summed is not None
+        with torch.no_grad():
+            means = [total / (layout.micro_batches * len(batches)) for total in summed]
+            for group, mean in zip(self.groups, means, strict=True):
+                offset = 0
+                for parameter in group:
+                    count = parameter.numel()
+                    parameter.grad = mean[offset : offset + count].view_as(parameter).clone()
+                    offset += count
+            counted = sum(parameter.numel() for parameter in self.groups[0])
+        return StepResult(
+            means[0][counted], summed[0][counted + 1], layout.global_batch * len(batches)
+        )
+
+    def _global_batch_sums(
+        self, step: int, first_slot: int, images: torch.Tensor, labels: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """One global batch: its micro-batches' gradients (with the loss and the correct count
+        after group 0's) summed over the tree, the same on every rank; BatchNorm's running
+        statistics replayed in global order."""
         layout = self.layout
         b = layout.micro_batch
         lo, hi = layout.block
@@ -239,17 +275,19 @@ class InvariantStep:
 
         def leaf(j: int) -> list[torch.Tensor]:
             local = slice((j - lo) * b, (j - lo + 1) * b)
-            torch.manual_seed(self.micro_batch_seed(step, j))
+            slot = first_slot + j
+            torch.manual_seed(self.micro_batch_seed(step, slot))
             for group in self.groups:
                 for parameter in group:
                     parameter.grad = None
+            inputs, targets = self.objective.inputs(step, slot, images[local], labels[local])
             with torch.enable_grad():
-                logits = self.model(images[local])
-                loss = F.cross_entropy(logits, labels[local])
+                logits = self.model(inputs)
+                loss = self.objective.loss(logits, targets)
                 loss.backward()
             captured.append(self.batchnorm.capture())
             with torch.no_grad():
-                correct = (logits.argmax(dim=1) == labels[local]).sum()
+                correct = self.objective.correct(logits, targets)
                 counters = [loss.detach().reshape(1).float(), correct.reshape(1).float()]
                 return [
                     torch.cat([*_flat_gradients(group), *(counters if index == 0 else [])])
@@ -267,15 +305,7 @@ class InvariantStep:
                     for i in range(layout.micro_batches)
                 ]
             )
-            means = [total / layout.micro_batches for total in totals]
-            for group, mean in zip(self.groups, means, strict=True):
-                offset = 0
-                for parameter in group:
-                    count = parameter.numel()
-                    parameter.grad = mean[offset : offset + count].view_as(parameter).clone()
-                    offset += count
-            counted = sum(parameter.numel() for parameter in self.groups[0])
-        return StepResult(means[0][counted], totals[0][counted + 1], layout.global_batch)
+        return totals
 
     def epoch_sums(self, sums: torch.Tensor) -> list[float]:
         """Already the sums of the global batches, the same on every rank."""

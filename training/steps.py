@@ -1,8 +1,9 @@
 """One training step, two strategies, chosen once per run (`parallel_mode`).
 
-- `DataParallelMode` / `DataParallelStep`: the ordinary step. One forward and backward of this
-  rank's batch, through DDP when there are several processes (its all_reduce averages the
-  gradients); metrics are summed over ranks.
+- `DataParallelMode` / `DataParallelStep`: the ordinary step. A forward and backward of each of
+  this rank's batches (`trainer.accumulate_steps` of them), through DDP when there are several
+  processes: its all_reduce averages the gradients, once, after the last batch (`no_sync` on the
+  others); metrics are summed over ranks.
 - `InvariantMode` / `InvariantStep` (training/invariance.py): the same weights for any world
   size; gradients, BatchNorm statistics and metrics are combined in one fixed order.
 
@@ -12,20 +13,23 @@ branches on the mode; what differs between the modes lives in one class each.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from training.determinism import Precision
+from training.objective import Objective
 from training.topology import Topology, all_reduce_sum
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # images, labels
 
 
 class StepResult(NamedTuple):
-    loss: torch.Tensor  # mean loss of the step's batch (0-d, on the device)
+    loss: torch.Tensor  # mean loss of the step's batches (0-d, on the device)
     correct: torch.Tensor  # correct predictions (0-d, on the device)
     samples: int  # samples the sums above cover
 
@@ -33,11 +37,9 @@ class StepResult(NamedTuple):
 class TrainingStep(Protocol):
     """Computes gradients and sums; the trainer applies the optimizer."""
 
-    def gradients(
-        self, step: int, images: torch.Tensor, labels: torch.Tensor, backward: Backward
-    ) -> StepResult:
-        """Leave this step's gradients in `.grad` (through `backward`, which scales under a
-        GradScaler) and return the step's loss and counts."""
+    def gradients(self, step: int, batches: list[Batch], backward: Backward) -> StepResult:
+        """Add this step's gradients to `.grad` (cleared by the trainer; through `backward`,
+        which scales under a GradScaler) and return the step's loss and counts."""
         ...
 
     def epoch_sums(self, sums: torch.Tensor) -> list[float]:
@@ -78,7 +80,12 @@ class ParallelMode(Protocol):
         ...
 
     def training_step(
-        self, model: nn.Module, topology: Topology, precision: Precision
+        self,
+        model: nn.Module,
+        topology: Topology,
+        precision: Precision,
+        objective: Objective,
+        accumulate_steps: int,
     ) -> TrainingStep: ...
 
 
@@ -100,32 +107,59 @@ class DataParallelMode:
         return None
 
     def training_step(
-        self, model: nn.Module, topology: Topology, precision: Precision
+        self,
+        model: nn.Module,
+        topology: Topology,
+        precision: Precision,
+        objective: Objective,
+        accumulate_steps: int,
     ) -> TrainingStep:
-        return DataParallelStep(model, topology, precision)
+        return DataParallelStep(model, topology, precision, objective, accumulate_steps)
 
 
 class DataParallelStep:
-    def __init__(self, model: nn.Module, topology: Topology, precision: Precision) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        topology: Topology,
+        precision: Precision,
+        objective: Objective,
+        accumulate_steps: int = 1,
+    ) -> None:
         self.topology = topology
         self.precision = precision
+        self.objective = objective
+        self.accumulate_steps = accumulate_steps
         self.forward: nn.Module = model
+        self.ddp: DistributedDataParallel | None = None
         if topology.distributed:
             device_ids = [topology.device.index] if topology.device.type == "cuda" else None
-            self.forward = DistributedDataParallel(model, device_ids=device_ids)
+            self.forward = self.ddp = DistributedDataParallel(model, device_ids=device_ids)
 
-    def gradients(
-        self, step: int, images: torch.Tensor, labels: torch.Tensor, backward: Backward
-    ) -> StepResult:
+    def gradients(self, step: int, batches: list[Batch], backward: Backward) -> StepResult:
+        """Each batch's loss / len(batches) backwards; DDP reduces after the last one."""
         amp = self.precision.amp
         device_type = self.topology.device.type
-        with torch.autocast(device_type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = self.forward(images)
-            loss = F.cross_entropy(logits, labels)
-        backward(loss)
-        with torch.no_grad():
-            correct = (logits.argmax(dim=1) == labels).sum()
-        return StepResult(loss.detach(), correct, labels.numel())
+        losses, corrects, samples = [], [], 0
+        for micro, (images, labels) in enumerate(batches):
+            slot = self.topology.rank * self.accumulate_steps + micro
+            inputs, targets = self.objective.inputs(step, slot, images, labels)
+            last = micro == len(batches) - 1
+            no_sync = self.ddp.no_sync() if self.ddp is not None and not last else None
+            with no_sync or contextlib.nullcontext():
+                with torch.autocast(
+                    device_type, dtype=amp or torch.float32, enabled=amp is not None
+                ):
+                    logits = self.forward(inputs)
+                    loss = self.objective.loss(logits, targets)
+                backward(loss if len(batches) == 1 else loss / len(batches))
+            with torch.no_grad():
+                losses.append(loss.detach())
+                corrects.append(self.objective.correct(logits, targets))
+            samples += labels.numel()
+        mean_loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        correct = corrects[0] if len(corrects) == 1 else torch.stack(corrects).sum()
+        return StepResult(mean_loss, correct, samples)
 
     def epoch_sums(self, sums: torch.Tensor) -> list[float]:
         on_device = self.topology.backend == "nccl"

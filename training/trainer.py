@@ -20,8 +20,10 @@ saved (log steps, epoch ends, checkpoints).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
@@ -29,9 +31,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from foundation.errors import UserError
 from foundation.section import RUNTIME, STOPPING, Section
 from seeding import capture_rng_state, restore_rng_state
 from training.determinism import Precision
+from training.ema import EmaConfig, WeightAverage
 from training.events import (
     EpochLoader,
     NoBoundary,
@@ -41,8 +45,9 @@ from training.events import (
     TrainingEvents,
 )
 from training.health import NonFiniteWatch, model_state_tensors
-from training.optim import OptimConfig, build_optimizer, build_scheduler
-from training.steps import ParallelMode
+from training.objective import Objective
+from training.optim import OptimConfig, build_optimizer, build_scheduler, check_schedule
+from training.steps import Batch, ParallelMode
 from training.topology import (
     CollectiveGuard,
     Topology,
@@ -73,8 +78,15 @@ class TrainerConfig(Section):
         json_schema_extra=RUNTIME,
     )
     limit_train_batches: int | None = Field(
-        None, ge=1, description="batches per epoch (small debug runs)"
+        None, ge=1, description="optimizer steps per epoch (small debug runs)"
     )
+    accumulate_steps: int = Field(
+        1,
+        ge=1,
+        description="batches per optimizer step (gradient accumulation); steps, the schedule, "
+        "max_steps and checkpoints count optimizer steps",
+    )
+    ema: EmaConfig = Field(EmaConfig(), description="an EMA of the weights (training/ema.py)")
     micro_batch_size: int | None = Field(
         None, ge=1, description="samples per forward/backward in the world-size-invariant mode"
     )
@@ -120,6 +132,30 @@ class EpochTotals:
         return cls(state["loss_sum"].to(device), state["correct"].to(device), int(state["count"]))
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How many optimizer steps an epoch and the learning-rate schedule have."""
+
+    steps_per_epoch: int
+    horizon: int
+
+    @classmethod
+    def of(cls, config: TrainerConfig, optim: OptimConfig, loader_batches: int) -> Schedule:
+        """From the loader's batches per epoch; a one-line UserError for an accumulation or a
+        warmup the run cannot hold (checked before anything is written)."""
+        if config.accumulate_steps > loader_batches:
+            raise UserError(
+                f"trainer.accumulate_steps={config.accumulate_steps} is more than the "
+                f"{loader_batches} batches of an epoch on this rank"
+            )
+        steps = loader_batches // config.accumulate_steps
+        limit = config.limit_train_batches
+        steps = steps if limit is None else min(steps, limit)
+        schedule = cls(steps, config.epochs * steps)
+        check_schedule(optim, schedule.horizon, steps)
+        return schedule
+
+
 class Trainer:
     def __init__(
         self,
@@ -127,6 +163,7 @@ class Trainer:
         model: nn.Module,
         *,
         optim: OptimConfig,
+        objective: Objective | None = None,
         precision: Precision,
         topology: Topology,
         mode: ParallelMode,
@@ -151,10 +188,19 @@ class Trainer:
             torch.channels_last if precision.channels_last else torch.contiguous_format
         )
         self.model = model.to(self.device, memory_format=self.memory_format)
-        self.step = mode.training_step(self.model, topology, precision)
+        self.step = mode.training_step(
+            self.model, topology, precision, objective or Objective(), config.accumulate_steps
+        )
         self.optimizer = build_optimizer(optim, self.model)
-        self.horizon = config.epochs * self.batches_per_epoch()
-        self.scheduler, self.lr_factor = build_scheduler(self.optimizer, optim, self.horizon)
+        self.clip_grad_norm = optim.clip_grad_norm
+        self.grad_norm: torch.Tensor | None = None  # of the last step, before clipping
+        self.ema = WeightAverage(config.ema, self.model) if config.ema.enabled else None
+        schedule = Schedule.of(config, optim, train_loader.batches_per_epoch())
+        self.steps_per_epoch = schedule.steps_per_epoch
+        self.horizon = schedule.horizon
+        self.scheduler, self.lr_factor = build_scheduler(
+            self.optimizer, optim, self.horizon, self.steps_per_epoch
+        )
         self.scaler = torch.amp.GradScaler("cuda") if precision.amp == torch.float16 else None
         if self.scaler is not None:
             # A step the scaler skips calls no optimizer.step(); the schedule counts steps,
@@ -165,11 +211,6 @@ class Trainer:
         self._evaluated: tuple[int, dict[str, float]] | None = None  # (step, metrics)
 
     # ----------------------------------------------------------------- schedule
-    def batches_per_epoch(self) -> int:
-        batches = self.train_loader.batches_per_epoch()
-        limit = self.config.limit_train_batches
-        return batches if limit is None else min(batches, limit)
-
     def max_steps_reached(self) -> bool:
         limit = self.config.max_steps
         return limit is not None and self.position.step >= limit
@@ -193,45 +234,65 @@ class Trainer:
             self.boundary.after_epoch(self.position, self)
         self.boundary.after_training(self.position, self)
 
+    def optimizer_steps(self, start: int) -> Iterator[list[Batch]]:
+        """The epoch's batches in groups of `accumulate_steps`, one per optimizer step, from
+        optimizer step `start` of the epoch (a resume point is always a whole step)."""
+        per_step = self.config.accumulate_steps
+        batches = iter(self.train_loader.epoch(self.position.epoch, start_batch=start * per_step))
+        while len(group := list(itertools.islice(batches, per_step))) == per_step:
+            yield group
+
     def train_epoch(self) -> bool:
         """Train until the epoch ends (True) or max_steps stops it (False)."""
-        per_epoch = self.batches_per_epoch()
+        per_epoch = self.steps_per_epoch
         log_every = self.config.log_every_steps
         self.model.train()
-        start = self.position.batch_in_epoch
-        for images, labels in self.train_loader.epoch(self.position.epoch, start_batch=start):
+        for batches in self.optimizer_steps(self.position.batch_in_epoch):
             if self.position.batch_in_epoch >= per_epoch:
                 break
             with self.guard("the gradient exchange of step {step}", self.position.step + 1):
-                loss = self.train_step(images, labels)
+                loss = self.train_step(batches)
             position = self.position = Position(
                 self.position.epoch, self.position.batch_in_epoch + 1, self.position.step + 1
             )
-            self.events.step_finished(
-                position, per_epoch, labels.numel() * self.topology.world_size
-            )
+            samples = sum(labels.numel() for _, labels in batches)
+            self.events.step_finished(position, per_epoch, samples * self.topology.world_size)
             logged = position.step % log_every == 0
             epoch_ends = position.batch_in_epoch >= per_epoch or self.max_steps_reached()
             # Every rank at the same boundary: a broken state ends the run here, before anything
             # of this step is reported; a checkpoint of the step comes after its log rows.
             self.boundary.check_step(position, reports=logged or epoch_ends, epoch_ends=epoch_ends)
             if logged:
-                lr = self.scheduler.get_last_lr()[0]
-                self.events.step_logged(position, {"loss": float(loss), "lr": lr})
+                values = {"loss": float(loss), "lr": self.scheduler.get_last_lr()[0]}
+                if self.grad_norm is not None:
+                    values["grad_norm"] = float(self.grad_norm)
+                self.events.step_logged(position, values)
             self.boundary.after_step(position, self, epoch_ends=epoch_ends)
             if self.max_steps_reached():
                 return position.batch_in_epoch >= per_epoch
         return True
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        images, labels = self._to_device(images, labels)
-        result = self.step.gradients(self.position.step, images, labels, self._backward)
+    def train_step(self, batches: list[Batch]) -> torch.Tensor:
+        """One optimizer step over `batches` (accumulate_steps of them)."""
+        on_device = [self._to_device(images, labels) for images, labels in batches]
+        self.optimizer.zero_grad(set_to_none=True)
+        result = self.step.gradients(self.position.step, on_device, self._backward)
+        if self.clip_grad_norm is not None:
+            # The reduced gradient (DDP's average, or the invariant mode's fixed-order sum),
+            # the same on every rank; under a GradScaler unscaled first.
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.clip_grad_norm
+            )
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.after_step(self.position.step + 1, self.model)
         if self.watch is not None:
             # Under a GradScaler inf gradients are skipped steps, not failures: state only.
             gradients = [] if self.scaler is not None else self._gradients()
@@ -244,7 +305,6 @@ class Trainer:
         return result.loss
 
     def _backward(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
         else:
@@ -284,29 +344,35 @@ class Trainer:
         }
 
     def evaluate(self) -> dict[str, float]:
-        """Validation with rank 0's BatchNorm statistics on every rank (the ones that are saved)."""
-        with self.guard("the evaluation at step {step}", self.position.step):
-            return self._evaluate()
-
-    @torch.no_grad()
-    def _evaluate(self) -> dict[str, float]:
+        """Validation with rank 0's BatchNorm statistics on every rank (the ones that are saved);
+        with an EMA, its weights are evaluated too (`ema_val_loss`, `ema_val_acc`)."""
         if self._evaluated is not None and self._evaluated[0] == self.position.step:
             return self._evaluated[1]
-        broadcast_from_rank_0(self.topology, self.model.buffers())
-        self.model.eval()
+        with self.guard("the evaluation at step {step}", self.position.step):
+            metrics = self._evaluate(self.model, "val")
+            if self.ema is not None:
+                metrics |= self._evaluate(self.ema.module, "ema_val")
+        self._evaluated = (self.position.step, metrics)
+        return metrics
+
+    @torch.no_grad()
+    def _evaluate(self, model: nn.Module, prefix: str) -> dict[str, float]:
+        broadcast_from_rank_0(self.topology, model.buffers())
+        model.eval()
         per_batch: list[torch.Tensor] = []
         for images, labels in self.val_loader.epoch(0):
             images, labels = self._to_device(images, labels)
             with self._autocast():
-                logits = self.model(images)
+                logits = model(images)
             loss = F.cross_entropy(logits.float(), labels, reduction="sum").double()
             correct = (logits.argmax(dim=1) == labels).sum().double()
             per_batch.append(torch.stack([loss, correct, loss.new_tensor(float(labels.numel()))]))
-        self.model.train()
+        model.train()
         loss_sum, correct, count = self.step.evaluation_sums(per_batch)
-        metrics = {"val_loss": loss_sum / max(count, 1.0), "val_acc": correct / max(count, 1.0)}
-        self._evaluated = (self.position.step, metrics)
-        return metrics
+        return {
+            f"{prefix}_loss": loss_sum / max(count, 1.0),
+            f"{prefix}_acc": correct / max(count, 1.0),
+        }
 
     def close(self) -> None:
         """Drop the step strategy: the DDP wrapper's reducer in it holds the process group,
@@ -323,6 +389,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
             "schedule_horizon": self.horizon,
             "step": self.position.step,
             "epoch": self.position.epoch,
@@ -341,6 +408,10 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise UserError("the checkpoint holds no EMA state, and trainer.ema is on")
+            self.ema.load_state_dict(state["ema"])
         self.position = Position(state["epoch"], state["batch_in_epoch"], state["step"])
         rank = self.topology.rank
         own = self.step.totals_to_continue(rank)

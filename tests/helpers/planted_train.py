@@ -20,6 +20,8 @@
 - PLANTED_SLEEP_PER_STEP=s: every rank sleeps s seconds after each step (a slower job, the same
   numbers: time for a test to signal it while it runs).
 - PLANTED_REMOVE_AT_STEP=k, PLANTED_REMOVE_FILE=path: rank 0 deletes the file after step k.
+- PLANTED_FORGET_EMA=1: a resume does not restore the EMA of the weights (it keeps the fresh
+  copy of the initial weights): the bug `make verify`'s resume row must catch.
 - PLANTED_FAULT_LOG=path: each rank whose training stops on a fault appends "rank kind step" to
   the file (proof that every rank decided to stop by itself, and where).
 """
@@ -43,6 +45,7 @@ from models import register_model
 from models.smallcnn import SmallCNN, SmallCNNConfig
 from runtime.process_group import ProcessGroup
 from runtime.recorder import RunRecorder
+from training.ema import WeightAverage
 from training.events import Position
 from training.trainer import Trainer
 
@@ -177,19 +180,25 @@ def _plant_nan() -> None:
         return
     train_step = Trainer.train_step
 
-    def train_step_with_nan(self: Trainer, images: Tensor, labels: Tensor) -> Tensor:
+    def train_step_with_nan(self: Trainer, batches: list[tuple[Tensor, Tensor]]) -> Tensor:
         rank = _planted_rank("PLANTED_NAN_RANK", self.topology.world_size)
         if self.position.step + 1 == at and self.topology.rank == rank:
-            images = images * float("nan")
-        return train_step(self, images, labels)
+            batches = [(images * float("nan"), labels) for images, labels in batches]
+        return train_step(self, batches)
 
     Trainer.train_step = train_step_with_nan  # type: ignore[method-assign]
+
+
+def _forget_ema() -> None:
+    if os.environ.get("PLANTED_FORGET_EMA") == "1":
+        WeightAverage.load_state_dict = lambda self, state: None  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
     _fail_if_planted()
     _plant_step_faults()
     _plant_nan()
+    _forget_ema()
     _log_faults()
     sys.argv = ["train.py", *sys.argv[1:]]
     runpy.run_path("train.py", run_name="__main__")

@@ -83,6 +83,18 @@ BAD_ARGUMENTS = {
         ["--profile", "eval", "determinism.cudnn_benchmark=true"],
         "cudnn_benchmark",
     ),
+    "mixup alpha below 0": (["data.mix.mixup_alpha=-0.2"], "data.mix.mixup_alpha"),
+    "cutmix alpha below 0": (["data.mix.cutmix_alpha=-1.0"], "data.mix.cutmix_alpha"),
+    "accumulate 0 steps": (["trainer.accumulate_steps=0"], "trainer.accumulate_steps"),
+    "EMA decay 1": (["trainer.ema.enabled=true", "trainer.ema.decay=1.0"], "trainer.ema.decay"),
+    "EMA every 0 steps": (["trainer.ema.every_steps=0"], "trainer.ema.every_steps"),
+    "clip at 0": (["optim.clip_grad_norm=0.0"], "optim.clip_grad_norm"),
+    "clip below 0": (["optim.clip_grad_norm=-1.0"], "optim.clip_grad_norm"),
+    "label smoothing 1": (["optim.label_smoothing=1.0"], "optim.label_smoothing"),
+    "two warmups": (
+        ["optim.warmup_steps=5", "optim.warmup_epochs=1"],
+        "set optim.warmup_steps or optim.warmup_epochs, not both",
+    ),
 }
 
 

@@ -197,8 +197,8 @@ def test_the_checkpoint_owner_refuses_a_broken_state_even_unwatched(tmp_path: Pa
     _, checkpoints = session_around(trainer, tmp_path, every_steps=1)
     step_once = trainer.train_step
 
-    def step_then_overflow(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = step_once(images, labels)
+    def step_then_overflow(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        loss = step_once(batches)
         if trainer.position.step + 1 == 2:
             trainer.model.head[3].weight.data[0, 0] = math.nan
         return loss

@@ -87,13 +87,14 @@ EXPECTED_DISTINCT_ALONG = {
     "augment": set(),
     "microbatch": set(),  # keyed by (step, micro-batch), never by a rank: world-size invariance
     "subset": set(),  # one draw of data.subset, the same on every rank and world size
+    "mix": set(),  # MixUp/CutMix keyed by (step, slot): the same draw whichever rank mixes
 }
 
 
 def stream_value(plan: SeedPlan, stream: str) -> object:
     if stream == "augment":
         return plan.augment_key()
-    extra = {"worker": (0, 0), "sampler": (0,), "microbatch": (0, 0)}.get(stream, ())
+    extra = {"worker": (0, 0), "sampler": (0,), "microbatch": (0, 0), "mix": (0, 0)}.get(stream, ())
     return plan.seed(stream, *extra)
 
 
