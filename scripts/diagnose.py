@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from configs import Config, load_config, parse_args
 from data.loaders import build_data
+from data.mix import BatchMix, MixConfig
 from data.subset import seeded_subset
 from foundation.process import process_launch
 from models import build_model
@@ -71,6 +72,8 @@ def _first_draws(plan: SeedPlan, world_size: int, mistake: str | None) -> dict[s
     draws["microbatch"] = torch.rand(DRAWS).tolist()
     subset = seeded_subset(range(1000), DRAWS, plan.seed("subset"))[0]  # data.subset's draw
     draws["subset"] = [float(index) for index in subset.indices]
+    mix = BatchMix(MixConfig(mixup_alpha=1.0), plan, num_classes=10)  # MixUp/CutMix's lambda
+    draws["mix"] = [mix.draw(step=0, slot=slot).lam for slot in range(DRAWS)]
     return draws
 
 
@@ -110,6 +113,7 @@ def _within_rank_checks(plan: SeedPlan) -> list[tuple[str, bool]]:
     """Distinctness that one process can check alone: across workers, epochs and samples."""
     seeds = {plan.seed("worker", worker, epoch) for worker in range(4) for epoch in range(4)}
     micro = {plan.seed("microbatch", step, j) for step in range(4) for j in range(8)}
+    mixes = {plan.seed("mix", step, slot) for step in range(4) for slot in range(8)}
     augment = SampleRandomness(plan.augment_key())
     firsts = set()
     for epoch in range(3):
@@ -124,6 +128,7 @@ def _within_rank_checks(plan: SeedPlan) -> list[tuple[str, bool]]:
     return [
         ("worker streams distinct across 4 workers x 4 epochs", len(seeds) == 16),
         ("micro-batch streams distinct across 4 steps x 8 micro-batches", len(micro) == 32),
+        ("mix streams distinct across 4 steps x 8 slots", len(mixes) == 32),
         ("augment streams distinct across 3 epochs x 50 samples", len(firsts) == 150),
         ("sampler order new in each of 4 epochs", len(orders) == 4),
     ]
