@@ -74,8 +74,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
 @pytest.mark.parametrize(
     ("nproc", "profile", "workers"),
     # With the reference (1 process, debug, 0 workers) and the resume test below (8, then 2,
-    # then 1 process, debug): 1, 2, 4 and 8 processes, debug and eval, 0 and 2 workers.
-    [(2, "debug", 2), (4, "eval", 0), (8, "eval", 0)],
+    # then 1 process, debug, equal to the reference row for row): 1, 2, 4 and 8 processes,
+    # debug and eval, 0 and 2 workers.
+    [(2, "debug", 2), (4, "eval", 0)],
 )
 def test_weights_buffers_optimizer_and_metrics_equal_for_1_2_4_8_processes(
     reference: RunResult, tmp_path: Path, nproc: int, profile: str, workers: int
