@@ -102,6 +102,7 @@ verify: $(STAMP) ## Certify a config: the guarantee matrix, bitwise: make verify
 	$(PY) -m scripts.verify $(if $(QUICK),--quick) $(if $(ONLY),--only "$(ONLY)") -- $(TRAIN_FLAGS)
 
 SEEDS       ?=
+VARY        ?=
 JOBS        ?= 1
 # Where the seeds run: the local pool, or one SLURM job array (SBATCH="--partition=gpu ...";
 # WAIT=0 submits and returns, a later identical command reports what finished).
@@ -110,18 +111,22 @@ SBATCH      ?=
 WAIT        ?= 1
 SEED_RUN_FLAGS = --jobs $(JOBS) --nproc $(NPROC) --launcher $(LAUNCHER) --sbatch="$(SBATCH)" \
 	$(if $(filter 0,$(WAIT)),--no-wait)
-benchmark: $(STAMP) ## Several seeds -> mean ± std report: make benchmark SEEDS="0 1 2 3 4" [PROFILE=eval] [JOBS=2] [LAUNCHER=slurm]
+benchmark: $(STAMP) ## Several seeds -> mean ± std report: make benchmark SEEDS="0 1 2 3 4" [PROFILE=eval] [JOBS=2] [LAUNCHER=slurm] [VARY="init order augment dropout all"]
 	$(PY) -m scripts.benchmark --seeds $(SEEDS) --profile $(or $(PROFILE),eval) --config $(CONFIG) \
-		--output-dir $(or $(OUTPUT_DIR),runs) $(SEED_RUN_FLAGS) -- $(ARGS)
+		--output-dir $(or $(OUTPUT_DIR),runs) $(SEED_RUN_FLAGS) $(if $(VARY),--vary $(VARY)) -- $(ARGS)
 
 A           ?=
 B           ?=
 METRICS     ?=
 NAME        ?=
-compare: $(STAMP) ## Is B better than A? Seed-paired: make compare A="k=v .." B="k=v .." SEEDS="0 1 2 3 4" [NAME=..]
+SEQUENTIAL  ?=
+MAX_SEEDS   ?= 10
+ALPHA       ?= 0.05
+compare: $(STAMP) ## Is B better than A? Seed-paired: make compare A="k=v .." B="k=v .." SEEDS="0 1 2 3 4" [NAME=..] [SEQUENTIAL=1 MAX_SEEDS=10 ALPHA=0.05]
 	$(PY) -m scripts.compare --a "$(A)" --b "$(B)" --seeds $(SEEDS) --profile $(or $(PROFILE),eval) \
 		--config $(CONFIG) --output-dir $(or $(OUTPUT_DIR),runs/compare) $(SEED_RUN_FLAGS) \
 		$(if $(NAME),--name $(NAME)) \
+		$(if $(SEQUENTIAL),--sequential --max-seeds $(MAX_SEEDS) --alpha $(ALPHA)) \
 		$(if $(METRICS),--metrics $(METRICS)) -- $(ARGS)
 
 diagnose: $(STAMP) ## Seed streams and the job's own data and model per rank, against the plan: make diagnose NPROC=2 [CONFIG=..] [ARGS=..]

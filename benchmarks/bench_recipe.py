@@ -8,7 +8,8 @@ Writes bench-recipe.json and bench-recipe.md to --output-dir (runs/bench/recipe)
 
 Why paired rounds: on a shared 2-core machine the speed drifts by several per cent between
 minutes; each round runs the base and every variant back to back, and a variant's cost is the
-median over rounds of its ratio to that round's base.
+median over rounds of its ratio to that round's base. The order rotates from round to round, so
+no variant always runs first (the first run of a round was measured slower).
 """
 
 from __future__ import annotations
@@ -65,9 +66,11 @@ def main() -> None:
     ]
     variants = {**VARIANTS, "all together": ALL}
     measured: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    names = list(variants)
     for repeat in range(arguments.repeats):
-        for name, overrides in variants.items():
-            measured[name].append(run(overrides, common))
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            measured[name].append(run(variants[name], common))
         print(
             f"round {repeat + 1}/{arguments.repeats}: "
             + "  ".join(

@@ -7,6 +7,7 @@
 | `determinism`  | DeterminismConfig                      | training/determinism.py          |
 | `checkpoint`   | CheckpointConfig                       | runtime/checkpoints.py           |
 | `distributed`  | DistributedConfig                      | runtime/process_group.py         |
+| `seed_streams` | SeedStreamsConfig                      | here (the sources: seeding/plan.py) |
 | `data`         | the chosen dataset's DataConfig        | data/config.py + data/<name>.py  |
 | `model`        | the chosen model's ModelConfig         | models/config.py + models/<name>.py |
 
@@ -18,7 +19,7 @@ another section is refused with its new name (`MOVED_KEYS`).
 from __future__ import annotations
 
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SerializeAsAny, create_model, field_validator, model_validator
 
@@ -31,6 +32,7 @@ from models.config import ModelConfig
 from models.smallcnn import SmallCNNConfig
 from runtime.checkpoints import CheckpointConfig
 from runtime.process_group import DistributedConfig
+from seeding import SOURCES, stream_bases
 from seeding.derive import SEED_LIMIT
 from training.determinism import DeterminismConfig, check_profile
 from training.optim import OptimConfig
@@ -46,6 +48,34 @@ MOVED_KEYS = {
 
 DEFAULT_DATASET = "synthetic"
 DEFAULT_MODEL = "smallcnn"
+
+
+def _source_seed(source: str) -> Any:
+    streams = ", ".join(SOURCES[source])
+    return Field(
+        None,
+        ge=0,
+        lt=SEED_LIMIT,
+        description=f"a seed for this source alone ({streams}); null = `seed`",
+    )
+
+
+class SeedStreamsConfig(Section):
+    """`seed_streams`: one source of randomness seeded apart from the rest (`make benchmark
+    VARY=...` varies them one at a time). Unset, a source follows `seed`: the run is bit for
+    bit the one without this section."""
+
+    init: int | None = _source_seed("init")
+    order: int | None = _source_seed("order")
+    augment: int | None = _source_seed("augment")
+    dropout: int | None = _source_seed("dropout")
+    mix: int | None = _source_seed("mix")
+    subset: int | None = _source_seed("subset")
+    host: int | None = _source_seed("host")
+
+    def bases(self) -> dict[str, int]:
+        """{stream: seed} for the plan (seeding.plan.stream_bases)."""
+        return stream_bases(self.model_dump())
 
 
 class Config(Section):
@@ -72,6 +102,7 @@ class Config(Section):
     determinism: DeterminismConfig = DeterminismConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     distributed: DistributedConfig = DistributedConfig()
+    seed_streams: SeedStreamsConfig = SeedStreamsConfig()
 
     @field_validator("name")
     @classmethod

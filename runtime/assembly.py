@@ -45,10 +45,15 @@ from training.topology import CollectiveGuard, Topology, unguarded
 from training.trainer import Schedule, Trainer, TrainerConfig
 
 
+class SeedStreams(Protocol):
+    def bases(self) -> dict[str, int]: ...
+
+
 class RunConfig(Protocol):
     """The sections of the root config (configs/schema.py) that a run is built from."""
 
     seed: int
+    seed_streams: SeedStreams
     init_from: str | None
     trainer: TrainerConfig
     data: DataConfig
@@ -81,7 +86,7 @@ class BuiltRun(Generic[Observed]):
 
 def plan_run(config: RunConfig, topology: Topology) -> RunPlan:
     """Step 1: fix every seed and determinism switch before any draw."""
-    plan = seeding.data_parallel(config.seed, topology.rank)
+    plan = seeding.data_parallel(config.seed, topology.rank, config.seed_streams.bases())
     mode = parallel_mode(
         config.trainer,
         config.data.global_batch_size,

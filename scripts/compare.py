@@ -11,6 +11,11 @@ from --config and the common overrides after `--`. Each comparison has its own f
 (variant, seed) runs as a normal train.py run under `<name>/A/` and `<name>/B/` (the multi-seed
 benchmark's runner: resumable, failures isolated, progress lines), then `compare.json`,
 `compare.md` and `compare.png` are written to `<name>/`. Statistics: `tools/paired.py`.
+
+`--sequential` (SEQUENTIAL=1 MAX_SEEDS=10 ALPHA=0.05) adds seed pairs in rounds, 3 and then 2
+more up to MAX_SEEDS, and stops as soon as the group-sequential test of the first metric decides
+(tools/sequential.py: the false "different" rate over all looks stays at ALPHA). SEEDS, if given,
+is the order seeds are taken in; by default 0, 1, 2, ...
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from configs import Config, load_config
 from configs.keys import differing_keys, keys_in_role
@@ -38,6 +45,7 @@ from tools.seed_runs import (
     run_variants,
     seeds_and_launch,
 )
+from tools.sequential import METHOD, Look, look_at, looks, nominal_levels
 
 # Keys that group the same samples into other batches (they change no sample's draws).
 _BATCHING = {"data.batch_size", "data.global_batch_size"}
@@ -165,6 +173,20 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         f"- paired by seed: {'; '.join(report['pairing']['notes'])}",
         f"- statistics: {report['method']}",
     ]
+    sequential = report.get("sequential")
+    if sequential:
+        lines += [
+            f"- **sequential ({sequential['metric']}): {sequential['decision']}** "
+            f"(at most {sequential['max_seeds']} pairs); {sequential['guarantee']}",
+            f"- sequential method: {sequential['method']}",
+            "- looks: "
+            + "; ".join(
+                f"{look['pairs']} pairs: p = "
+                + ("n/a" if look["p_value"] is None else f"{look['p_value']:.4g}")
+                + f" (boundary {look['level']:.4g}){', decided' if look['decided'] else ''}"
+                for look in sequential["looks"]
+            ),
+        ]
     if report["excluded_seeds"]:
         lines.append(
             "- **left out of the pairs**: "
@@ -192,6 +214,8 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
                 f"95 % CI: {_interval(result['bootstrap_ci95'])}",
                 f"- unpaired (Welch) 95 % CI: {_interval(result['unpaired_ci95'])}: what the "
                 "same runs would say without pairing",
+                f"- sign-flip permutation p-value (no normality assumed): "
+                f"{result['sign_flip_p']:.4g}",
                 f"- P(B better than A) over seed pairs: {result['p_improvement']:.2f}",
             ]
     path.write_text("\n".join(lines) + "\n")
@@ -264,8 +288,22 @@ def checked(argv: list[str] | None = None) -> Comparison:
     parser.add_argument("--b", default="", help='variant B: "[config.yaml] key=value ..."')
     parser.add_argument("--metrics", nargs="*", default=list(METRICS))
     parser.add_argument("--name", default="", help="this comparison's folder (default: from A, B)")
+    parser.add_argument("--sequential", action="store_true", help="add seeds until a decision")
+    parser.add_argument("--max-seeds", type=int, default=10)
+    parser.add_argument("--alpha", type=float, default=0.05)
     add_seed_run_arguments(parser, output_dir="runs/compare")
     arguments = parser.parse_args(argv)
+    if arguments.sequential:
+        if arguments.max_seeds < 3 or not 0 < arguments.alpha < 1:
+            raise UserError("SEQUENTIAL=1 needs MAX_SEEDS >= 3 and 0 < ALPHA < 1")
+        given = " ".join(arguments.seeds).split()
+        if given and len(given) < arguments.max_seeds:
+            raise UserError(
+                f"SEQUENTIAL=1 takes up to MAX_SEEDS={arguments.max_seeds} seeds: SEEDS has "
+                f"{len(given)}; give at least {arguments.max_seeds} or leave SEEDS empty"
+            )
+        pool = given[: arguments.max_seeds] or [str(s) for s in range(arguments.max_seeds)]
+        arguments.seeds = pool
     seeds, launch, common = seeds_and_launch(arguments)
     unknown = [metric for metric in arguments.metrics if metric not in METRICS]
     if unknown or not arguments.metrics:
@@ -292,13 +330,71 @@ def checked(argv: list[str] | None = None) -> Comparison:
     return Comparison(arguments, seeds, launch, variants, specs)
 
 
+def sequential_runs(
+    comparison: Comparison, output: Path
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """Rounds of seed pairs until a look decides or MAX_SEEDS pairs ran; the runs and the
+    sequential part of the report."""
+    arguments = comparison.arguments
+    counts = looks(3, 2, len(comparison.seeds))
+    metric = arguments.metrics[0]
+    taken: list[Look] = []
+    results: dict[str, list[dict[str, Any]]] = {}
+    for k, count in enumerate(counts):
+        seeds = comparison.seeds[:count]
+        results = run_variants(comparison.variants, seeds, comparison.launch, output / "logs")
+        pairs = paired_values(results, metric)
+        differences = np.array([pairs[s][1] - pairs[s][0] for s in seeds if s in pairs])
+        look = look_at(differences, counts, k, arguments.alpha)
+        taken.append(look)
+        p_value = "n/a" if look.p_value is None else f"{look.p_value:.4g}"
+        print(
+            f"sequential: look {k + 1}/{len(counts)}: {len(differences)} pairs of {metric}, "
+            f"p = {p_value}, boundary p ≤ {look.level:.4g}: "
+            + ("decided" if look.decided else "go on" if k + 1 < len(counts) else "no decision"),
+            flush=True,
+        )
+        if look.decided:
+            break
+    levels = nominal_levels(tuple(counts), arguments.alpha)
+    final = taken[-1]
+    sequential = {
+        "metric": metric,
+        "alpha": arguments.alpha,
+        "max_seeds": len(comparison.seeds),
+        "planned_looks": counts,
+        "looks": [look.as_dict() for look in taken],
+        "seeds_used": final.pairs,
+        "decision": (
+            f"different after {final.pairs} pairs"
+            if final.decided
+            else f"no difference shown with {final.pairs} pairs"
+        ),
+        "method": METHOD.format(
+            looks=", ".join(map(str, counts)),
+            alpha=arguments.alpha,
+            levels=", ".join(f"{level:.4g}" for level in levels),
+        ),
+        "guarantee": (
+            f"if A and B do not differ, the chance that any look says 'different' is {arguments.alpha} "
+            "(normal approximation; measured by simulation in tests/unit/test_sequential.py)"
+        ),
+    }
+    return results, sequential
+
+
 def main() -> int:
     comparison = checked()
     arguments, output = comparison.arguments, comparison.output
     a, b = comparison.variants
-    results = run_variants(
-        comparison.variants, comparison.seeds, comparison.launch, output / "logs"
-    )
+    sequential = None
+    if arguments.sequential:
+        results, sequential = sequential_runs(comparison, output)
+    else:
+        results = run_variants(
+            comparison.variants, comparison.seeds, comparison.launch, output / "logs"
+        )
+    used = [r["seed"] for r in results["A"]]
 
     manifest = first_completed_manifest([r for runs in results.values() for r in runs])
     differences = differing_keys(a.config, b.config)
@@ -314,7 +410,8 @@ def main() -> int:
             "overrides": list(b.overrides),
         },
         "differing_keys": differences,
-        "seeds": comparison.seeds,
+        "seeds": used,
+        "sequential": sequential,
         "profile": arguments.profile,
         "world_size": arguments.nproc,
         "versions": manifest.get("versions", {}),
@@ -323,7 +420,8 @@ def main() -> int:
         "method": (
             "paired Student-t and paired BCa bootstrap (scipy.stats.bootstrap, "
             f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}) 95 % CIs of mean(B − A); "
-            "unpaired Welch 95 % CI for contrast; P(B better than A) over seed pairs, ties 1/2"
+            "sign-flip permutation p-value; unpaired Welch 95 % CI for contrast; P(B better "
+            "than A) over seed pairs, ties 1/2"
         ),
         "bootstrap": {"seed": BOOTSTRAP_SEED, "resamples": BOOTSTRAP_RESAMPLES, "method": "BCa"},
         "excluded_seeds": excluded(results),

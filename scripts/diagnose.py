@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     launch = process_launch()
     world_size, rank = launch.world_size, launch.rank
     seeding_rank = launch.local_rank if arguments.plant_mistake == "local-rank" else rank
-    plan = data_parallel(arguments.seed, seeding_rank)
+    plan = data_parallel(arguments.seed, seeding_rank, config.seed_streams.bases())
     if world_size > 1:
         dist.init_process_group("gloo", timeout=timedelta(minutes=5))
     mine = _first_draws(plan, world_size, arguments.plant_mistake)

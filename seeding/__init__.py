@@ -18,12 +18,14 @@ from seeding.derive import SEED_LIMIT, check_base_seed, derive_key, derive_seed
 from seeding.global_streams import enter_dropout_stream, enter_init_stream, seed_host_globals
 from seeding.per_sample import EVAL_LANE, TRAIN_LANE, SampleKey, SampleRandomness, bind_transform
 from seeding.plan import (
+    SOURCES,
     STREAM_AXES,
     MeshCoordinates,
     SeedPlan,
     data_parallel,
     hybrid,
     model_parallel,
+    stream_bases,
     tensor_parallel,
 )
 from seeding.sampler import SeededDistributedSampler
@@ -33,6 +35,7 @@ from seeding.workers import WorkerSeeder, seed_worker_globals
 __all__ = [
     "EVAL_LANE",
     "SEED_LIMIT",
+    "SOURCES",
     "STREAM_AXES",
     "TRAIN_LANE",
     "MeshCoordinates",
@@ -54,5 +57,6 @@ __all__ = [
     "restore_rng_state",
     "seed_host_globals",
     "seed_worker_globals",
+    "stream_bases",
     "tensor_parallel",
 ]

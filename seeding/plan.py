@@ -27,10 +27,16 @@ is a property of the table, not of scattered `seed + rank` arithmetic.
 
 The trainer uses `data_parallel(rank)` with the *global* rank: seeding from LOCAL_RANK would give
 GPU 0 of every node the same streams.
+
+Sources (`SOURCES`): the names a user varies one at a time (`seed_streams.<source>`, `make
+benchmark VARY=...`), each covering the streams that carry that kind of randomness. A source's
+seed replaces the base seed for its streams only; every other stream keeps the base, so runs that
+differ in one source differ in that randomness alone (Bouthillier et al., 2021).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +65,28 @@ STREAM_EXTRA_COORDINATES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Every stream belongs to exactly one source (a unit test checks it).
+SOURCES: dict[str, tuple[str, ...]] = {
+    "init": ("init",),  # the initial weights
+    "order": ("sampler",),  # the data order, every epoch's permutation
+    "augment": ("augment", "worker"),  # every sample's augmentation, globals inside workers
+    "dropout": ("dropout", "microbatch"),  # forward-pass randomness, in either mode
+    "mix": ("mix",),  # MixUp/CutMix draws
+    "subset": ("subset",),  # which samples data.subset keeps
+    "host": ("host", "loader"),  # python/numpy in the training process, the loader's generator
+}
+
+
+def stream_bases(sources: Mapping[str, int | None]) -> dict[str, int]:
+    """{stream: base seed} for the sources given a seed of their own (None: the base)."""
+    return {
+        stream: check_base_seed(seed)
+        for source, seed in sources.items()
+        if seed is not None
+        for stream in SOURCES[source]
+    }
+
+
 @dataclass(frozen=True)
 class MeshCoordinates:
     """A process's position in a (data, tensor, pipeline)-parallel mesh."""
@@ -78,15 +106,21 @@ class SeedPlan:
     base: int
     strategy: str
     coordinates: MeshCoordinates
+    # (stream, base) pairs that replace `base` for those streams (seed_streams); sorted
+    bases: tuple[tuple[str, int], ...] = ()
+
+    def base_of(self, stream: str) -> int:
+        return dict(self.bases).get(stream, self.base)
 
     def seed(self, stream: str, *extra: int) -> int:
         """The 64-bit seed of `stream` for this process, at the given extra coordinates."""
         axes = STREAM_AXES[stream]
-        return derive_seed(self.base, stream, *self.coordinates.along(axes), *extra)
+        return derive_seed(self.base_of(stream), stream, *self.coordinates.along(axes), *extra)
 
     def augment_key(self) -> tuple[int, int]:
         """The 128-bit Philox key of per-sample augmentation (identical on every rank)."""
-        return derive_key(self.base, "augment", *self.coordinates.along(STREAM_AXES["augment"]))
+        axes = STREAM_AXES["augment"]
+        return derive_key(self.base_of("augment"), "augment", *self.coordinates.along(axes))
 
     def describe(self) -> dict[str, Any]:
         """The plan as plain values, for manifest.json (`seeds.ranks[r].streams`)."""
@@ -103,20 +137,25 @@ class SeedPlan:
             else:
                 entry["seed"] = self.seed(stream)
             streams[stream] = entry
-        return {
+        described = {
             "strategy": self.strategy,
             "coordinates": vars(self.coordinates),
             "streams": streams,
         }
+        if self.bases:
+            described["stream_bases"] = dict(self.bases)
+        return described
 
 
 def hybrid(base: int, dp: int, tp: int, pp: int) -> SeedPlan:
     return SeedPlan(check_base_seed(base), "hybrid", MeshCoordinates(dp=dp, tp=tp, pp=pp))
 
 
-def data_parallel(base: int, rank: int) -> SeedPlan:
-    """Every process is a replica: dropout, host and worker streams per global rank."""
-    return SeedPlan(check_base_seed(base), "data_parallel", MeshCoordinates(dp=rank))
+def data_parallel(base: int, rank: int, bases: Mapping[str, int] | None = None) -> SeedPlan:
+    """Every process is a replica: dropout, host and worker streams per global rank. `bases`
+    ({stream: seed}, `stream_bases`) gives some streams a base seed of their own."""
+    own = tuple(sorted((bases or {}).items()))
+    return SeedPlan(check_base_seed(base), "data_parallel", MeshCoordinates(dp=rank), own)
 
 
 def model_parallel(base: int, dp_rank: int, mp_rank: int) -> SeedPlan:

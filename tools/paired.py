@@ -8,6 +8,7 @@ keeps the unpaired (Welch) interval beside the paired one so that what pairing b
 - paired Student-t 95 % CI of mean(B - A): `scipy.stats.ttest_rel(b, a).confidence_interval()`;
 - paired bootstrap 95 % CI: `scipy.stats.bootstrap` of the mean difference, BCa, a fixed seed;
 - unpaired Welch 95 % CI: `scipy.stats.ttest_ind(b, a, equal_var=False).confidence_interval()`;
+- sign-flip permutation p-value of mean(B - A) = 0 (tools/sequential.py): no normality assumed;
 - P(B > A): the share of seed pairs where B is better (ties count one half), as rliable
   (Agarwal et al., 2021) defines the probability of improvement.
 """
@@ -20,6 +21,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from tools.sequential import sign_flip_p
 
 BOOTSTRAP_SEED = 0
 BOOTSTRAP_RESAMPLES = 10_000
@@ -128,6 +131,7 @@ def _compare_metric(per_seed: dict[int, tuple[float, float]], metric: str) -> di
         "paired_ci95": paired,
         "bootstrap_ci95": paired_bootstrap_interval(a, b) if enough else None,
         "unpaired_ci95": welch_interval(a, b) if enough else None,
+        "sign_flip_p": sign_flip_p(b - a) if enough else None,
         "p_improvement": probability_of_improvement(a, b, higher_better) if seeds else None,
         "higher_is_better": higher_better,
         "verdict": verdict(paired, higher_better),

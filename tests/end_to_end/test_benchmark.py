@@ -20,8 +20,9 @@ def benchmark(
     entry: str = "train.py",
     jobs: int = 1,
     more: tuple[str, ...] = (),
+    vary: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    options = ("--jobs", str(jobs), "--entry", entry)
+    options = ("--jobs", str(jobs), "--entry", entry, *(("--vary", *vary) if vary else ()))
     command = benchmark_command(output_dir, *seeds, options=options, overrides=more)
     return run_command(command, env=env, timeout=600)
 
@@ -108,3 +109,32 @@ def test_a_failing_seed_does_not_lose_the_others_and_a_killed_seed_resumes(tmp_p
         "failed and are not in the aggregate"
         in (tmp_path / "default" / "eval" / "benchmark" / "report.md").read_text()
     )
+
+
+@pytest.mark.slow
+def test_varying_one_source_at_a_time_reports_its_spread_and_all_is_the_plain_benchmark(
+    local_benchmark: Path, tmp_path: Path
+) -> None:
+    """VARY="init all": the init runs differ in their initial weights only (every other stream
+    pinned to the config's seed, 42); the `all` runs are the plain benchmark's, bit for bit."""
+    done = benchmark(tmp_path, "0", "1", "2", jobs=2, vary=("init", "all"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    bench = tmp_path / "default" / "eval" / "benchmark"
+    report = json.loads((bench / "variance.json").read_text())
+    spread = report["spread"]["val_acc"]
+    assert set(spread) == {"init", "all"} and spread["all"]["share"] == pytest.approx(1.0)
+    for row in spread.values():
+        assert row["n"] == 3 and row["std"] > 0 and row["std_ci95"][0] <= row["std"]
+    plain = json.loads((local_benchmark / "default/eval/benchmark/report.json").read_text())
+    plain_digests = {entry["seed"]: entry["weights_sha256"] for entry in plain["seeds"]}
+    by_source = {source: runs for source, runs in report["runs"].items()}
+    assert {r["seed"]: r["weights_sha256"] for r in by_source["all"]} == plain_digests
+    streams = [
+        RunDirectory(Path(r["run_dir"])).read_manifest()["seeds"]["ranks"][0]["streams"]
+        for r in by_source["init"]
+    ]
+    assert len({s["init"]["seed"] for s in streams}) == 3  # the initial weights vary ...
+    for stream in ("sampler", "dropout", "host"):  # ... and nothing else does
+        assert len({json.dumps(s[stream]) for s in streams}) == 1, stream
+    assert "| init | 3 |" in (bench / "variance.md").read_text()
+    assert (bench / "variance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -94,6 +94,20 @@ def test_a_planted_difference_is_found_with_its_sign_then_a_rerun_trains_nothing
     assert "Warning" not in other.stderr, other.stderr[-2000:]
     assert {path: path.stat().st_mtime_ns for path in manifests} == manifests
 
+    # SEQUENTIAL=1 MAX_SEEDS=5 on the same A and B: its first look is seeds 0, 1, 2 (reused)
+    # and the planted difference is decided before the fifth pair, with the same verdict.
+    sequential = compare(
+        tmp_path, "optim.lr=0.05", LOW_LR, more=("--sequential", "--max-seeds", "5")
+    )
+    assert sequential.returncode == 0, sequential.stdout[-2000:] + sequential.stderr[-2000:]
+    assert sequential.stdout.count("(reused)") >= 6
+    plan = report(first)["sequential"]
+    assert plan["planned_looks"] == [3, 5] and plan["looks"][-1]["decided"], plan
+    assert plan["decision"] == f"different after {plan['seeds_used']} pairs"
+    assert report(first)["metrics"]["val_acc"]["verdict"].startswith("B lower (worse)")
+    assert 0 < report(first)["metrics"]["val_acc"]["sign_flip_p"] <= 0.25
+    assert "sequential (val_acc): different after" in (first / "compare.md").read_text()
+
 
 def runs(output: Path) -> list[RunDirectory]:
     return find_runs(output / "A") + find_runs(output / "B")

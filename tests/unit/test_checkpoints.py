@@ -98,6 +98,10 @@ def fingerprint(*overrides: str, world_size: int | str = 1, profile: str | None 
         (("optim.lr=0.1",), "optim.lr"),
         (("seed=7",), "seed"),
         (("data.synthetic.seed=3",), "data.synthetic.seed"),
+        (("seed_streams.order=3",), "seed_streams.order"),
+        (("trainer.ema.enabled=true",), "trainer.ema.enabled"),
+        (("data.mix.mixup_alpha=0.2",), "data.mix.mixup_alpha"),
+        (("trainer.accumulate_steps=2",), "trainer.accumulate_steps"),
     ],
 )
 def test_a_resume_under_another_computation_is_refused(

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from seeding import (
+    SOURCES,
     STREAM_AXES,
     SampleRandomness,
     data_parallel,
     hybrid,
     model_parallel,
+    stream_bases,
     tensor_parallel,
 )
 from seeding.derive import derive_seed, numpy_legacy_seed
@@ -134,3 +136,27 @@ def test_describe_records_every_stream_for_the_manifest() -> None:
     assert set(description["streams"]) >= {"init", "dropout", "sampler", "augment", "worker"}
     assert description["streams"]["dropout"]["seed"] == data_parallel(42, 1).seed("dropout")
     assert description["streams"]["worker"]["varies_with"] == ["worker_id", "epoch"]
+
+
+def test_every_stream_belongs_to_exactly_one_source() -> None:
+    covered = [stream for streams in SOURCES.values() for stream in streams]
+    assert sorted(covered) == sorted(STREAM_AXES)
+
+
+def test_a_source_seed_moves_its_streams_only_and_no_source_seed_moves_nothing() -> None:
+    plain = data_parallel(42, rank=1)
+    assert data_parallel(42, rank=1, bases=stream_bases({"init": None})) == plain
+    own = data_parallel(42, rank=1, bases=stream_bases({"augment": 7}))
+    extra = {"worker": (0, 0), "sampler": (0,), "microbatch": (0, 0), "mix": (0, 0)}
+    for stream in STREAM_AXES:
+        if stream == "augment":
+            continue
+        moved = own.seed(stream, *extra.get(stream, ())) != plain.seed(
+            stream, *extra.get(stream, ())
+        )
+        assert moved == (stream in SOURCES["augment"]), stream
+    assert own.augment_key() != plain.augment_key()
+    # the source's seed is a base like `seed`: base 7 for augment is base 7's augment stream
+    assert own.augment_key() == data_parallel(7, rank=1).augment_key()
+    assert own.describe()["stream_bases"] == {"augment": 7, "worker": 7}
+    assert "stream_bases" not in plain.describe()
