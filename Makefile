@@ -145,7 +145,7 @@ DEVICE      ?= cuda
 gpu-check: $(STAMP) ## Every GPU check in one call (<= 8 min), writes runs/gpu-check/gpu-check.json: make gpu-check [DEVICE=cpu QUICK=1]
 	$(PY) -m scripts.gpu_check --device $(DEVICE) $(if $(QUICK),--quick) $(ARGS)
 
-bench-recipe: $(STAMP) ## Cost of each reference-recipe feature in production, paired rounds: writes runs/bench/recipe/
+bench-recipe: $(STAMP) ## Cost of each reference-recipe feature: ms per optimizer step, and the EMA's evaluation: writes runs/bench/recipe/
 	$(PY) -m benchmarks.bench_recipe $(ARGS)
 
 bench-health: $(STAMP) ## Cost of the fault checks: ms/step without them, production, debug; the vote at W=2

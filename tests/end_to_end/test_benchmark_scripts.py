@@ -55,6 +55,17 @@ def test_fault_check_benchmark_reports_its_numbers(tmp_path: Path) -> None:
     assert "| every_step |" in (tmp_path / "bench-health.md").read_text()
 
 
+def test_recipe_benchmark_times_every_feature_and_the_ema_evaluation(tmp_path: Path) -> None:
+    small = ["--steps", "2", "--repeats", "1", "--batch", "8", "--width", "4"]
+    done = bench("recipe", *small, "--output-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "bench-recipe.json").read_text())
+    assert set(report["costs"]) == {*report["variants"], "raw weights", "raw + EMA weights"}
+    assert len(report["variants"]) == 8 and "all together" in report["variants"]
+    assert all(cost["best_ms"] > 0 for cost in report["costs"].values())
+    assert "| accumulation 2 x 64 |" in (tmp_path / "bench-recipe.md").read_text()
+
+
 def test_invariance_benchmark_reports_traffic_and_time(tmp_path: Path) -> None:
     small = ["--worlds", "2", "--timed-worlds", "2", "--steps", "2", "--repeats", "1"]
     small += ["--width", "4", "--per-rank-batch", "8", "--output-dir", str(tmp_path)]
