@@ -17,7 +17,12 @@ from foundation.faults import TrainingFault
 from foundation.process import process_launch
 from foundation.section import flatten
 from runtime.assembly import build_run, initial_weights, plan_run
-from runtime.checkpoints import Checkpointer, computation_fingerprint, resume_point
+from runtime.checkpoints import (
+    Checkpointer,
+    computation_defaults,
+    computation_fingerprint,
+    resume_point,
+)
 from runtime.launcher_watch import watch_launcher
 from runtime.process_group import join_process_group
 from runtime.provenance import git_state
@@ -54,7 +59,8 @@ def main() -> None:
     topology = group.topology
     planned = plan_run(config, topology)
     world_size = planned.mode.fingerprint_world_size(topology.world_size)
-    checkpoints.expect(computation_fingerprint(config, world_size, topology.device.type), resume)
+    fingerprint = computation_fingerprint(config, world_size, topology.device.type)
+    checkpoints.expect(fingerprint, resume, defaults=computation_defaults(config))
 
     # 3. Build (runtime/assembly.py, which make gpu-check builds too): data, the model from the
     #    init stream shared by all ranks, per-rank dropout; the recorder and the session around

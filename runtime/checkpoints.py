@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from foundation.errors import UserError, first_line
 from foundation.faults import NonFiniteState
@@ -187,8 +187,25 @@ def computation_fingerprint(
     }
 
 
-def first_difference(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+def computation_defaults(config: BaseModel) -> dict[str, Any]:
+    """The computation keys of `config`'s schema at their defaults: what a key added to the
+    template after a checkpoint was written computed before it existed."""
+    try:
+        return keys_with_role(type(config)(), "computation")
+    except ValidationError:  # a section without defaults: no key counts as added
+        return {}
+
+
+def first_difference(
+    saved: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> str | None:
+    """The first key whose value differs. A key the checkpoint does not know (a newer template
+    added it) is no difference while it stays at its default, which computes what the run
+    computed without it (a run started before `optim.label_smoothing` existed resumes)."""
     for key in sorted(set(saved) | set(current)):
+        added = key not in saved and defaults is not None and key in defaults
+        if added and current.get(key) == defaults[key]:  # type: ignore[index]
+            continue
         if saved.get(key) != current.get(key):
             return f"{key} differs (checkpoint {saved.get(key)!r}, now {current.get(key)!r})"
     return None
@@ -262,13 +279,19 @@ class Checkpointer:
         self.saved_step = -1
 
     # ----------------------------------------------------------------- before the run
-    def expect(self, fingerprint: dict[str, Any], resume: ResumePoint) -> None:
+    def expect(
+        self,
+        fingerprint: dict[str, Any],
+        resume: ResumePoint,
+        defaults: dict[str, Any] | None = None,
+    ) -> None:
         """What every checkpoint of this run must match; a resumed checkpoint of another
-        computation is refused here, before anything is written."""
+        computation is refused here, before anything is written (`defaults`: see
+        `first_difference`)."""
         self.fingerprint = fingerprint
         if resume.checkpoint is None:
             return
-        difference = first_difference(resume.checkpoint["fingerprint"], fingerprint)
+        difference = first_difference(resume.checkpoint["fingerprint"], fingerprint, defaults)
         if difference is not None:
             raise UserError(
                 f"cannot resume: {difference}; only stopping criteria and loader settings may "

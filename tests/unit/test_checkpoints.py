@@ -15,6 +15,7 @@ from foundation.errors import UserError
 from runtime.checkpoints import (
     Checkpointer,
     ResumePoint,
+    computation_defaults,
     computation_fingerprint,
     load_checkpoint,
     resume_point,
@@ -144,3 +145,27 @@ def test_the_world_size_is_part_of_the_computation_unless_the_mode_makes_it_irre
     assert fingerprint(*invariant, world_size="any")["world_size"] == "any"
     other_batch = fingerprint("data.global_batch_size=64", *invariant[1:], world_size="any")
     assert other_batch != fingerprint(*invariant, world_size="any")
+
+
+def test_a_checkpoint_from_before_a_key_existed_resumes_while_the_key_is_at_its_default(
+    tmp_path: Path,
+) -> None:
+    """A run started before the recipe's keys were added: its fingerprint lacks them."""
+    config = load_config("configs/default.yaml")
+    older = {
+        k: v for k, v in fingerprint().items() if not k.startswith(("optim.label", "data.mix"))
+    }
+    checkpoints = Checkpointer(RunDirectory(tmp_path), config.checkpoint)
+    resume = ResumePoint({"fingerprint": older, "step": 3}, continuing=True)
+    checkpoints.expect(fingerprint(), resume, defaults=computation_defaults(config))
+    changed = load_config("configs/default.yaml", overrides=("optim.label_smoothing=0.1",))
+    with pytest.raises(
+        UserError, match=r"optim.label_smoothing differs \(checkpoint None, now 0.1\)"
+    ):
+        checkpoints.expect(
+            fingerprint("optim.label_smoothing=0.1"), resume, defaults=computation_defaults(changed)
+        )
+    with pytest.raises(
+        UserError, match=r"data\.mix\.cutmix_alpha differs \(checkpoint None, now 0\.0\)"
+    ):
+        checkpoints.expect(fingerprint(), resume)  # without the defaults: every key must match
