@@ -126,7 +126,7 @@ compare: $(STAMP) ## Is B better than A? Seed-paired: make compare A="k=v .." B=
 	$(PY) -m scripts.compare --a "$(A)" --b "$(B)" --seeds $(SEEDS) --profile $(or $(PROFILE),eval) \
 		--config $(CONFIG) --output-dir $(or $(OUTPUT_DIR),runs/compare) $(SEED_RUN_FLAGS) \
 		$(if $(NAME),--name $(NAME)) \
-		$(if $(SEQUENTIAL),--sequential --max-seeds $(MAX_SEEDS) --alpha $(ALPHA)) \
+		$(if $(filter-out 0,$(SEQUENTIAL)),--sequential --max-seeds $(MAX_SEEDS) --alpha $(ALPHA)) \
 		$(if $(METRICS),--metrics $(METRICS)) -- $(ARGS)
 
 diagnose: $(STAMP) ## Seed streams and the job's own data and model per rank, against the plan: make diagnose NPROC=2 [CONFIG=..] [ARGS=..]

@@ -79,8 +79,9 @@ def planned_epochs(checkpoint: dict[str, Any], horizon: int) -> int:
 
 
 def refuse_a_run_past_its_schedule(config: Config, checkpoint: dict[str, Any] | None) -> None:
-    """More epochs than the run was planned for would train at lr 0 after the old horizon."""
-    if checkpoint is None or config.optim.scheduler == "none":
+    """More epochs than the run was planned for would train at lr 0 after the old cosine's
+    horizon (the step schedule and `none` keep a non-zero rate past it)."""
+    if checkpoint is None or config.optim.scheduler != "cosine":
         return
     horizon = int(checkpoint["schedule_horizon"])
     planned = planned_epochs(checkpoint, horizon)

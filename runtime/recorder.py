@@ -163,8 +163,8 @@ class RunRecorder:
         where += f"{self.group.device}"
         if position.step:
             where += (
-                f", resuming at epoch {position.epoch} batch {position.batch_in_epoch} "
-                f"(step {position.step})"
+                f", resuming at epoch {position.epoch} step {position.batch_in_epoch} of the "
+                f"epoch (step {position.step})"
             )
         self.console.started(self.run_dir.path, self.identity, where, report["verdict"])
         self._write_augmentation_preview()

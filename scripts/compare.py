@@ -192,11 +192,14 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
             "- **left out of the pairs**: "
             + "; ".join(f"seed {s}: {why}" for s, why in report["excluded_seeds"].items())
         )
+    adjusted = (
+        " (fixed-design interval, not adjusted for the sequential stop)" if sequential else ""
+    )
     for metric, result in report["metrics"].items():
         better = "higher" if result["higher_is_better"] else "lower"
         lines += [
             "",
-            f"## {metric} ({better} is better): {result['verdict']}",
+            f"## {metric} ({better} is better): {result['verdict']}{adjusted}",
             "",
             "| seed | A | B | B − A |",
             "|---|---|---|---|",

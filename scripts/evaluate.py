@@ -47,6 +47,8 @@ def main() -> None:
     planned = plan_run(config, group.topology)
     built = build_run(config, group.topology, planned, guard=group.guard, resuming=True)
     built.model.load_state_dict(checkpoint["model"])
+    if built.trainer.ema is not None and checkpoint.get("ema") is not None:
+        built.trainer.ema.load_state_dict(checkpoint["ema"])  # ema_val_* of the saved EMA
     metrics = built.trainer.evaluate()
     built.trainer.close()
     group.leave()

@@ -23,7 +23,7 @@ is a property of the table, not of scattered `seed + rank` arithmetic.
 |  batch  |  micro_batch)| micro-batch j of step k, the same on whichever rank computes it     |
 | subset  |              | which samples `data.subset` keeps: one draw, the same on every rank |
 | mix     | (+step, slot)| MixUp/CutMix of one micro-batch (data.mix): its lambda and box, the |
-|         |              | same on whichever rank computes it, after a resume and for any W    |
+|         |              | same after a resume; in the invariant mode, for any W               |
 
 The trainer uses `data_parallel(rank)` with the *global* rank: seeding from LOCAL_RANK would give
 GPU 0 of every node the same streams.

@@ -8,9 +8,10 @@ The levels: Lan & DeMets' α-spending (Biometrika 1983) with the O'Brien–Flemi
 α(t) = 2 − 2 Φ(z_{1−α/2} / √t), t = n_k / max_seeds: look k may spend α(t_k) − α(t_{k−1}) of
 the error, almost nothing at the first looks (a decision there needs a very clear effect), most
 at the last. The boundary that spends exactly that, given the earlier looks did not stop, comes
-from the joint law of the looks' statistics (a Brownian motion observed at n_1 < n_2 < ...);
-it is computed here by simulating that law (200,000 paths, a fixed seed), and a look's nominal
-level is the two-sided p-value of its boundary. Each p_k is the exact t-test p-value, turned into
+from the joint law of the looks' statistics (a Brownian motion observed at n_1 < n_2 < ...):
+exact for the first look (its level is α(t_1)), by simulating that law for the later ones
+(1,000,000 paths, a fixed seed); a look's nominal level is the two-sided p-value of its
+boundary. Each p_k is the exact t-test p-value, turned into
 the normal scale by its quantile. The family-wise error over all looks is then α under the
 normal approximation; tests/unit/test_sequential.py measures it, and the power against the
 fixed design, by simulation. If no look decides: "no difference shown with max_seeds pairs".
@@ -39,7 +40,7 @@ def spent(t: float, alpha: float) -> float:
     return float(2 - 2 * stats.norm.cdf(z / math.sqrt(min(t, 1.0))))
 
 
-PATHS = 200_000
+PATHS = 1_000_000
 PATHS_SEED = 0
 
 
@@ -56,9 +57,12 @@ def nominal_levels(counts: tuple[int, ...], alpha: float) -> tuple[float, ...]:
     for k, n in enumerate(counts):
         target = spent(n / counts[-1], alpha) - previous
         previous += target
-        candidates = np.sort(z[alive, k])[::-1]
-        crossing = round(target * PATHS)  # paths this look may stop
-        boundary = candidates[crossing] if crossing < len(candidates) else 0.0
+        if k == 0:  # the first look alone: its boundary is the marginal quantile
+            boundary = float(stats.norm.ppf(1 - target / 2))
+        else:
+            candidates = np.sort(z[alive, k])[::-1]
+            crossing = round(target * PATHS)  # paths this look may stop
+            boundary = candidates[crossing] if crossing < len(candidates) else 0.0
         alive &= z[:, k] <= boundary
         levels.append(float(2 * (1 - stats.norm.cdf(boundary))))
     return tuple(levels)
@@ -98,8 +102,9 @@ def paired_t_p(differences: np.ndarray) -> float | None:
 def look_at(differences: np.ndarray, counts: list[int], k: int, alpha: float) -> Look:
     """Look k (0-based) over the first counts[k] pairs of `differences`."""
     level = nominal_levels(tuple(counts), alpha)[k]
-    p_value = paired_t_p(differences[: counts[k]])
-    return Look(counts[k], p_value, level, p_value is not None and p_value <= level)
+    used = differences[: counts[k]]  # fewer where runs failed: the look says how many it had
+    p_value = paired_t_p(used)
+    return Look(len(used), p_value, level, p_value is not None and p_value <= level)
 
 
 def run_sequence(differences: np.ndarray, counts: list[int], alpha: float) -> list[Look]:

@@ -8,7 +8,9 @@ seed); `all` varies every stream, as a plain benchmark does. Per metric and sour
 - share: var(source) / var(all). Sources interact (and each estimate is noisy), so the shares
   need not add up to 1; a share near 1 says that source alone makes the spread.
 - 95 % intervals: percentile bootstrap over seeds (10,000 resamples, a fixed numpy seed), the
-  seeds of the source and of `all` resampled independently for the share.
+  seeds of the source and of `all` resampled independently for the share. With 5 seeds or so
+  they are wide and the std's is biased narrow (a resample repeats seeds): read them as
+  orders of magnitude.
 """
 
 from __future__ import annotations
@@ -63,10 +65,12 @@ def source_spread(per_source: dict[str, list[float]]) -> dict[str, dict[str, Any
         if total_ok and _std(total) > 0:  # type: ignore[arg-type]
             assert total is not None and total_boot is not None
             row["share"] = _std(values) ** 2 / _std(total) ** 2
-            with np.errstate(divide="ignore", invalid="ignore"):
-                shares = boots**2 / total_boot**2
-            shares = shares[np.isfinite(shares)]
-            row["share_ci95"] = _interval(shares) if len(shares) else None
+            # a resample of `all` with no spread makes any share infinite: kept, not dropped
+            # (dropping them would pull the interval down); an infinite bound is null
+            spread_all = np.maximum(total_boot, 1e-300) ** 2
+            shares = np.where(total_boot > 0, boots**2 / spread_all, np.inf)
+            low, high = np.percentile(shares, [2.5, 97.5])
+            row["share_ci95"] = [float(low), float(high) if np.isfinite(high) else None]
         else:
             row |= {"share": None, "share_ci95": None}
         spread[source] = row
@@ -75,9 +79,10 @@ def source_spread(per_source: dict[str, list[float]]) -> dict[str, dict[str, Any
 
 def format_row(source: str, row: dict[str, Any], digits: int = 4) -> str:
     def interval(values: list[float] | None, scale: float = 1.0, fmt: str = f".{digits}f") -> str:
-        return (
-            "n/a" if values is None else f"[{values[0] * scale:{fmt}}, {values[1] * scale:{fmt}}]"
-        )
+        if values is None:
+            return "n/a"
+        high = "∞" if values[1] is None else f"{values[1] * scale:{fmt}}"
+        return f"[{values[0] * scale:{fmt}}, {high}]"
 
     if row["std"] is None:
         return f"| {source} | {row['n']} | n/a | | | |"

@@ -137,9 +137,11 @@ class DataParallelStep:
             self.forward = self.ddp = DistributedDataParallel(model, device_ids=device_ids)
 
     def gradients(self, step: int, batches: list[Batch], backward: Backward) -> StepResult:
-        """Each batch's loss / len(batches) backwards; DDP reduces after the last one."""
+        """Each batch's loss, weighted by its share of the step's samples (a short last batch
+        of an epoch counts for what it holds), backwards; DDP reduces after the last one."""
         amp = self.precision.amp
         device_type = self.topology.device.type
+        total = sum(labels.numel() for _, labels in batches)
         losses, corrects, samples = [], [], 0
         for micro, (images, labels) in enumerate(batches):
             slot = self.topology.rank * self.accumulate_steps + micro
@@ -152,12 +154,13 @@ class DataParallelStep:
                 ):
                     logits = self.forward(inputs)
                     loss = self.objective.loss(logits, targets)
-                backward(loss if len(batches) == 1 else loss / len(batches))
+                share = labels.numel() / total
+                backward(loss if len(batches) == 1 else loss * share)
             with torch.no_grad():
-                losses.append(loss.detach())
+                losses.append(loss.detach() if len(batches) == 1 else loss.detach() * share)
                 corrects.append(self.objective.correct(logits, targets))
             samples += labels.numel()
-        mean_loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        mean_loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
         correct = corrects[0] if len(corrects) == 1 else torch.stack(corrects).sum()
         return StepResult(mean_loss, correct, samples)
 

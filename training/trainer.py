@@ -83,8 +83,9 @@ class TrainerConfig(Section):
     accumulate_steps: int = Field(
         1,
         ge=1,
-        description="batches per optimizer step (gradient accumulation); steps, the schedule, "
-        "max_steps and checkpoints count optimizer steps",
+        description="batches per optimizer step (gradient accumulation), each weighted by its "
+        "samples; steps, the schedule, max_steps, limit_train_batches and checkpoints count "
+        "optimizer steps; an epoch's last batches that fill no whole step are skipped",
     )
     ema: EmaConfig = Field(EmaConfig(), description="an EMA of the weights (training/ema.py)")
     micro_batch_size: int | None = Field(

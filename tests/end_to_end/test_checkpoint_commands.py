@@ -30,6 +30,19 @@ def test_evaluate_reproduces_the_final_metrics_of_the_manifest(
     assert f"val_acc {report['metrics']['val_acc']:.4f}" in done.stdout
 
 
+def test_evaluate_reproduces_the_ema_metrics_too(tmp_path: Path) -> None:
+    """With an EMA: the checkpoint's EMA is evaluated, not a fresh copy of the weights."""
+    run = run_train(tmp_path / "run", "trainer.ema.enabled=true", "trainer.ema.decay=0.9")
+    done = run_command(
+        ["make", "evaluate", f"CHECKPOINT={run.run.last_checkpoint}", f"OUTPUT_DIR={tmp_path}"]
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (written,) = (tmp_path / "evaluations").glob("*.json")
+    metrics = json.loads(written.read_text())["metrics"]
+    assert metrics == run.manifest()["final_metrics"]  # bit for bit, ema_val_* included
+    assert {"ema_val_loss", "ema_val_acc"} <= metrics.keys()
+
+
 def test_predict_writes_one_line_per_image_with_the_folder_names(tmp_path: Path) -> None:
     root = write_image_tree(tmp_path / "images")
     flags = ["--config", "configs/imagefolder_cpu.yaml", f"data.root={root}", "trainer.epochs=1"]
