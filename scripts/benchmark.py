@@ -138,17 +138,17 @@ def plot_curves(path: Path, results: list[dict[str, Any]]) -> None:
 
 
 def vary_variants(
-    arguments: argparse.Namespace, seeds: list[int], overrides: tuple[str, ...]
+    arguments: argparse.Namespace, seeds: list[int], overrides: tuple[str, ...], base: int
 ) -> list[Variant]:
     """One variant per source: its own seed varies, every other source pinned to the config's
-    seed (`seed_streams.<other>=<seed>`); `all` pins nothing. Checked before anything runs."""
+    seed `base` (`seed_streams.<other>=<base>`); `all` pins nothing. Checked before anything
+    runs."""
     unknown = [source for source in arguments.vary if source not in (*SOURCES, "all")]
     if unknown or len(set(arguments.vary)) != len(arguments.vary):
         raise UserError(
             f"VARY: {', '.join(map(repr, unknown)) or 'a source named twice'}; choose among "
             f"{', '.join(SOURCES)} and all"
         )
-    base = load_config(arguments.config, arguments.profile, None, overrides).seed
     variants = []
     for source in arguments.vary:
         others = [other for other in SOURCES if other != source] if source != "all" else []
@@ -162,7 +162,8 @@ def vary_variants(
 def variance_report(
     arguments: argparse.Namespace, seeds: list[int], launch: Launch, overrides: tuple[str, ...]
 ) -> int:
-    variants = vary_variants(arguments, seeds, overrides)
+    base = load_config(arguments.config, arguments.profile, None, overrides).seed
+    variants = vary_variants(arguments, seeds, overrides, base)
     config = variants[0].config
     bench_dir = benchmark_directory(arguments.output_dir, config.name, config.profile)
     results = run_variants(variants, seeds, launch, bench_dir / "logs")
@@ -174,7 +175,6 @@ def variance_report(
         for metric in METRICS
     }
     spread = {metric: source_spread(per_source) for metric, per_source in values.items()}
-    base = load_config(arguments.config, arguments.profile, None, overrides).seed
     report = {
         "config": config.name,
         "profile": config.profile,

@@ -160,3 +160,10 @@ def test_a_source_seed_moves_its_streams_only_and_no_source_seed_moves_nothing()
     assert own.augment_key() == data_parallel(7, rank=1).augment_key()
     assert own.describe()["stream_bases"] == {"augment": 7, "worker": 7}
     assert "stream_bases" not in plain.describe()
+
+
+def test_the_seed_streams_section_has_a_key_for_every_source() -> None:
+    """A source added to SOURCES without its config key could never be seeded apart."""
+    from configs.schema import SeedStreamsConfig
+
+    assert set(SeedStreamsConfig.model_fields) == set(SOURCES)
