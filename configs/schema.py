@@ -7,6 +7,7 @@
 | `determinism`  | DeterminismConfig                      | training/determinism.py          |
 | `checkpoint`   | CheckpointConfig                       | runtime/checkpoints.py           |
 | `distributed`  | DistributedConfig                      | runtime/process_group.py         |
+| `parallel`     | ParallelConfig                         | training/tensor_parallel.py      |
 | `seed_streams` | SeedStreamsConfig                      | here (the sources: seeding/plan.py) |
 | `data`         | the chosen dataset's DataConfig        | data/config.py + data/<name>.py  |
 | `model`        | the chosen model's ModelConfig         | models/config.py + models/<name>.py |
@@ -36,6 +37,7 @@ from seeding import SOURCES, stream_bases
 from seeding.derive import SEED_LIMIT
 from training.determinism import DeterminismConfig, check_profile
 from training.optim import OptimConfig
+from training.tensor_parallel import ParallelConfig
 from training.trainer import TrainerConfig
 
 # Keys that moved to the section of their owner: an old config or command line is told the new
@@ -102,6 +104,7 @@ class Config(Section):
     determinism: DeterminismConfig = DeterminismConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     distributed: DistributedConfig = DistributedConfig()
+    parallel: ParallelConfig = ParallelConfig()
     seed_streams: SeedStreamsConfig = SeedStreamsConfig()
 
     @field_validator("name")
@@ -114,6 +117,23 @@ class Config(Section):
     @model_validator(mode="after")
     def _profile_is_consistent(self) -> Config:
         check_profile(self.profile, self.determinism)
+        return self
+
+    @model_validator(mode="after")
+    def _tensor_parallelism_is_possible(self) -> Config:
+        """The model can be split that many ways, and nothing that is not built for shards yet
+        is asked for with it (docs/tensor-parallel.md, "Not yet")."""
+        degree = self.parallel.tensor
+        if degree == 1:
+            return self
+        self.model.check_tensor_parallel(degree)
+        unsupported = {
+            "trainer.world_size_invariant=true": self.trainer.world_size_invariant,
+            "trainer.ema.enabled=true": self.trainer.ema.enabled,
+        }
+        for setting, asked in unsupported.items():
+            if asked:
+                raise ValueError(f"parallel.tensor={degree} does not work with {setting} yet")
         return self
 
     @model_validator(mode="after")

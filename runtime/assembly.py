@@ -41,6 +41,7 @@ from training.modes import parallel_mode
 from training.objective import Objective
 from training.optim import OptimConfig
 from training.steps import ParallelMode
+from training.tensor_parallel import ParallelConfig, check_layout, mesh_coordinates
 from training.topology import CollectiveGuard, Topology, unguarded
 from training.trainer import Schedule, Trainer, TrainerConfig
 
@@ -60,6 +61,7 @@ class RunConfig(Protocol):
     model: ModelConfig
     optim: OptimConfig
     determinism: DeterminismConfig
+    parallel: ParallelConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,12 +88,19 @@ class BuiltRun(Generic[Observed]):
 
 def plan_run(config: RunConfig, topology: Topology) -> RunPlan:
     """Step 1: fix every seed and determinism switch before any draw."""
-    plan = seeding.data_parallel(config.seed, topology.rank, config.seed_streams.bases())
+    degree, bases = config.parallel.tensor, config.seed_streams.bases()
+    if degree > 1:  # the tp ranks of a group are one replica (training/tensor_parallel.py)
+        check_layout(degree, topology.world_size)
+        plan = seeding.tensor_parallel(config.seed, *mesh_coordinates(topology.rank, degree), bases)
+    else:
+        plan = seeding.data_parallel(config.seed, topology.rank, bases)
     mode = parallel_mode(
         config.trainer,
         config.data.global_batch_size,
         topology,
         lambda step, micro_batch: plan.seed("microbatch", step, micro_batch),
+        degree,
+        plan,
     )
     notes = apply_determinism(config.determinism, topology.device) + mode.notes()
     mode.prepare(topology.device)
@@ -112,11 +121,12 @@ def build_run(
     """Step 2: data, model (init stream; `init_from`'s weights unless `resuming`, whose
     weights come from its checkpoint), dropout stream, observers, trainer."""
     plan, precision = planned.plan, planned.precision
+    replicas, replica = planned.mode.data_replicas(topology)
     data = build_data(
         config.data,
         plan,
-        topology.world_size,
-        topology.rank,
+        replicas,
+        replica,
         precision.pin_memory,
         planned.mode.eval_chunk,
     )

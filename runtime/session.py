@@ -108,7 +108,7 @@ class RunSession:
         determinism report, then the process group left in the one order that cannot hang."""
         self.recorder.finish(
             trainer.position,
-            trainer.model.state_dict(),
+            trainer.weights(),
             None if trainer.ema is None else trainer.ema.weights(),
             final_metrics,
             dict(self.nondeterminism.counts),

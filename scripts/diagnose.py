@@ -10,9 +10,18 @@ the job's own dataset and model on every rank and checks what the plan promises 
 ranks' first batches are disjoint shards, a sample's augmentation is the same on every rank, the
 initial weights are the same on every rank, and the forward pass's randomness (dropout) is not.
 
+With `parallel.tensor` > 1 (`make diagnose NPROC=4 CONFIG=configs/vit_tiny.yaml
+ARGS="parallel.tensor=2"`) it checks the dp x tp mesh instead: each stream per (dp, tp)
+coordinate against the rule (identical inside a tp group except the sharded-region stream), the
+split model's initial weights and forward pass against the unsplit model's, and a few training
+steps with a hook on every dropout site (tools/tensor_parallel_check.py).
+
 `--plant-mistake` reproduces a classic bug so you can see what a failure looks like:
 `local-rank` seeds from LOCAL_RANK (GPU 0 of every node gets the same streams; visible with two or
-more nodes), `shared-dropout` seeds dropout without the rank.
+more nodes), `shared-dropout` seeds dropout without the rank; with tensor parallelism,
+`all-identical` applies seed document 000's rule to the sharded regions too (every shard drops
+the same pattern) and `per-rank-dropout` seeds the replicated dropout per rank (the replicas of
+the residual stream drift apart).
 """
 
 from __future__ import annotations
@@ -32,17 +41,24 @@ from data.mix import BatchMix, MixConfig
 from data.subset import seeded_subset
 from foundation.process import process_launch
 from models import build_model
-from runtime.process_group import leave_process_group
+from runtime.process_group import join_process_group, leave_process_group
 from seeding import SampleKey
 from seeding.global_streams import enter_dropout_stream, enter_init_stream, seed_host_globals
 from seeding.hashseed import hash_seed_warning
 from seeding.per_sample import SampleRandomness
 from seeding.plan import STREAM_AXES, SeedPlan, data_parallel
+from seeding.regions import sharded_randomness
 from seeding.sampler import SeededDistributedSampler
 from seeding.workers import seed_worker_globals
+from tools.tensor_parallel_check import check_this_rank, gather_reports, verdicts
 
 DRAWS = 3
-MISTAKES = ("local-rank", "shared-dropout")
+MISTAKES = ("local-rank", "shared-dropout", "all-identical", "per-rank-dropout")
+# The tensor-parallel mistakes, planted in the plan's own table (the check keeps its own rule).
+PLANTED_AXES = {
+    "all-identical": ("sharded_dropout", ("dp",)),
+    "per-rank-dropout": ("dropout", ("dp", "tp")),
+}
 
 
 def _first_draws(plan: SeedPlan, world_size: int, mistake: str | None) -> dict[str, list[float]]:
@@ -55,6 +71,8 @@ def _first_draws(plan: SeedPlan, world_size: int, mistake: str | None) -> dict[s
     else:
         enter_dropout_stream(plan)
     draws["dropout"] = torch.rand(DRAWS).tolist()
+    with sharded_randomness():
+        draws["sharded_dropout"] = torch.rand(DRAWS).tolist()
     seed_host_globals(plan)
     draws["host"] = [random.random() for _ in range(DRAWS)] + np.random.random(DRAWS).tolist()
     seed_worker_globals(plan, worker_id=0, epoch=0)
@@ -150,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
     launch = process_launch()
     world_size, rank = launch.world_size, launch.rank
+    if config.parallel.tensor > 1:
+        return _diagnose_tensor_parallel(config, arguments.plant_mistake)
     seeding_rank = launch.local_rank if arguments.plant_mistake == "local-rank" else rank
     plan = data_parallel(arguments.seed, seeding_rank, config.seed_streams.bases())
     if world_size > 1:
@@ -169,6 +189,45 @@ def main(argv: list[str] | None = None) -> int:
         failures = int(verdict)
         leave_process_group(torch.device("cpu"))
     return 1 if failures else 0
+
+
+def _diagnose_tensor_parallel(config: Config, mistake: str | None) -> int:
+    """The dp x tp mesh's rules, checked on the job's own model (tools/tensor_parallel_check.py)."""
+    launch = process_launch()
+    if mistake in PLANTED_AXES:
+        stream, axes = PLANTED_AXES[mistake]
+        STREAM_AXES[stream] = axes
+    group = join_process_group("cpu", config.distributed.collective_timeout_s)
+    topology = group.topology
+    reports = gather_reports(check_this_rank(config, topology), topology.world_size)
+    failures = 0
+    if launch.rank == 0:
+        degree = config.parallel.tensor
+        print(
+            f"tensor-parallel check: base seed {config.seed}, {topology.world_size} ranks = "
+            f"dp {topology.world_size // degree} x tp {degree}"
+            + (f", planted mistake: {mistake}" if mistake else "")
+        )
+        print(
+            f"{'stream':<16}"
+            + "".join(f"{'(dp {}, tp {})'.format(*r.coordinates):<17}" for r in reports)
+        )
+        for stream in STREAM_AXES:
+            cells = "".join(f"{r.streams[stream][-12:]:<17}" for r in reports)
+            print(f"{stream:<16}{cells}")
+        for description, ok in verdicts(reports):
+            failures += not ok
+            print(f"{'ok' if ok else 'MISMATCH'}: {description}")
+        print(
+            "verdict: every rule of the mesh holds"
+            if not failures
+            else f"verdict: {failures} mismatch(es)"
+        )
+    verdict = torch.tensor([failures])
+    if topology.distributed:
+        dist.broadcast(verdict, src=0)
+    group.leave()
+    return 1 if int(verdict) else 0
 
 
 def _report(

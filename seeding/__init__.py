@@ -10,6 +10,7 @@ streams of a live (torchrun) job against the plan.
 - `sampler`: DistributedSampler semantics with a collision-free permutation seed and a start offset.
 - `workers`: worker_init_fn seeding python/numpy/torch per (rank, worker, epoch).
 - `global_streams`: the global RNGs of the training process (init, dropout, host streams).
+- `regions`: `sharded_randomness()`, the stream of tensor-parallel sharded dropout sites.
 - `state`: RNG state capture/restore as weights_only-loadable values.
 - `hashseed`: checks the interpreter's PYTHONHASHSEED.
 """
@@ -28,6 +29,7 @@ from seeding.plan import (
     stream_bases,
     tensor_parallel,
 )
+from seeding.regions import enter_sharded_stream, sharded_randomness
 from seeding.sampler import SeededDistributedSampler
 from seeding.state import capture_rng_state, restore_rng_state
 from seeding.workers import WorkerSeeder, seed_worker_globals
@@ -52,11 +54,13 @@ __all__ = [
     "derive_seed",
     "enter_dropout_stream",
     "enter_init_stream",
+    "enter_sharded_stream",
     "hybrid",
     "model_parallel",
     "restore_rng_state",
     "seed_host_globals",
     "seed_worker_globals",
+    "sharded_randomness",
     "stream_bases",
     "tensor_parallel",
 ]

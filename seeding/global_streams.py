@@ -15,6 +15,7 @@ import torch
 
 from seeding.derive import numpy_legacy_seed
 from seeding.plan import SeedPlan
+from seeding.regions import enter_sharded_stream
 
 
 def seed_host_globals(plan: SeedPlan) -> None:
@@ -30,5 +31,7 @@ def enter_init_stream(plan: SeedPlan) -> None:
 
 
 def enter_dropout_stream(plan: SeedPlan) -> None:
-    """Call after the model is built: dropout and other forward-pass randomness per replica."""
+    """Call after the model is built: dropout and other forward-pass randomness per replica,
+    and the stream of tensor-parallel sharded regions (seeding/regions.py)."""
     torch.manual_seed(plan.seed("dropout"))
+    enter_sharded_stream(plan)

@@ -10,8 +10,15 @@ is a property of the table, not of scattered `seed + rank` arithmetic.
 | init    | pp           | replicas and tensor shards start from the same weights; each        |
 |         |              | pipeline stage initialises its own layers                           |
 | dropout | dp           | torch stream of the forward pass: one per data-parallel replica,    |
-|         |              | shared inside a model/tensor-parallel group (the same sample must   |
-|         |              | see the same mask on every shard of the model)                      |
+|         |              | shared inside a model/tensor-parallel group. Under tensor           |
+|         |              | parallelism this is the *replicated* region's stream (the residual  |
+|         |              | stream after a row-parallel all-reduce): every tp rank must draw    |
+|         |              | the same mask there, or the replicas silently diverge               |
+| sharded | dp, tp       | dropout inside a *sharded* region (`sharded_randomness()`): the     |
+| _dropout|              | attention probabilities of this rank's heads, the column-parallel   |
+|         |              | MLP slice. Each tp rank holds other activations, so each draws its  |
+|         |              | own mask (Megatron's model-parallel RNG); seed document 000's "all  |
+|         |              | identical inside the group" rule would repeat one mask per shard    |
 | host    | dp           | python/numpy in the training process: per data-parallel replica     |
 | worker  | dp (+worker, | python/numpy/torch inside DataLoader workers: per replica, worker   |
 |         |   epoch)     | and epoch                                                           |
@@ -45,6 +52,7 @@ from seeding.derive import check_base_seed, derive_key, derive_seed
 STREAM_AXES: dict[str, tuple[str, ...]] = {
     "init": ("pp",),
     "dropout": ("dp",),
+    "sharded_dropout": ("dp", "tp"),
     "host": ("dp",),
     "worker": ("dp",),
     "loader": ("dp",),
@@ -70,7 +78,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "init": ("init",),  # the initial weights
     "order": ("sampler",),  # the data order, every epoch's permutation
     "augment": ("augment", "worker"),  # every sample's augmentation, globals inside workers
-    "dropout": ("dropout", "microbatch"),  # forward-pass randomness, in either mode
+    "dropout": ("dropout", "sharded_dropout", "microbatch"),  # forward-pass randomness
     "mix": ("mix",),  # MixUp/CutMix draws
     "subset": ("subset",),  # which samples data.subset keeps
     "host": ("host", "loader"),  # python/numpy in the training process, the loader's generator
@@ -151,11 +159,16 @@ def hybrid(base: int, dp: int, tp: int, pp: int) -> SeedPlan:
     return SeedPlan(check_base_seed(base), "hybrid", MeshCoordinates(dp=dp, tp=tp, pp=pp))
 
 
+def _own_bases(bases: Mapping[str, int] | None) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((bases or {}).items()))
+
+
 def data_parallel(base: int, rank: int, bases: Mapping[str, int] | None = None) -> SeedPlan:
     """Every process is a replica: dropout, host and worker streams per global rank. `bases`
     ({stream: seed}, `stream_bases`) gives some streams a base seed of their own."""
-    own = tuple(sorted((bases or {}).items()))
-    return SeedPlan(check_base_seed(base), "data_parallel", MeshCoordinates(dp=rank), own)
+    return SeedPlan(
+        check_base_seed(base), "data_parallel", MeshCoordinates(dp=rank), _own_bases(bases)
+    )
 
 
 def model_parallel(base: int, dp_rank: int, mp_rank: int) -> SeedPlan:
@@ -165,8 +178,15 @@ def model_parallel(base: int, dp_rank: int, mp_rank: int) -> SeedPlan:
     )
 
 
-def tensor_parallel(base: int, dp_rank: int, tp_rank: int) -> SeedPlan:
-    """Operations are split across ranks: every stream identical inside a tensor-parallel group."""
+def tensor_parallel(
+    base: int, dp_rank: int, tp_rank: int, bases: Mapping[str, int] | None = None
+) -> SeedPlan:
+    """Layers are split across the ranks of a tensor-parallel group: every stream is identical
+    inside the group (the same batch, the same replicated dropout) except `sharded_dropout`,
+    which each shard draws for itself."""
     return SeedPlan(
-        check_base_seed(base), "tensor_parallel", MeshCoordinates(dp=dp_rank, tp=tp_rank)
+        check_base_seed(base),
+        "tensor_parallel",
+        MeshCoordinates(dp=dp_rank, tp=tp_rank),
+        _own_bases(bases),
     )

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from seeding.regions import restore_sharded_stream_state, sharded_stream_state
+
 RngState = dict[str, Any]
 
 
@@ -35,6 +37,9 @@ def capture_rng_state() -> RngState:
         "torch_cpu": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
     }
+    sharded = sharded_stream_state()
+    if sharded is not None:  # tensor-parallel sharded regions (seeding/regions.py)
+        state["sharded_dropout"] = sharded
     return state
 
 
@@ -59,3 +64,5 @@ def restore_rng_state(state: RngState) -> None:
                 f"this process sees {torch.cuda.device_count()}"
             )
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "sharded_dropout" in state:
+        restore_sharded_stream_state(state["sharded_dropout"])

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from training.topology import local_tensor
+
 NOT_SEEN = -1
 LOSS, GRADIENTS, STATE = 1, 2, 4  # what was not finite at the first bad step (bits)
 
@@ -40,7 +42,7 @@ def model_state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> l
     tensors += [buffer for buffer in model.buffers() if buffer.is_floating_point()]
     for state in optimizer.state.values():
         tensors += [v for v in state.values() if torch.is_tensor(v) and v.is_floating_point()]
-    return tensors
+    return [local_tensor(tensor) for tensor in tensors]  # a tp shard checks its own slice
 
 
 def first_non_finite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:

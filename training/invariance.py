@@ -41,11 +41,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from foundation.errors import UserError
+from seeding.regions import reseed_sharded_stream
 from training.determinism import Precision
 from training.exchange import Exchange, NoExchange, ShardedExchange
 from training.objective import Objective
 from training.reduction_tree import Node, rank_block, serving_world_sizes, tree_sum
-from training.steps import Backward, Batch, StepResult
+from training.steps import Backward, Batch, StepResult, restore_own_rng
 from training.topology import Topology, all_gather_objects
 
 INTRA_OP_THREADS = 1  # what torchrun gives every worker; the same for a single process here
@@ -198,6 +199,9 @@ class InvariantMode:
     def fingerprint_world_size(self, world_size: int) -> int | str:
         return "any"  # the world size changes nothing that is computed
 
+    def data_replicas(self, topology: Topology) -> tuple[int, int]:
+        return topology.world_size, topology.rank
+
     def prepare(self, device: torch.device) -> None:
         pin_threads(device)
 
@@ -276,7 +280,9 @@ class InvariantStep:
         def leaf(j: int) -> list[torch.Tensor]:
             local = slice((j - lo) * b, (j - lo + 1) * b)
             slot = first_slot + j
-            torch.manual_seed(self.micro_batch_seed(step, slot))
+            seed = self.micro_batch_seed(step, slot)
+            torch.manual_seed(seed)
+            reseed_sharded_stream(seed)
             for group in self.groups:
                 for parameter in group:
                     parameter.grad = None
@@ -326,10 +332,13 @@ class InvariantStep:
             totals = [total + value for total, value in zip(totals, chunks[chunk], strict=True)]
         return totals
 
-    def totals_to_continue(self, rank: int) -> int:
+    def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
         """The running sums are the same on every rank, and no per-rank stream is drawn from
         while training: a checkpoint of another world size continues from rank 0's."""
         return 0
+
+    def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
+        restore_own_rng(states, rank)
 
 
 def parameter_groups(model: nn.Module) -> list[list[nn.Parameter]]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from seeding import SeedPlan
 from training.invariance import InvariantMode, MicroBatchLayout
 from training.steps import DataParallelMode, ParallelMode
+from training.tensor_parallel import TensorParallelMode
 from training.topology import Topology
 from training.trainer import TrainerConfig
 
@@ -15,9 +17,15 @@ def parallel_mode(
     global_batch_size: int | None,
     topology: Topology,
     micro_batch_seed: Callable[[int, int], int],
+    tensor_degree: int = 1,
+    plan: SeedPlan | None = None,
 ) -> ParallelMode:
-    """The world-size-invariant mode if asked for, else ordinary data parallelism. A world size
-    the invariant mode cannot serve is refused here, before anything is written."""
+    """Tensor parallelism on a dp x tp mesh (`tensor_degree` > 1, with the run's `plan`), the
+    world-size-invariant mode if asked for, else ordinary data parallelism. A world size the
+    mode cannot serve is refused here, before anything is written."""
+    if tensor_degree > 1:
+        assert plan is not None
+        return TensorParallelMode(tensor_degree, topology, plan)
     if not trainer.world_size_invariant:
         return DataParallelMode()
     assert global_batch_size and trainer.micro_batch_size  # the config schema checks both

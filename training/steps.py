@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from seeding import restore_rng_state
 from training.determinism import Precision
 from training.objective import Objective
 from training.topology import Topology, all_reduce_sum
@@ -50,8 +51,13 @@ class TrainingStep(Protocol):
         """This rank's validation [loss_sum, correct, count] per batch, as the run's totals."""
         ...
 
-    def totals_to_continue(self, rank: int) -> int:
+    def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
         """Which saved rank's running sums this rank continues from on resume."""
+        ...
+
+    def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
+        """Restore this rank's RNG states from the checkpoint's (one per saved rank), resuming
+        at optimizer `step`."""
         ...
 
 
@@ -73,6 +79,10 @@ class ParallelMode(Protocol):
 
     def fingerprint_world_size(self, world_size: int) -> int | str:
         """The world size as a resumed checkpoint must match it."""
+        ...
+
+    def data_replicas(self, topology: Topology) -> tuple[int, int]:
+        """(how many shards the data is split into, this rank's shard)."""
         ...
 
     def prepare(self, device: torch.device) -> None:
@@ -102,6 +112,9 @@ class DataParallelMode:
 
     def fingerprint_world_size(self, world_size: int) -> int | str:
         return world_size
+
+    def data_replicas(self, topology: Topology) -> tuple[int, int]:
+        return topology.world_size, topology.rank
 
     def prepare(self, device: torch.device) -> None:
         return None
@@ -174,5 +187,14 @@ class DataParallelStep:
             sums += batch
         return all_reduce_sum(self.topology, sums).tolist()
 
-    def totals_to_continue(self, rank: int) -> int:
+    def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
         return rank
+
+    def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
+        restore_own_rng(states, rank)
+
+
+def restore_own_rng(states: list[Any], rank: int) -> None:
+    """This rank's saved RNG states, if the checkpoint has a rank of this number."""
+    if rank < len(states):
+        restore_rng_state(states[rank])

@@ -56,6 +56,12 @@ def unguarded(operation: str, step: int | None = None) -> contextlib.AbstractCon
     return contextlib.nullcontext()
 
 
+def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (tensor parallelism); a plain tensor is its own."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if to_local is not None else tensor
+
+
 def all_gather_objects(topology: Topology, value: Any) -> list[Any]:
     if not topology.distributed:
         return [value]

@@ -33,7 +33,7 @@ from torch import nn
 
 from foundation.errors import UserError
 from foundation.section import RUNTIME, STOPPING, Section
-from seeding import capture_rng_state, restore_rng_state
+from seeding import capture_rng_state
 from training.determinism import Precision
 from training.ema import EmaConfig, WeightAverage
 from training.events import (
@@ -48,11 +48,18 @@ from training.health import NonFiniteWatch, model_state_tensors
 from training.objective import Objective
 from training.optim import OptimConfig, build_optimizer, build_scheduler, check_schedule
 from training.steps import Batch, ParallelMode
+from training.tensor_parallel import (
+    clip_grad_norm,
+    gathered,
+    optimizer_state_sharded_like,
+    sharded_like,
+)
 from training.topology import (
     CollectiveGuard,
     Topology,
     all_gather_objects,
     broadcast_from_rank_0,
+    local_tensor,
     unguarded,
 )
 
@@ -192,6 +199,9 @@ class Trainer:
         self.step = mode.training_step(
             self.model, topology, precision, objective or Objective(), config.accumulate_steps
         )
+        self.replicas = mode.data_replicas(topology)[0]
+        # Split by tensor parallelism (the step did it): checkpoints gather and re-cut shards.
+        self.sharded = any(hasattr(p, "device_mesh") for p in self.model.parameters())
         self.optimizer = build_optimizer(optim, self.model)
         self.clip_grad_norm = optim.clip_grad_norm
         self.grad_norm: torch.Tensor | None = None  # of the last step, before clipping
@@ -257,7 +267,7 @@ class Trainer:
                 self.position.epoch, self.position.batch_in_epoch + 1, self.position.step + 1
             )
             samples = sum(labels.numel() for _, labels in batches)
-            self.events.step_finished(position, per_epoch, samples * self.topology.world_size)
+            self.events.step_finished(position, per_epoch, samples * self.replicas)
             logged = position.step % log_every == 0
             epoch_ends = position.batch_in_epoch >= per_epoch or self.max_steps_reached()
             # Every rank at the same boundary: a broken state ends the run here, before anything
@@ -283,9 +293,7 @@ class Trainer:
             # the same on every rank; under a GradScaler unscaled first.
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
-            self.grad_norm = torch.nn.utils.clip_grad_norm_(
-                self.model.parameters(), self.clip_grad_norm
-            )
+            self.grad_norm = clip_grad_norm(list(self.model.parameters()), self.clip_grad_norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -312,7 +320,7 @@ class Trainer:
             loss.backward()
 
     def _gradients(self) -> list[torch.Tensor]:
-        return [p.grad for p in self.model.parameters() if p.grad is not None]
+        return [local_tensor(p.grad) for p in self.model.parameters() if p.grad is not None]
 
     def _autocast(self) -> torch.autocast:
         amp = self.precision.amp
@@ -381,13 +389,21 @@ class Trainer:
         del self.step
 
     # ----------------------------------------------------------------- resumable state
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The model's weights as whole tensors (a collective under tensor parallelism: the
+        shards are gathered on every rank)."""
+        weights = self.model.state_dict()
+        return gathered(weights) if self.sharded else weights
+
     def state_dict(self) -> dict[str, Any]:
         """Collective: every rank's RNG state and running sums are gathered onto every rank."""
         rng_states = all_gather_objects(self.topology, capture_rng_state())
         totals = all_gather_objects(self.topology, self.totals.state_dict())
+        optimizer = self.optimizer.state_dict()
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            # whole tensors, whatever the tp degree (training/tensor_parallel.py)
+            "model": self.weights(),
+            "optimizer": gathered(optimizer) if self.sharded else optimizer,
             "scheduler": self.scheduler.state_dict(),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
@@ -402,8 +418,12 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint whose computation the checkpoint owner has checked."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        model, optimizer = state["model"], state["optimizer"]
+        if self.sharded:
+            model = sharded_like(self.model.state_dict(), model)
+            optimizer = optimizer_state_sharded_like(self.optimizer, optimizer)
+        self.model.load_state_dict(model)
+        self.optimizer.load_state_dict(optimizer)
         self.horizon = int(state["schedule_horizon"])
         self.lr_factor.horizon = max(1, self.horizon)
         self.scheduler.load_state_dict(state["scheduler"])
@@ -415,7 +435,6 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.position = Position(state["epoch"], state["batch_in_epoch"], state["step"])
         rank = self.topology.rank
-        own = self.step.totals_to_continue(rank)
+        own = self.step.totals_to_continue(rank, len(state["epoch_totals"]))
         self.totals = EpochTotals.from_state_dict(state["epoch_totals"][own], self.device)
-        if rank < len(state["rng"]):
-            restore_rng_state(state["rng"][rank])
+        self.step.restore_rng(state["rng"], rank, self.position.step)

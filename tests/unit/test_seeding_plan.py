@@ -81,7 +81,8 @@ def test_augment_streams_do_not_overlap_between_neighbouring_samples() -> None:
 # stream -> the mesh axes along which two ranks must get DIFFERENT streams.
 EXPECTED_DISTINCT_ALONG = {
     "init": {"pp"},
-    "dropout": {"dp"},
+    "dropout": {"dp"},  # the replicated regions: one mask for a tensor-parallel group
+    "sharded_dropout": {"dp", "tp"},  # a sharded region: a mask per shard (not seed doc 000's rule)
     "host": {"dp"},
     "worker": {"dp"},
     "loader": {"dp"},
@@ -124,10 +125,12 @@ def test_named_strategies_are_views_of_the_mesh() -> None:
     assert len({p.seed("dropout") for p in group}) == 1
     assert len({p.seed("host") for p in group}) == 1
     assert model_parallel(42, 0, 0).seed("host") != model_parallel(42, 1, 0).seed("host")
-    # tensor parallel: every stream identical inside a tensor-parallel group.
+    # tensor parallel: every stream identical inside a tensor-parallel group but the sharded
+    # regions' one, which each shard draws for itself.
     shards = [tensor_parallel(42, dp_rank=0, tp_rank=t) for t in range(4)]
     for stream in STREAM_AXES:
-        assert len({str(stream_value(p, stream)) for p in shards}) == 1, stream
+        values = {str(stream_value(p, stream)) for p in shards}
+        assert len(values) == (4 if stream == "sharded_dropout" else 1), stream
 
 
 def test_describe_records_every_stream_for_the_manifest() -> None:
