@@ -64,8 +64,18 @@ def _resumed(saved: dict[str, Any], overrides: Sequence[str]) -> tuple[Config, l
             f"cannot resume: {key} differs (the run started with {was!r}, now {asked!r}); only "
             "stopping criteria and runtime settings may change: start a new run to change it"
         )
-    notes = [f"{key}: {was!r} -> {asked!r}" for key, (was, asked) in changed.items()]
+    notes = [
+        f"{key}: {was!r} -> {asked!r}{NOT_BIT_FOR_BIT.get(key, '')}"
+        for key, (was, asked) in changed.items()
+    ]
     return config, notes
+
+
+# Runtime keys whose change continues the run, though not bit for bit.
+NOT_BIT_FOR_BIT = {
+    "parallel.tensor": " (continues, not bit for bit: a row-parallel layer adds its partial sums "
+    "in another order, and the sharded dropout sites draw from new streams)",
+}
 
 
 def planned_epochs(checkpoint: dict[str, Any], horizon: int) -> int:
