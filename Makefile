@@ -63,7 +63,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup measure-default train evaluate predict tensorboard docs verify benchmark compare bench-speed bench-invariance bench-recipe bench-tensor-parallel bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
+.PHONY: help setup measure-default train evaluate predict tensorboard docs verify benchmark compare bench-speed bench-invariance bench-recipe bench-tensor-parallel bench-sharding bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -150,6 +150,9 @@ bench-recipe: $(STAMP) ## Cost of each reference-recipe feature: ms per optimize
 
 bench-tensor-parallel: $(STAMP) ## Cost of tensor parallelism on this machine: samples/s, ms/step, parameters per rank for dp 2, 1x2, 4, 2x2
 	$(PY) -m benchmarks.bench_tensor_parallel $(ARGS)
+
+bench-sharding: $(STAMP) ## What sharding (FSDP2) saves and costs: MiB of parameters, gradients, optimizer state per rank and ms/step, DDP vs sharded at W=1,2,4
+	$(PY) -m benchmarks.bench_sharding $(ARGS)
 
 bench-health: $(STAMP) ## Cost of the fault checks: ms/step without them, production, debug; the vote at W=2
 	$(PY) -m benchmarks.bench_health $(ARGS)

@@ -75,6 +75,8 @@ def _resumed(saved: dict[str, Any], overrides: Sequence[str]) -> tuple[Config, l
 NOT_BIT_FOR_BIT = {
     "parallel.tensor": " (continues, not bit for bit: a row-parallel layer adds its partial sums "
     "in another order, and the sharded dropout sites draw from new streams)",
+    "parallel.shard": " (continues, not bit for bit: a reduce-scatter adds the gradients in "
+    "another order than DDP's all-reduce)",
 }
 
 

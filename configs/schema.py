@@ -124,17 +124,23 @@ class Config(Section):
         """The model can be split that many ways, and nothing that is not built for shards yet
         is asked for with it (docs/tensor-parallel.md, "Not yet")."""
         degree = self.parallel.tensor
+        if self.parallel.shard:
+            self._refuse_with("parallel.shard=true", self.parallel.tensor > 1)
         if degree == 1:
             return self
         self.model.check_tensor_parallel(degree)
+        self._refuse_with(f"parallel.tensor={degree}")
+        return self
+
+    def _refuse_with(self, split: str, with_tensor: bool = False) -> None:
         unsupported = {
             "trainer.world_size_invariant=true": self.trainer.world_size_invariant,
             "trainer.ema.enabled=true": self.trainer.ema.enabled,
+            "parallel.tensor > 1": with_tensor,
         }
         for setting, asked in unsupported.items():
             if asked:
-                raise ValueError(f"parallel.tensor={degree} does not work with {setting} yet")
-        return self
+                raise ValueError(f"{split} does not work with {setting} yet")
 
     @model_validator(mode="after")
     def _invariant_mode_is_complete(self) -> Config:

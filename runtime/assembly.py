@@ -101,6 +101,7 @@ def plan_run(config: RunConfig, topology: Topology) -> RunPlan:
         lambda step, micro_batch: plan.seed("microbatch", step, micro_batch),
         degree,
         plan,
+        config.parallel.shard,
     )
     notes = apply_determinism(config.determinism, topology.device) + mode.notes()
     mode.prepare(topology.device)

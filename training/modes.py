@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from seeding import SeedPlan
 from training.invariance import InvariantMode, MicroBatchLayout
+from training.sharding import ShardedMode
 from training.steps import DataParallelMode, ParallelMode
 from training.tensor_parallel import TensorParallelMode
 from training.topology import Topology
@@ -19,10 +20,13 @@ def parallel_mode(
     micro_batch_seed: Callable[[int, int], int],
     tensor_degree: int = 1,
     plan: SeedPlan | None = None,
+    shard: bool = False,
 ) -> ParallelMode:
-    """Tensor parallelism on a dp x tp mesh (`tensor_degree` > 1, with the run's `plan`), the
+    """FSDP2 over the ranks (`shard`), tensor parallelism on a dp x tp mesh (`tensor_degree` > 1, with the run's `plan`), the
     world-size-invariant mode if asked for, else ordinary data parallelism. A world size the
     mode cannot serve is refused here, before anything is written."""
+    if shard and topology.distributed:  # one process has nothing to shard
+        return ShardedMode(topology)
     if tensor_degree > 1:
         assert plan is not None
         return TensorParallelMode(tensor_degree, topology, plan)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -150,48 +151,95 @@ class DataParallelStep:
             self.forward = self.ddp = DistributedDataParallel(model, device_ids=device_ids)
 
     def gradients(self, step: int, batches: list[Batch], backward: Backward) -> StepResult:
-        """Each batch's loss, weighted by its share of the step's samples (a short last batch
-        of an epoch counts for what it holds), backwards; DDP reduces after the last one."""
-        amp = self.precision.amp
-        device_type = self.topology.device.type
-        total = sum(labels.numel() for _, labels in batches)
-        losses, corrects, samples = [], [], 0
-        for micro, (images, labels) in enumerate(batches):
-            slot = self.topology.rank * self.accumulate_steps + micro
-            inputs, targets = self.objective.inputs(step, slot, images, labels)
-            last = micro == len(batches) - 1
-            no_sync = self.ddp.no_sync() if self.ddp is not None and not last else None
-            with no_sync or contextlib.nullcontext():
-                with torch.autocast(
-                    device_type, dtype=amp or torch.float32, enabled=amp is not None
-                ):
-                    logits = self.forward(inputs)
-                    loss = self.objective.loss(logits, targets)
-                share = labels.numel() / total
-                backward(loss if len(batches) == 1 else loss * share)
-            with torch.no_grad():
-                losses.append(loss.detach() if len(batches) == 1 else loss.detach() * share)
-                corrects.append(self.objective.correct(logits, targets))
-            samples += labels.numel()
-        mean_loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
-        correct = corrects[0] if len(corrects) == 1 else torch.stack(corrects).sum()
-        return StepResult(mean_loss, correct, samples)
+        """DDP reduces after the last batch (`no_sync` on the others)."""
+
+        def reduces_after(micro: int, last: bool) -> contextlib.AbstractContextManager[None]:
+            return self.ddp.no_sync() if self.ddp is not None and not last else _nothing()
+
+        return weighted_batches(
+            step,
+            batches,
+            backward,
+            forward=self.forward,
+            objective=self.objective,
+            precision=self.precision,
+            device_type=self.topology.device.type,
+            slot_of=lambda micro: self.topology.rank * self.accumulate_steps + micro,
+            around=reduces_after,
+        )
 
     def epoch_sums(self, sums: torch.Tensor) -> list[float]:
-        on_device = self.topology.backend == "nccl"
-        return all_reduce_sum(self.topology, sums.to(sums.device if on_device else "cpu")).tolist()
+        return sum_over_ranks(self.topology, sums)
 
     def evaluation_sums(self, per_batch: list[torch.Tensor]) -> list[float]:
-        sums = torch.zeros(3, dtype=torch.float64, device=self.topology.device)
-        for batch in per_batch:
-            sums += batch
-        return all_reduce_sum(self.topology, sums).tolist()
+        return sum_over_ranks(self.topology, batch_sums(per_batch, self.topology.device))
 
     def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
         return rank
 
     def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
         restore_own_rng(states, rank)
+
+
+def _nothing() -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+def weighted_batches(
+    step: int,
+    batches: list[Batch],
+    backward: Backward,
+    *,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    objective: Objective,
+    precision: Precision,
+    device_type: str,
+    slot_of: Callable[[int], int],
+    around: Callable[[int, bool], contextlib.AbstractContextManager[None]] = lambda m, last: (
+        _nothing()
+    ),
+) -> StepResult:
+    """The step of every data-parallel strategy: each batch's loss, weighted by its share of
+    the step's samples (a short last batch of an epoch counts for what it holds), backwards,
+    inside `around(micro, last)` (where a strategy holds back or lets its gradient exchange
+    run); its MixUp/CutMix draws keyed by `slot_of(micro)`."""
+    amp = precision.amp
+    total = sum(labels.numel() for _, labels in batches)
+    losses, corrects, samples = [], [], 0
+    for micro, (images, labels) in enumerate(batches):
+        inputs, targets = objective.inputs(step, slot_of(micro), images, labels)
+        with around(micro, micro == len(batches) - 1):
+            with torch.autocast(device_type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = forward(inputs)
+                loss = objective.loss(logits, targets)
+            share = labels.numel() / total
+            backward(loss if len(batches) == 1 else loss * share)
+        with torch.no_grad():
+            losses.append(loss.detach() if len(batches) == 1 else loss.detach() * share)
+            corrects.append(objective.correct(logits, targets))
+        samples += labels.numel()
+    mean_loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+    correct = corrects[0] if len(corrects) == 1 else torch.stack(corrects).sum()
+    return StepResult(mean_loss, correct, samples)
+
+
+def batch_sums(per_batch: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Validation's per-batch [loss_sum, correct, count], added up on this rank."""
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for batch in per_batch:
+        sums += batch
+    return sums
+
+
+def sum_over_ranks(
+    topology: Topology, sums: torch.Tensor, group: dist.ProcessGroup | None = None
+) -> list[float]:
+    """Sums over the ranks (of `group`: the replicas of a dp x tp mesh), on the host."""
+    sums = sums if topology.backend == "nccl" else sums.to("cpu")
+    if group is not None:
+        dist.all_reduce(sums, group=group)
+        return sums.tolist()
+    return all_reduce_sum(topology, sums).tolist()
 
 
 def restore_own_rng(states: list[Any], rank: int) -> None:

@@ -37,7 +37,14 @@ from seeding import SeedPlan, enter_sharded_stream
 from seeding.state import restore_rng_state
 from training.determinism import Precision
 from training.objective import Objective
-from training.steps import Backward, Batch, StepResult
+from training.steps import (
+    Backward,
+    Batch,
+    StepResult,
+    batch_sums,
+    sum_over_ranks,
+    weighted_batches,
+)
 from training.topology import Topology, local_tensor
 
 
@@ -50,6 +57,13 @@ class ParallelConfig(Section):
         description="tensor-parallel degree: the ranks of a group split each layer of the model "
         "(docs/tensor-parallel.md); the world size must be a multiple; 1 = data parallelism only. "
         "A resume on another degree continues, not bit for bit",
+        json_schema_extra=RUNTIME,
+    )
+    shard: bool = Field(
+        False,
+        description="FSDP2 over the data-parallel ranks: each rank holds 1/W of the parameters, "
+        "gradients and optimizer state (training/sharding.py); one process trains unsharded. A "
+        "resume with the other value continues, not bit for bit",
         json_schema_extra=RUNTIME,
     )
 
@@ -147,30 +161,21 @@ class TensorParallelStep:
         self.dp_group = mode.mesh["dp"].get_group()
 
     def gradients(self, step: int, batches: list[Batch], backward: Backward) -> StepResult:
-        """Each batch's loss weighted by its share of the step's samples, backwards (the tp
-        collectives run inside), then the gradients averaged over the dp axis."""
-        amp = self.precision.amp
-        total = sum(labels.numel() for _, labels in batches)
-        losses, corrects, samples = [], [], 0
-        for micro, (images, labels) in enumerate(batches):
-            # The MixUp/CutMix slot of the replica: every tp rank of it mixes alike.
-            slot = self.mode.dp_rank * self.accumulate_steps + micro
-            inputs, targets = self.objective.inputs(step, slot, images, labels)
-            with torch.autocast(
-                self.topology.device.type, dtype=amp or torch.float32, enabled=amp is not None
-            ):
-                logits = self.model(inputs)
-                loss = self.objective.loss(logits, targets)
-            share = labels.numel() / total
-            backward(loss if len(batches) == 1 else loss * share)
-            with torch.no_grad():
-                losses.append(loss.detach() if len(batches) == 1 else loss.detach() * share)
-                corrects.append(self.objective.correct(logits, targets))
-            samples += labels.numel()
+        """As DDP's step (the tp collectives run inside the passes), then the gradients
+        averaged over the dp axis. The MixUp/CutMix slot is the replica's: every tp rank of it
+        mixes alike."""
+        result = weighted_batches(
+            step,
+            batches,
+            backward,
+            forward=self.model,
+            objective=self.objective,
+            precision=self.precision,
+            device_type=self.topology.device.type,
+            slot_of=lambda micro: self.mode.dp_rank * self.accumulate_steps + micro,
+        )
         self._average_over_replicas()
-        mean_loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
-        correct = corrects[0] if len(corrects) == 1 else torch.stack(corrects).sum()
-        return StepResult(mean_loss, correct, samples)
+        return result
 
     def _average_over_replicas(self) -> None:
         if self.mode.replicas == 1:
@@ -186,22 +191,14 @@ class TensorParallelStep:
                 gradient.copy_(flat[offset : offset + gradient.numel()].view_as(gradient))
                 offset += gradient.numel()
 
-    def _sum_over_replicas(self, sums: torch.Tensor) -> list[float]:
-        """A tp group computed one replica's sums (the same on each of its ranks): summed over
-        the dp axis only."""
-        if self.mode.replicas > 1:
-            dist.all_reduce(sums, group=self.dp_group)
-        return sums.tolist()
-
+    # A tp group computed one replica's sums (the same on each of its ranks): summed over the
+    # dp axis only.
     def epoch_sums(self, sums: torch.Tensor) -> list[float]:
-        on_device = self.topology.backend == "nccl"
-        return self._sum_over_replicas(sums.to(sums.device if on_device else "cpu"))
+        return sum_over_ranks(self.topology, sums, self.dp_group)
 
     def evaluation_sums(self, per_batch: list[torch.Tensor]) -> list[float]:
-        sums = torch.zeros(3, dtype=torch.float64, device=self.topology.device)
-        for batch in per_batch:
-            sums += batch
-        return self._sum_over_replicas(sums)
+        sums = batch_sums(per_batch, self.topology.device)
+        return sum_over_ranks(self.topology, sums, self.dp_group)
 
     def _saved_degree(self, saved_world_size: int) -> int:
         return max(1, saved_world_size // self.mode.replicas)

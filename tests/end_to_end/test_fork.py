@@ -68,7 +68,7 @@ def test_the_guide_s_dataset_and_model_pass_the_template_s_tests_and_its_matrix(
     assert wrong.returncode == 2
     assert wrong.stderr.strip().splitlines() == [
         "error: unknown config key 'model.width' for model 'mlp' (did you mean 'model.hidden'?); "
-        "model 'smallcnn' reads it"
+        "models 'smallcnn', 'vit_tiny' read it"
     ]
     args = (
         "data.name=npz model.name=mlp data.global_batch_size=32 trainer.micro_batch_size=8 "

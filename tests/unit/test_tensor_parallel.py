@@ -84,6 +84,11 @@ def test_vit_tiny_classifies_32_pixel_images_and_its_dropout_sites_are_of_both_k
         (["parallel.tensor=3"], "parallel.tensor=3 does not divide model.heads=4"),
         (["parallel.tensor=2", "trainer.ema.enabled=true"], "trainer.ema.enabled=true yet"),
         (["parallel.tensor=0"], "parallel.tensor"),
+        (["parallel.shard=true", "parallel.tensor=2"], "parallel.shard=true does not work with"),
+        (
+            ["parallel.shard=true", "trainer.ema.enabled=true"],
+            "parallel.shard=true does not work with trainer.ema",
+        ),
     ],
 )
 def test_a_split_the_run_cannot_do_is_refused_in_one_line(

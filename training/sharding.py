@@ -1,0 +1,161 @@
+"""Sharded data parallelism: FSDP2 (`fully_shard`) over the data-parallel ranks (`parallel.shard`).
+
+Each rank holds 1/W of every parameter, of its gradient and of its optimizer state; a forward or
+backward pass gathers a layer's whole weights for the time it runs, and the gradients are
+reduce-scattered so that each rank receives the average of its own shard. Same batches, same seed
+plan, same health watch and checkpoints as DDP (training/steps.py): only where the weights live
+changes, and the arithmetic of the gradient average.
+
+Why the gradients are measured once at start-up: FSDP2 in torch 2.7.1 asks for the average with
+`ReduceOp.AVG`, which gloo silently computes as a sum (pytorch issue 162338): on CPU every gradient
+would come out W times too large and training would run at W times the learning rate without a
+word. `gradient_scale()` trains one step of a one-parameter model whose true average gradient is 1
+and reads what FSDP delivers; the step divides by that factor (1 where the backend is right, W on
+gloo today, 1 again the day torch fixes it). A test compares the sharded run's gradients with
+DDP's, so the defect cannot come back unseen.
+
+Checkpoints hold whole tensors (gathered, as under tensor parallelism): a sharded run resumes bit
+for bit on the same W, and its checkpoints load into a DDP run and back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from training.determinism import Precision
+from training.objective import Objective
+from training.steps import (
+    Backward,
+    Batch,
+    StepResult,
+    batch_sums,
+    restore_own_rng,
+    sum_over_ranks,
+    weighted_batches,
+)
+from training.topology import Topology, local_tensor
+
+
+class ShardedMode:
+    """The `ParallelMode` (training/steps.py) of FSDP2 over every rank."""
+
+    eval_chunk = None
+
+    def __init__(self, topology: Topology) -> None:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        self.mesh = init_device_mesh(
+            topology.device.type, (topology.world_size,), mesh_dim_names=("dp",)
+        )
+        self.scale = gradient_scale(self.mesh, topology.device)
+
+    def notes(self) -> list[str]:
+        note = "sharded (FSDP2): parameters, gradients and optimizer state split over the ranks"
+        if self.scale != 1.0:
+            note += (
+                f"; this backend's reduce-scatter returned {self.scale:g} x the average "
+                "gradient (gloo's AVG is a sum), divided out"
+            )
+        return [note]
+
+    def describe(self) -> dict[str, Any] | None:
+        return None
+
+    def fingerprint_world_size(self, world_size: int) -> int | str:
+        return world_size
+
+    def data_replicas(self, topology: Topology) -> tuple[int, int]:
+        return topology.world_size, topology.rank
+
+    def prepare(self, device: torch.device) -> None:
+        return None
+
+    def training_step(
+        self,
+        model: nn.Module,
+        topology: Topology,
+        precision: Precision,
+        objective: Objective,
+        accumulate_steps: int,
+    ) -> ShardedStep:
+        return ShardedStep(self, model, topology, precision, objective, accumulate_steps)
+
+
+def gradient_scale(mesh: Any, device: torch.device) -> float:
+    """What FSDP2's gradient reduction returns on this backend for a true average of 1."""
+    from torch.distributed.fsdp import fully_shard
+
+    probe = nn.Linear(mesh.size(), 1, bias=False, device=device)
+    with torch.no_grad():
+        probe.weight.fill_(1.0)
+    fully_shard(probe, mesh=mesh)
+    probe(torch.ones(1, mesh.size(), device=device)).sum().backward()
+    local = local_tensor(probe.weight.grad)  # type: ignore[arg-type]
+    received = torch.tensor(float(local.reshape(-1)[0]) if local.numel() else 0.0)
+    dist.all_reduce(received, op=dist.ReduceOp.MAX)
+    return float(received)
+
+
+class ShardedStep:
+    def __init__(
+        self,
+        mode: ShardedMode,
+        model: nn.Module,
+        topology: Topology,
+        precision: Precision,
+        objective: Objective,
+        accumulate_steps: int,
+    ) -> None:
+        from torch.distributed.fsdp import fully_shard
+
+        self.model = fully_shard(model, mesh=mode.mesh)
+        self.scale = mode.scale
+        self.topology = topology
+        self.precision = precision
+        self.objective = objective
+        self.accumulate_steps = accumulate_steps
+
+    def gradients(self, step: int, batches: list[Batch], backward: Backward) -> StepResult:
+        """As DDP's step; the gradients are reduce-scattered after the last batch only, then
+        the backend's factor (`gradient_scale`) is divided out."""
+
+        @contextlib.contextmanager
+        def reduces_after(micro: int, last: bool) -> Iterator[None]:
+            self.model.set_requires_gradient_sync(last)  # type: ignore[operator]
+            yield
+
+        result = weighted_batches(
+            step,
+            batches,
+            backward,
+            forward=self.model,
+            objective=self.objective,
+            precision=self.precision,
+            device_type=self.topology.device.type,
+            slot_of=lambda micro: self.topology.rank * self.accumulate_steps + micro,
+            around=reduces_after,
+        )
+        if self.scale != 1.0:
+            with torch.no_grad():
+                for parameter in self.model.parameters():
+                    if parameter.grad is not None:
+                        local_tensor(parameter.grad).div_(self.scale)
+        return result
+
+    def epoch_sums(self, sums: torch.Tensor) -> list[float]:
+        return sum_over_ranks(self.topology, sums)
+
+    def evaluation_sums(self, per_batch: list[torch.Tensor]) -> list[float]:
+        return sum_over_ranks(self.topology, batch_sums(per_batch, self.topology.device))
+
+    def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
+        return rank
+
+    def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
+        restore_own_rng(states, rank)
