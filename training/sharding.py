@@ -97,7 +97,9 @@ def gradient_scale(mesh: Any, device: torch.device) -> float:
     fully_shard(probe, mesh=mesh)
     probe(torch.ones(1, mesh.size(), device=device)).sum().backward()
     local = local_tensor(probe.weight.grad)  # type: ignore[arg-type]
-    received = torch.tensor(float(local.reshape(-1)[0]) if local.numel() else 0.0)
+    # Only the rank holding the one element has a value (the others hold empty shards).
+    received = local.detach().reshape(-1)[:1].sum().reshape(1) if local.numel() else None
+    received = received if received is not None else torch.zeros(1, device=device)
     dist.all_reduce(received, op=dist.ReduceOp.MAX)
     return float(received)
 
