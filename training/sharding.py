@@ -33,19 +33,17 @@ from training.objective import Objective
 from training.steps import (
     Backward,
     Batch,
+    DataParallelMode,
+    ReplicaTotals,
     StepResult,
-    batch_sums,
-    restore_own_rng,
-    sum_over_ranks,
     weighted_batches,
 )
 from training.topology import Topology, local_tensor
 
 
-class ShardedMode:
-    """The `ParallelMode` (training/steps.py) of FSDP2 over every rank."""
-
-    eval_chunk = None
+class ShardedMode(DataParallelMode):
+    """The `ParallelMode` (training/steps.py) of FSDP2 over every rank: DDP's but for the
+    step."""
 
     def __init__(self, topology: Topology) -> None:
         from torch.distributed.device_mesh import init_device_mesh
@@ -64,19 +62,7 @@ class ShardedMode:
             )
         return [note]
 
-    def describe(self) -> dict[str, Any] | None:
-        return None
-
-    def fingerprint_world_size(self, world_size: int) -> int | str:
-        return world_size
-
-    def data_replicas(self, topology: Topology) -> tuple[int, int]:
-        return topology.world_size, topology.rank
-
-    def prepare(self, device: torch.device) -> None:
-        return None
-
-    def training_step(
+    def training_step(  # type: ignore[override]
         self,
         model: nn.Module,
         topology: Topology,
@@ -104,7 +90,7 @@ def gradient_scale(mesh: Any, device: torch.device) -> float:
     return float(received)
 
 
-class ShardedStep:
+class ShardedStep(ReplicaTotals):
     def __init__(
         self,
         mode: ShardedMode,
@@ -149,15 +135,3 @@ class ShardedStep:
                     if parameter.grad is not None:
                         local_tensor(parameter.grad).div_(self.scale)
         return result
-
-    def epoch_sums(self, sums: torch.Tensor) -> list[float]:
-        return sum_over_ranks(self.topology, sums)
-
-    def evaluation_sums(self, per_batch: list[torch.Tensor]) -> list[float]:
-        return sum_over_ranks(self.topology, batch_sums(per_batch, self.topology.device))
-
-    def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
-        return rank
-
-    def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
-        restore_own_rng(states, rank)

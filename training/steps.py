@@ -131,7 +131,26 @@ class DataParallelMode:
         return DataParallelStep(model, topology, precision, objective, accumulate_steps)
 
 
-class DataParallelStep:
+class ReplicaTotals:
+    """What every data-parallel step shares beside its gradients: each rank is one replica, its
+    sums are added over all ranks, and on resume it continues its own sums and RNG states."""
+
+    topology: Topology
+
+    def epoch_sums(self, sums: torch.Tensor) -> list[float]:
+        return sum_over_ranks(self.topology, sums)
+
+    def evaluation_sums(self, per_batch: list[torch.Tensor]) -> list[float]:
+        return sum_over_ranks(self.topology, batch_sums(per_batch, self.topology.device))
+
+    def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
+        return rank
+
+    def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
+        restore_own_rng(states, rank)
+
+
+class DataParallelStep(ReplicaTotals):
     def __init__(
         self,
         model: nn.Module,
@@ -167,18 +186,6 @@ class DataParallelStep:
             slot_of=lambda micro: self.topology.rank * self.accumulate_steps + micro,
             around=reduces_after,
         )
-
-    def epoch_sums(self, sums: torch.Tensor) -> list[float]:
-        return sum_over_ranks(self.topology, sums)
-
-    def evaluation_sums(self, per_batch: list[torch.Tensor]) -> list[float]:
-        return sum_over_ranks(self.topology, batch_sums(per_batch, self.topology.device))
-
-    def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
-        return rank
-
-    def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
-        restore_own_rng(states, rank)
 
 
 def _nothing() -> contextlib.AbstractContextManager[None]:

@@ -40,6 +40,7 @@ from training.objective import Objective
 from training.steps import (
     Backward,
     Batch,
+    DataParallelMode,
     StepResult,
     batch_sums,
     sum_over_ranks,
@@ -83,10 +84,8 @@ def check_layout(degree: int, world_size: int) -> int:
     return world_size // degree
 
 
-class TensorParallelMode:
+class TensorParallelMode(DataParallelMode):
     """The `ParallelMode` (training/steps.py) of a dp x tp mesh."""
-
-    eval_chunk = None
 
     def __init__(self, degree: int, topology: Topology, plan: SeedPlan) -> None:
         from torch.distributed.device_mesh import init_device_mesh
@@ -105,9 +104,6 @@ class TensorParallelMode:
             "sites draw a mask per tp rank, replicated ones the group's shared mask"
         ]
 
-    def describe(self) -> dict[str, Any] | None:
-        return None
-
     def fingerprint_world_size(self, world_size: int) -> int | str:
         """What is computed depends on the data-parallel degree; tp only reorders sums."""
         return self.replicas
@@ -115,10 +111,7 @@ class TensorParallelMode:
     def data_replicas(self, topology: Topology) -> tuple[int, int]:
         return self.replicas, self.dp_rank
 
-    def prepare(self, device: torch.device) -> None:
-        return None
-
-    def training_step(
+    def training_step(  # type: ignore[override]
         self,
         model: nn.Module,
         topology: Topology,
