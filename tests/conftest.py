@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from seeding import regions
 from tests.helpers.runs import (
     REPO_ROOT,
     ReferenceRuns,
@@ -46,3 +47,11 @@ def local_benchmark(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(autouse=True)
+def no_sharded_stream_left_by_another_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts without a tensor-parallel sharded stream (seeding/regions.py): one that
+    an earlier test in the same worker entered would make `torch.manual_seed` alone no longer
+    fix a model's dropout (vit_tiny's sharded sites draw from it)."""
+    monkeypatch.setattr(regions, "_stream", None)
