@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
+import torch
 from torch import nn
 
 import seeding
@@ -132,6 +133,10 @@ def build_run(
         planned.mode.eval_chunk,
     )
     Schedule.of(config.trainer, config.optim, data.train.batches_per_epoch())
+    if topology.device.type == "cuda":
+        # The CUDA generators exist before the streams are seeded: the sharded region
+        # (seeding/regions.py) keeps a CUDA state only if CUDA has started.
+        torch.cuda.init()
     seeding.enter_init_stream(plan)
     model = build_model(config.model, data.num_classes, data.image_size)
     if config.init_from is not None and not resuming:

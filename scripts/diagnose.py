@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from datetime import timedelta
 
 import numpy as np
@@ -39,6 +38,8 @@ from configs import Config, load_config, parse_args
 from data.loaders import build_data
 from data.mix import BatchMix, MixConfig
 from data.subset import seeded_subset
+from foundation.errors import UserError
+from foundation.exit import run_reporting_user_errors
 from foundation.process import process_launch
 from models import build_model
 from runtime.process_group import join_process_group, leave_process_group
@@ -168,8 +169,12 @@ def main(argv: list[str] | None = None) -> int:
 
     launch = process_launch()
     world_size, rank = launch.world_size, launch.rank
-    if config.parallel.tensor > 1:
-        return _diagnose_tensor_parallel(config, arguments.plant_mistake)
+    mistake, tensor_parallel = arguments.plant_mistake, config.parallel.tensor > 1
+    if mistake is not None and (mistake in PLANTED_AXES) != tensor_parallel:
+        needs = "parallel.tensor > 1" if mistake in PLANTED_AXES else "parallel.tensor=1"
+        raise UserError(f"--plant-mistake {mistake} is a mistake of runs with {needs}")
+    if tensor_parallel:
+        return _diagnose_tensor_parallel(config, mistake)
     seeding_rank = launch.local_rank if arguments.plant_mistake == "local-rank" else rank
     plan = data_parallel(arguments.seed, seeding_rank, config.seed_streams.bases())
     if world_size > 1:
@@ -197,7 +202,7 @@ def _diagnose_tensor_parallel(config: Config, mistake: str | None) -> int:
     if mistake in PLANTED_AXES:
         stream, axes = PLANTED_AXES[mistake]
         STREAM_AXES[stream] = axes
-    group = join_process_group("cpu", config.distributed.collective_timeout_s)
+    group = join_process_group(config.trainer.device, config.distributed.collective_timeout_s)
     topology = group.topology
     reports = gather_reports(check_this_rank(config, topology), topology.world_size)
     failures = 0
@@ -270,4 +275,4 @@ def _report(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_reporting_user_errors(main)

@@ -36,10 +36,13 @@ class _ShardedStream:
     """The saved generator states of the sharded region (CPU, and the current CUDA device)."""
 
     def __init__(self, seed: int) -> None:
-        devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            self.cpu, self.cuda = _current_states()
+        # Private generators: `torch.manual_seed` here would queue a CUDA seed that a later
+        # lazy CUDA start applies over the ordinary dropout stream's.
+        self.cpu = torch.Generator().manual_seed(seed).get_state()
+        self.cuda: torch.Tensor | None = None
+        if torch.cuda.is_initialized():
+            device = torch.device("cuda", torch.cuda.current_device())
+            self.cuda = torch.Generator(device=device).manual_seed(seed).get_state()
 
     def state_dict(self) -> dict[str, Any]:
         return {"cpu": self.cpu, "cuda": self.cuda}

@@ -144,10 +144,18 @@ class ReplicaTotals:
         return sum_over_ranks(self.topology, batch_sums(per_batch, self.topology.device))
 
     def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
-        return rank
+        return self._saved_rank(rank, saved_world_size)
 
     def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
-        restore_own_rng(states, rank)
+        restore_own_rng(states, self._saved_rank(rank, len(states)))
+
+    def _saved_rank(self, rank: int, saved_world_size: int) -> int:
+        """The saved rank of this replica. A checkpoint of a dp x tp run has tp ranks per
+        replica (the same dp degree: the fingerprint checks it): replica r continues from its
+        first shard, r * tp, never from another replica's shard."""
+        world_size = self.topology.world_size
+        shards = saved_world_size // world_size if saved_world_size % world_size == 0 else 1
+        return rank * max(1, shards)
 
 
 class DataParallelStep(ReplicaTotals):

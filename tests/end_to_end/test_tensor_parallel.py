@@ -116,13 +116,19 @@ def test_diagnose_checks_every_rule_of_the_mesh_and_catches_both_planted_mistake
 def test_a_checkpoint_resumes_on_another_tensor_parallel_degree(
     before: int, after: int, tmp_path: Path
 ) -> None:
-    killed(tmp_path, before, f"parallel.tensor={before}")
-    resumed = vit_run(tmp_path, after, f"parallel.tensor={after}", "--resume", "auto")
+    """dp = 2 throughout (4 processes at tp = 2, 2 at tp = 1): each replica continues its own
+    streams, and stays distinct from the other; the ranks of a tp group share theirs."""
+    killed(tmp_path, 2 * before, f"parallel.tensor={before}")
+    resumed = vit_run(tmp_path, 2 * after, f"parallel.tensor={after}", "--resume", "auto")
     manifest = resumed.manifest()
     assert manifest["resumed_from_step"] == KILLED_AFTER - 1
     assert f"parallel.tensor: {before} -> {after} (continues, not bit for bit" in resumed.output
     final = resumed.logged()[-1]
-    assert final["step"] == 24 and math.isfinite(final["val_loss"]), final
+    assert final["step"] == 12 and math.isfinite(final["val_loss"]), final
+    dropout = [str(rank["torch_cpu"].tolist()) for rank in resumed.checkpoint()["rng"]]
+    replicas = [dropout[r] for r in range(0, len(dropout), after)]  # each replica's first shard
+    assert len(set(replicas)) == 2, "the two replicas drew the same dropout after the resume"
+    assert all(dropout[r] == dropout[r - r % after] for r in range(len(dropout)))
 
 
 def test_a_model_without_a_plan_and_a_world_size_tp_cannot_divide_are_refused(
