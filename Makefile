@@ -63,7 +63,7 @@ else
 LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 endif
 
-.PHONY: help setup measure-default train evaluate predict tensorboard docs verify benchmark compare bench-speed bench-invariance bench-recipe bench-tensor-parallel bench-sharding bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
+.PHONY: help setup measure-default train evaluate convert-checkpoint predict tensorboard docs verify benchmark compare bench-speed bench-invariance bench-recipe bench-tensor-parallel bench-sharding bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -94,6 +94,9 @@ evaluate: $(STAMP) ## A checkpoint on the validation split: make evaluate CHECKP
 	$(LAUNCH) -m scripts.evaluate --checkpoint "$(CHECKPOINT)" $(if $(OUTPUT_DIR),--output-dir $(OUTPUT_DIR)) $(ARGS)
 
 IMAGES      ?=
+convert-checkpoint: $(STAMP) ## A checkpoint file to a sharded directory or back: make convert-checkpoint CHECKPOINT=.. TO=..
+	$(PY) -m scripts.convert_checkpoint "$(CHECKPOINT)" "$(TO)"
+
 predict: $(STAMP) ## Classify a folder of images with a checkpoint, one line each: make predict CHECKPOINT=.. IMAGES=folder
 	$(PY) -m scripts.predict --checkpoint "$(CHECKPOINT)" --images "$(IMAGES)" $(if $(OUTPUT_DIR),--output-dir $(OUTPUT_DIR)) $(ARGS)
 

@@ -51,7 +51,7 @@ def main() -> None:
         config, resume_notes = config_for_resume(
             run_dir.read_config(), config, arguments.overrides, resume.checkpoint
         )
-    checkpoints = Checkpointer(run_dir, config.checkpoint)
+    checkpoints = Checkpointer(run_dir, config.checkpoint, sharded=config.parallel.shard)
 
     # 2. Plan: join the process group, then fix every seed and determinism switch before any
     #    draw; a checkpoint of another computation is refused here.

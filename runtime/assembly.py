@@ -33,7 +33,7 @@ from data.mix import BatchMix
 from foundation.errors import UserError
 from models import build_model
 from models.config import ModelConfig
-from runtime.checkpoints import file_sha256, load_checkpoint
+from runtime.checkpoints import checkpoint_digest, load_checkpoint
 from seeding import SeedPlan
 from training.determinism import DeterminismConfig, Precision, apply_determinism, precision_for
 from training.events import StepBoundary, TrainingEvents
@@ -195,6 +195,6 @@ def load_initial_weights(model: nn.Module, path: str) -> None:
 def initial_weights(path: str | None) -> dict[str, str] | None:
     """For the manifest: the checkpoint a run starts from, and its digest (the path may be
     overwritten later; the digest says which weights it was)."""
-    if path is None or not Path(path).is_file():
+    if path is None or not Path(path).exists():
         return None if path is None else {"path": path, "sha256": "(not found at resume)"}
-    return {"path": path, "sha256": file_sha256(Path(path))}
+    return {"path": path, "sha256": checkpoint_digest(Path(path))}

@@ -13,6 +13,10 @@ Why this file format:
 - A checkpoint without a matching `.sha256` file is incomplete (the writer died between the two
   renames) or damaged, and `--resume auto` falls back to the newest complete one.
 - `weights_only=True` refuses arbitrary pickles, so the payload holds only tensors and plain values.
+
+A sharded run (`parallel.shard`) writes a directory per checkpoint instead, every rank its own
+shards, under the same rules (runtime/sharded_checkpoint.py); both kinds are found, pruned,
+resumed from and loaded here, and each loads into either kind of run.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import torch
+import torch.distributed as dist
 from pydantic import BaseModel, Field, ValidationError
 
 from foundation.errors import UserError, first_line
@@ -33,13 +39,24 @@ from foundation.faults import NonFiniteState
 from foundation.process import process_launch
 from foundation.section import RUNTIME, Section, keys_with_role
 from runtime.atomic import WRITES, atomic_write, atomic_write_text, fsync_directory
-from runtime.rundir import LAST_CHECKPOINT, RunDirectory
+from runtime.rundir import LAST_CHECKPOINT, LAST_SHARDED, RunDirectory
+from runtime.sharded_checkpoint import (
+    SUMS,
+    ShardedTensors,
+    StoredShards,
+    damage,
+    join_state,
+    read_state,
+    split_state,
+    write_sharded,
+)
 from training.events import Position
 from training.health import first_non_finite
+from training.topology import local_tensor
 
 FORMAT = "reproducible-ddp-template/checkpoint/v1"
 LAST = LAST_CHECKPOINT
-_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+_STEP = re.compile(r"^step-(\d+)(\.pt)?$")  # a file, or a sharded checkpoint's directory
 
 
 def file_sha256(path: Path) -> str:
@@ -50,16 +67,30 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_digest(path: Path) -> str:
+    """Which checkpoint this is, in one sha256: the file's, or a sharded checkpoint's
+    SHA256SUMS (which holds every file's)."""
+    return file_sha256(path / SUMS if path.is_dir() else path)
+
+
 def _checksum_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete temporary files left by a killed writer (only rank 0 writes, so none is live)."""
+    """Delete what a killed writer left: temporary files, and the staging directories of
+    sharded checkpoints (called before the first save, when no writer is live)."""
     stale = sorted(directory.glob(".*.tmp")) if directory.is_dir() else []
     for path in stale:
-        path.unlink(missing_ok=True)
+        _remove(path)
     return stale
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class _KeepsWriteErrors:
@@ -102,11 +133,24 @@ def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: i
         return _save_checkpoint(directory, step, payload, keep)
 
 
-def _save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
-    final = directory / f"step-{step:08d}.pt"
+def write_checkpoint_file(final: Path, payload: dict[str, Any]) -> str:
+    """One checkpoint file and its `.sha256`, each written atomically; returns the checksum."""
     atomic_write(final, lambda stream: _save_payload(stream, payload), binary=True)
     checksum = file_sha256(final)
     atomic_write_text(_checksum_path(final), f"{checksum}  {final.name}\n")
+    return checksum
+
+
+def write_checkpoint_directory(final: Path, payload: dict[str, Any]) -> None:
+    """A sharded checkpoint written by this process alone (a conversion): one shard file."""
+    tensors, rest = split_state(payload)
+    with WRITES:
+        write_sharded(final, tensors, {**rest, "format": FORMAT}, is_main=True)
+
+
+def _save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
+    final = directory / f"step-{step:08d}.pt"
+    checksum = write_checkpoint_file(final, payload)
     link = directory / f".{LAST}.{step}.tmp"
     link.unlink(missing_ok=True)
     try:
@@ -115,27 +159,57 @@ def _save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: 
         link.write_bytes(final.read_bytes())
     os.replace(link, directory / LAST)
     atomic_write_text(_checksum_path(directory / LAST), f"{checksum}  {LAST}\n")
+    (directory / LAST_SHARDED).unlink(missing_ok=True)  # a sharded run's, continued here
     fsync_directory(directory)
     _prune(directory, keep)
     return final
 
 
+def save_sharded_checkpoint(
+    directory: Path,
+    step: int,
+    state: dict[str, Any],
+    keep: int,
+    *,
+    is_main: bool,
+) -> Path:
+    """Collective: the directory `step-<step>` (runtime/sharded_checkpoint.py), each rank
+    writing its shards of `state`; rank 0 then points `last` at it and keeps the newest
+    `keep`."""
+    tensors, rest = split_state(state)
+    final = directory / f"step-{step:08d}"
+    with WRITES:
+        write_sharded(final, tensors, {"format": FORMAT, **rest}, is_main=is_main)
+        if is_main:
+            link = directory / f".{LAST_SHARDED}.tmp"
+            link.unlink(missing_ok=True)
+            os.symlink(final.name, link)
+            os.replace(link, directory / LAST_SHARDED)
+            for pointer in (directory / LAST, _checksum_path(directory / LAST)):
+                pointer.unlink(missing_ok=True)  # a single-file run's, continued sharded
+            fsync_directory(directory)
+            _prune(directory, keep)
+    return final
+
+
 def _numbered_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     found = []
-    for path in directory.glob("step-*.pt"):
-        match = _STEP_FILE.match(path.name)
-        if match:
+    for path in directory.glob("step-*"):
+        match = _STEP.match(path.name)
+        if match and (path.is_dir() != bool(match.group(2))):
             found.append((int(match.group(1)), path))
     return sorted(found)
 
 
 def _prune(directory: Path, keep: int) -> None:
     for _, path in _numbered_checkpoints(directory)[:-keep]:
-        path.unlink(missing_ok=True)
+        _remove(path)
         _checksum_path(path).unlink(missing_ok=True)
 
 
 def is_complete(path: Path) -> bool:
+    if path.is_dir():
+        return damage(path) is None
     checksum_file = _checksum_path(path)
     if not path.is_file() or not checksum_file.is_file():
         return False
@@ -153,8 +227,14 @@ def newest_complete(directory: Path) -> tuple[Path | None, list[Path]]:
     return None, skipped
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load and check a checkpoint; any problem is a one-line UserError."""
+def load_checkpoint(path: Path, whole_tensors: bool = True) -> dict[str, Any]:
+    """Load and check a checkpoint; any problem is a one-line UserError.
+
+    A sharded checkpoint's tensors are read whole into this process, or, with
+    `whole_tensors=False`, left on disk under "stored" (training/events.py's `StoredTensors`)
+    for the trainer to read into its own layout."""
+    if path.is_dir():
+        return _load_sharded(path, whole_tensors)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     checksum_file = _checksum_path(path)
@@ -171,6 +251,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint of this template (format {FORMAT!r} expected)")
     return payload
+
+
+def _load_sharded(path: Path, whole_tensors: bool) -> dict[str, Any]:
+    problem = damage(path)
+    if problem is not None:
+        raise UserError(f"checkpoint {path} is incomplete or damaged: {problem}")
+    try:
+        rest = read_state(path)
+    except Exception as error:  # as in load_checkpoint
+        raise UserError(f"cannot load checkpoint {path}: {first_line(error)[:200]}") from None
+    if not isinstance(rest, dict) or rest.get("format") != FORMAT:
+        raise UserError(f"{path} is not a checkpoint of this template (format {FORMAT!r} expected)")
+    if whole_tensors:
+        return join_state(rest, StoredShards(path).read_whole())
+    return {**rest, "stored": ShardedTensors(path, rest)}
 
 
 # ----------------------------------------------------------------------------- the owner
@@ -248,9 +343,9 @@ def resume_point(run_dir: RunDirectory, request: str | None) -> ResumePoint:
         path = newest
     else:
         path = Path(request)
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"--resume: checkpoint not found: {path}")
-    checkpoint = None if path is None else load_checkpoint(path)
+    checkpoint = None if path is None else load_checkpoint(path, whole_tensors=False)
     return ResumePoint(checkpoint, continuing=run_dir.holds_a_run())
 
 
@@ -267,10 +362,14 @@ class CheckpointConfig(Section):
 
 
 class Checkpointer:
-    """Checkpoints of one run directory. Every rank holds one; only the writer (rank 0) writes."""
+    """Checkpoints of one run directory. Every rank holds one; only the writer (rank 0) writes,
+    but for a sharded checkpoint (`sharded`), where every rank writes its own shards."""
 
-    def __init__(self, run_dir: RunDirectory, config: CheckpointConfig) -> None:
+    def __init__(
+        self, run_dir: RunDirectory, config: CheckpointConfig, sharded: bool = False
+    ) -> None:
         self.run_dir = run_dir
+        self.sharded = sharded
         self.directory = run_dir.checkpoint_dir
         self.every_steps = config.every_steps
         self.keep = config.keep
@@ -310,7 +409,7 @@ class Checkpointer:
 
     # ----------------------------------------------------------------- writing (rank 0)
     def path_of(self, step: int) -> Path:
-        return self.directory / f"step-{step:08d}.pt"
+        return self.directory / (f"step-{step:08d}" if self.sharded else f"step-{step:08d}.pt")
 
     def save(self, position: Position, state: dict[str, Any], write: bool) -> None:
         """Every rank records the save; the writer (rank 0) writes the state of `position`
@@ -320,16 +419,24 @@ class Checkpointer:
         inf: the non-finite watch should have stopped the run before, and a broken checkpoint
         would be what `--resume auto` picks up."""
         self.saved_step = position.step
-        if not write:
+        if self.sharded:  # every rank checks and writes its own shards
+            broken = _first_anywhere(first_non_finite(_named_state(state)))
+        elif not write:
             return
-        broken = first_non_finite(_named_state(state))
+        else:
+            broken = first_non_finite(_named_state(state))
         if broken is not None:
             raise NonFiniteState(
                 f"refusing to save the checkpoint of step {position.step}: {broken} is not "
                 f"finite; nothing from step {position.step} on was saved"
             )
         payload = {**state, "fingerprint": self.fingerprint, **self.provenance}
-        save_checkpoint(self.directory, position.step, payload, self.keep)
+        if self.sharded:
+            save_sharded_checkpoint(
+                self.directory, position.step, payload, self.keep, is_main=write
+            )
+        else:
+            save_checkpoint(self.directory, position.step, payload, self.keep)
 
     def newest(self) -> Path | None:
         """The newest complete checkpoint on disk, for the line that says where to resume."""
@@ -349,7 +456,19 @@ def load_last(run_dir: RunDirectory) -> dict[str, Any]:
 
 
 def _named_state(state: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The model and optimizer tensors by name; of a split tensor, this rank's shard."""
     named = [(f"model.{name}", tensor) for name, tensor in state["model"].items()]
     for index, values in state["optimizer"]["state"].items():
         named += [(f"optimizer.state.{index}.{key}", value) for key, value in values.items()]
-    return named
+    return [
+        (name, local_tensor(value) if torch.is_tensor(value) else value) for name, value in named
+    ]
+
+
+def _first_anywhere(broken: str | None) -> str | None:
+    """The first rank's finding, on every rank: they refuse the save together or write it."""
+    if not dist.is_initialized():
+        return broken
+    found: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(found, broken)
+    return next((name for name in found if name is not None), None)

@@ -33,6 +33,7 @@ METRICS = "metrics.jsonl"
 TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.pt"  # the newest complete checkpoint (runtime/checkpoints.py writes it)
+LAST_SHARDED = "last"  # the same, for sharded checkpoints: a link to the newest directory
 BENCHMARK = "benchmark"
 _RUN_MARKERS = (MANIFEST, CONFIG, METRICS, CHECKPOINTS)
 
@@ -90,7 +91,10 @@ class RunDirectory:
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.checkpoint_dir / LAST_CHECKPOINT
+        """last.pt, or `last` (a link to a directory) where the run writes sharded checkpoints;
+        a save of one kind removes the other's pointer."""
+        sharded = self.checkpoint_dir / LAST_SHARDED
+        return sharded if sharded.is_dir() else self.checkpoint_dir / LAST_CHECKPOINT
 
     def __str__(self) -> str:
         return str(self.path)

@@ -30,14 +30,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.evaluate", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint file (…/last.pt)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a checkpoint: a file (…/last.pt) or a sharded directory (…/last)",
+    )
     parser.add_argument("--output-dir", default="runs")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     arguments = parser.parse_args()
     if not arguments.checkpoint:
         raise UserError("no checkpoint given: make evaluate CHECKPOINT=runs/<…>/last.pt")
     path = Path(arguments.checkpoint)
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, whole_tensors=False)  # read into the run's layout
     tree = migrate_moved_keys(checkpoint["config"])
     for assignment in arguments.overrides:
         tree = apply_override(tree, assignment)
@@ -46,9 +50,7 @@ def main() -> None:
     group = join_process_group(config.trainer.device, config.distributed.collective_timeout_s)
     planned = plan_run(config, group.topology)
     built = build_run(config, group.topology, planned, guard=group.guard, resuming=True)
-    built.model.load_state_dict(checkpoint["model"])
-    if built.trainer.ema is not None and checkpoint.get("ema") is not None:
-        built.trainer.ema.load_state_dict(checkpoint["ema"])  # ema_val_* of the saved EMA
+    built.trainer.load_weights(checkpoint)  # and the saved EMA's, for ema_val_*
     metrics = built.trainer.evaluate()
     built.trainer.close()
     group.leave()

@@ -7,6 +7,8 @@ line), who decides to checkpoint or stop, nor where its batches come from.
   the ranks stop together or checkpoint (runtime/session.py). It receives the trainer as a
   `Stateful`: the checkpoint owner knows a `state_dict` protocol, not a class.
 - `EpochLoader`: the batches of an epoch (data/loaders.py's `SeededLoader`).
+- `StoredTensors`: a checkpoint's model and optimizer tensors still on disk (a sharded
+  checkpoint, runtime/sharded_checkpoint.py), read into the trainer's own layout.
 A test can pass any other implementation.
 """
 
@@ -40,8 +42,18 @@ class EpochLoader(Protocol):
 
 
 class Stateful(Protocol):
-    def state_dict(self) -> dict[str, Any]:
-        """Collective: everything needed to continue exactly (every rank's part gathered)."""
+    def state_dict(self, whole: bool = True) -> dict[str, Any]:
+        """Collective: everything needed to continue exactly (every rank's part gathered);
+        `whole=False` leaves split tensors as this rank's shards (a sharded checkpoint)."""
+        ...
+
+
+class StoredTensors(Protocol):
+    def read_for(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Collective: the model's and the optimizer's state dicts, each tensor shaped (and
+        split over the ranks) like this run's, read from disk slice by slice."""
         ...
 
 

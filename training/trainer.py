@@ -42,6 +42,7 @@ from training.events import (
     NoEvents,
     Position,
     StepBoundary,
+    StoredTensors,
     TrainingEvents,
 )
 from training.health import NonFiniteWatch, model_state_tensors
@@ -395,15 +396,17 @@ class Trainer:
         weights = self.model.state_dict()
         return gathered(weights) if self.sharded else weights
 
-    def state_dict(self) -> dict[str, Any]:
-        """Collective: every rank's RNG state and running sums are gathered onto every rank."""
+    def state_dict(self, whole: bool = True) -> dict[str, Any]:
+        """Collective: every rank's RNG state and running sums are gathered onto every rank.
+        The model and optimizer tensors are whole (gathered where split), or with
+        `whole=False` this rank's shards, for a checkpoint that every rank writes."""
         rng_states = all_gather_objects(self.topology, capture_rng_state())
         totals = all_gather_objects(self.topology, self.totals.state_dict())
         optimizer = self.optimizer.state_dict()
+        gather = whole and self.sharded
         return {
-            # whole tensors, whatever the tp degree (training/tensor_parallel.py)
-            "model": self.weights(),
-            "optimizer": gathered(optimizer) if self.sharded else optimizer,
+            "model": self.weights() if whole else self.model.state_dict(),
+            "optimizer": gathered(optimizer) if gather else optimizer,
             "scheduler": self.scheduler.state_dict(),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
@@ -416,12 +419,28 @@ class Trainer:
             "world_size": self.topology.world_size,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint whose computation the checkpoint owner has checked."""
+    def _checkpoint_tensors(self, state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A checkpoint's model and optimizer state, each tensor laid out as this run's: read
+        slice by slice from a sharded checkpoint, cut from a whole one where split."""
+        stored: StoredTensors | None = state.get("stored")
+        if stored is not None:
+            return stored.read_for(self.model, self.optimizer)
         model, optimizer = state["model"], state["optimizer"]
         if self.sharded:
             model = sharded_like(self.model.state_dict(), model)
             optimizer = optimizer_state_sharded_like(self.optimizer, optimizer)
+        return model, optimizer
+
+    def load_weights(self, state: dict[str, Any]) -> None:
+        """A checkpoint's weights (and EMA weights) only, to evaluate it on any layout."""
+        model, _ = self._checkpoint_tensors(state)
+        self.model.load_state_dict(model)
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint whose computation the checkpoint owner has checked."""
+        model, optimizer = self._checkpoint_tensors(state)
         self.model.load_state_dict(model)
         self.optimizer.load_state_dict(optimizer)
         self.horizon = int(state["schedule_horizon"])

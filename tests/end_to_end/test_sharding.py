@@ -2,23 +2,30 @@
 corrected.
 
 - Two processes whose last rank is SIGKILLed mid-epoch, resumed with `--resume auto`, equal the
-  uninterrupted sharded run bit for bit (metrics rows, weights, optimizer state).
+  uninterrupted sharded run bit for bit (metrics rows, weights, optimizer state). So do two
+  processes whose rank 0 is SIGKILLed inside a checkpoint write (every rank's shards on disk,
+  DCP's index not yet): the resume takes the checkpoint before.
+- Checkpoints are directories, one shard file per rank, read back whole in one process;
+  `make evaluate NPROC=2` reads the shards into a sharded model and gives the manifest's final
+  metrics bit for bit.
 - The sharded run's first steps follow DDP's: the same loss and the same gradient norm (to float
   error). FSDP2 asks gloo for ReduceOp.AVG, which gloo computes as a sum: uncorrected, the norm
   would be twice DDP's at W = 2.
-- A DDP checkpoint continues sharded (and says it is not bit for bit): checkpoints hold whole
-  tensors whatever the layout.
+- A DDP checkpoint continues sharded (and says it is not bit for bit): each format loads into
+  either kind of run.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 
+from runtime.checkpoints import newest_complete
 from scripts.verify import compare
-from tests.helpers.runs import RunResult, run_train
+from tests.helpers.runs import RunResult, run_command, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +33,14 @@ SHARD = ("parallel.shard=true", "checkpoint.every_steps=2")
 KILLED_AFTER = 5  # the last checkpoint is step 4, mid-epoch (6 steps an epoch at W = 2)
 
 
-def killed(output: Path, *overrides: str) -> None:
+def killed(output: Path, *overrides: str, fault: tuple[str, int] | None = None) -> None:
+    name, step = fault or ("PLANTED_SIGKILL_AT_STEP", KILLED_AFTER)
     done = run_train(
         output,
         *overrides,
         nproc=2,
         entry="tests/helpers/planted_train.py",
-        env={"PLANTED_SIGKILL_AT_STEP": str(KILLED_AFTER)},
+        env={name: str(step)},
         check=False,
     )
     assert done.returncode != 0, done.output[-2000:]
@@ -51,8 +59,30 @@ def test_a_sharded_run_killed_mid_epoch_and_resumed_equals_the_uninterrupted_one
     assert resumed.manifest()["final_weights_sha256"] == manifest["final_weights_sha256"]
     report = alone.run.determinism_file.read_text()
     assert "sharded (FSDP2)" in report and "returned 2 x the average gradient" in report
-    # whole tensors in the checkpoint, whatever each rank held
+    # one directory per checkpoint, a shard file per rank, read back whole in one process
+    last = alone.run.last_checkpoint
+    assert last.is_symlink() and last.resolve().name == "step-00000012"
+    assert sorted(p.name for p in last.glob("__*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     assert alone.weights()["features.0.0.weight"].shape == (8, 3, 3, 3)
+    evaluated = run_command(
+        ["make", "evaluate", "NPROC=2", f"CHECKPOINT={last}", f"OUTPUT_DIR={tmp_path / 'e'}"]
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    (report,) = (tmp_path / "e" / "evaluations").glob("*.json")
+    assert json.loads(report.read_text())["metrics"] == manifest["final_metrics"]
+
+    # rank 0 killed inside the save of step 6 (an epoch end): the shards written, the index not
+    killed(tmp_path / "in-save", *SHARD, fault=("PLANTED_SIGKILL_IN_SAVE", 6))
+    checkpoints = (tmp_path / "in-save").glob("*/*/seed*/checkpoints")
+    staging = next(checkpoints) / ".step-00000006.tmp"
+    assert len(list(staging.glob("__*.distcp"))) == 2 and not (staging / ".metadata").exists()
+    newest, _ = newest_complete(staging.parent)
+    assert newest is not None and newest.name == "step-00000004"
+    again = run_train(tmp_path / "in-save", *SHARD, "--resume", "auto", nproc=2)
+    assert "removed an unfinished checkpoint write: .step-00000006.tmp" in again.output
+    assert again.manifest()["resumed_from_step"] == 4
+    assert again.logged() == alone.logged()
+    assert compare(alone.run, again.run, same_world=True) is None
 
 
 def first_steps(output: Path, *overrides: str) -> RunResult:
@@ -75,4 +105,6 @@ def test_a_ddp_checkpoint_continues_sharded(tmp_path: Path) -> None:
     resumed = run_train(tmp_path, *SHARD, "--resume", "auto", nproc=2)
     assert resumed.manifest()["resumed_from_step"] == KILLED_AFTER - 1
     assert "parallel.shard: False -> True (continues, not bit for bit" in resumed.output
+    assert resumed.run.last_checkpoint.name == "last"  # sharded from there on
+    assert not (resumed.run.checkpoint_dir / "last.pt").exists()
     assert math.isfinite(resumed.logged()[-1]["val_loss"])

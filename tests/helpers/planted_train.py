@@ -10,6 +10,8 @@
 - PLANTED_SIGKILL_AT_STEP=k: the last rank kills itself with SIGKILL right after optimizer step k,
   on torchrun's first attempt only (resume and restart tests). Fault injection lives here, not in
   the training core or its config.
+- PLANTED_SIGKILL_IN_SAVE=k: rank 0 kills itself with SIGKILL inside the sharded save of step k,
+  when every rank's shards are written and DCP's index is not (first attempt).
 - PLANTED_SIGSTOP_AT_STEP=k: the same, with SIGSTOP: the rank stops answering (first attempt).
 - PLANTED_NAN_AT_STEP=k (PLANTED_NAN_RANK=r, default the last rank): the images of step k on
   rank r become NaN, as a corrupt input would.
@@ -33,11 +35,13 @@ import runpy
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.distributed.checkpoint import FileSystemWriter
 
 from foundation.faults import TrainingFault
 from foundation.process import process_launch
@@ -189,6 +193,20 @@ def _plant_nan() -> None:
     Trainer.train_step = train_step_with_nan  # type: ignore[method-assign]
 
 
+def _kill_inside_sharded_save() -> None:
+    at = _planted_step("PLANTED_SIGKILL_IN_SAVE")
+    if at is None or process_launch().restart_attempt > 0:
+        return
+    finish = FileSystemWriter.finish  # DCP's last act, on rank 0: the index
+
+    def finish_or_die(self: FileSystemWriter, *args: object, **kwargs: object) -> None:
+        if f"step-{at:08d}" in Path(self.path).name:
+            os.kill(os.getpid(), signal.SIGKILL)
+        finish(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    FileSystemWriter.finish = finish_or_die  # type: ignore[method-assign]
+
+
 def _forget_ema() -> None:
     if os.environ.get("PLANTED_FORGET_EMA") == "1":
         WeightAverage.load_state_dict = lambda self, state: None  # type: ignore[method-assign]
@@ -199,6 +217,7 @@ if __name__ == "__main__":
     _plant_step_faults()
     _plant_nan()
     _forget_ema()
+    _kill_inside_sharded_save()
     _log_faults()
     sys.argv = ["train.py", *sys.argv[1:]]
     runpy.run_path("train.py", run_name="__main__")

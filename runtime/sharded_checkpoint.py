@@ -1,0 +1,346 @@
+"""Sharded checkpoints: one directory per checkpoint, each rank writes the shards it holds
+(torch.distributed.checkpoint, "DCP"), any layout reads them back, and nothing is unpickled.
+
+    checkpoints/step-00000004/   .metadata      DCP's index: which key, which slice, which file
+                                 __0_0.distcp   rank 0's shards (one file per rank)
+                                 __1_0.distcp   rank 1's
+                                 state.pt       everything else: positions, RNG states, the
+                                                fingerprint, the optimizer's hyperparameters
+                                 SHA256SUMS     every file's checksum, written last
+    checkpoints/last -> step-00000004
+
+Why a directory that appears at once: the ranks write into `.step-00000004.tmp/`; once DCP has
+finished (its index is written after every rank's shards), rank 0 adds state.pt and SHA256SUMS and
+renames the directory into place. A writer killed at any point leaves a `.tmp` directory, which
+`--resume auto` never looks at and the next run removes; a `step-*` directory whose files do not
+match its SHA256SUMS is skipped as damaged, as a single-file checkpoint without its checksum is.
+
+Why our own reader: DCP's FileSystemReader reads the index with `pickle.load`, and its default
+load planner reads non-tensor entries with `torch.load(weights_only=False)`; either would run code
+planted in a checkpoint, which this template's checkpoints never do. Here the index is read by an
+unpickler that knows DCP's metadata classes and nothing else, and a non-tensor entry is refused
+(this writer never makes one: such values go to state.pt, read with `weights_only=True`). DCP
+itself reads the shards with `weights_only=True`.
+
+Why each rank hashes its own file: the checksums cost one read of what a rank just wrote, and no
+rank reads the whole checkpoint back at save time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner, DefaultSavePlanner
+from torch.distributed.checkpoint.metadata import (
+    BytesStorageMetadata,
+    Metadata,
+    StorageMeta,
+    TensorStorageMetadata,
+)
+
+from foundation.errors import UserError, first_line
+from runtime.atomic import atomic_write, atomic_write_text, fsync_directory
+
+STATE = "state.pt"
+SUMS = "SHA256SUMS"
+INDEX = ".metadata"
+
+_INDEX_CLASSES = {
+    ("torch.distributed.checkpoint.metadata", name)
+    for name in (
+        "Metadata",
+        "TensorStorageMetadata",
+        "BytesStorageMetadata",
+        "ChunkStorageMetadata",
+        "TensorProperties",
+        "MetadataIndex",
+        "StorageMeta",
+        "_MEM_FORMAT_ENCODING",
+    )
+} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("pathlib", "PosixPath"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _IndexUnpickler(pickle.Unpickler):
+    """`pickle.Unpickler` that resolves DCP's metadata classes, torch.Size and dtypes only: a
+    crafted index naming any other callable (os.system, builtins.eval) stops here, before it
+    is called."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _INDEX_CLASSES:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint index")
+
+
+def read_index(directory: Path) -> Metadata:
+    """DCP's index of a sharded checkpoint, read without running anything it names."""
+    try:
+        with (directory / INDEX).open("rb") as stream:
+            index = _IndexUnpickler(stream).load()
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as error:
+        raise UserError(
+            f"cannot load checkpoint {directory}: its index {INDEX} is refused "
+            f"({first_line(error)[:160]})"
+        ) from None
+    if not isinstance(index, Metadata):
+        raise UserError(f"cannot load checkpoint {directory}: {INDEX} is not a DCP index")
+    pickled = sorted(
+        key
+        for key, entry in index.state_dict_metadata.items()
+        if isinstance(entry, BytesStorageMetadata)
+    )
+    if pickled:
+        raise UserError(
+            f"cannot load checkpoint {directory}: it holds pickled objects ({pickled[0]}), "
+            "which this template never writes and never unpickles"
+        )
+    return index
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """DCP warns on every save of its own use of TypedStorage, and on every use in one process
+    ("assuming the intent is to ... in a single process"): both are noise here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+class _SafeReader(FileSystemReader):
+    def read_metadata(self) -> Metadata:
+        index = read_index(Path(self.path))
+        if getattr(index, "storage_meta", None) is None:
+            index.storage_meta = StorageMeta()
+        index.storage_meta.load_id = self.load_id
+        return index
+
+
+class _TensorsOnlyPlanner(DefaultLoadPlanner):
+    def load_bytes(self, read_item: Any, value: Any) -> None:
+        raise UserError(f"refusing to unpickle checkpoint entry {read_item.dest_index.fqn}")
+
+
+# ----------------------------------------------------------------------------- checksums
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def damage(directory: Path) -> str | None:
+    """What is wrong with a checkpoint directory's files (None: every file matches SHA256SUMS,
+    and the index and state.pt are among them)."""
+    sums = directory / SUMS
+    if not sums.is_file():
+        return f"{SUMS} is missing (an unfinished write?)"
+    listed = {}
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        listed[name] = digest
+    for needed in (INDEX, STATE):
+        if needed not in listed:
+            return f"{SUMS} does not list {needed}"
+    for name, digest in sorted(listed.items()):
+        path = directory / name
+        if os.sep in name or not path.is_file():
+            return f"{name} is missing"
+        if _sha256(path) != digest:
+            return f"{name} does not match its sha256 in {SUMS}"
+    return None
+
+
+# ----------------------------------------------------------------------------- writing
+def write_sharded(
+    final: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any], *, is_main: bool
+) -> None:
+    """Collective: every rank writes its shards of `tensors`; rank 0 writes `state` (plain values
+    and small tensors, read back with weights_only), the checksums, and publishes `final`."""
+    staging = final.with_name(f".{final.name}.tmp")
+    with _quiet():
+        dcp.save(
+            tensors,
+            storage_writer=FileSystemWriter(staging, single_file_per_rank=True, thread_count=1),
+            # A tensor every rank holds whole (a BatchNorm buffer) is written from rank 0, as a
+            # single-file checkpoint holds rank 0's; DCP would pick the least-loaded rank.
+            planner=DefaultSavePlanner(dedup_save_to_lowest_rank=True),
+            no_dist=not dist.is_initialized(),
+        )
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    mine = {path.name: _sha256(path) for path in sorted(staging.glob(f"__{rank}_*.distcp"))}
+    everyone = [mine]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        everyone = [{} for _ in range(dist.get_world_size())]
+        dist.all_gather_object(everyone, mine)
+    if not is_main:
+        return
+    atomic_write(staging / STATE, lambda stream: torch.save(state, stream), binary=True)
+    sums = {name: digest for part in everyone for name, digest in part.items()}
+    sums |= {INDEX: _sha256(staging / INDEX), STATE: _sha256(staging / STATE)}
+    atomic_write_text(
+        staging / SUMS, "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
+    )
+    fsync_directory(staging)
+    if final.exists():  # a damaged checkpoint of this step, skipped by the resume: replaced
+        shutil.rmtree(final)
+    os.rename(staging, final)
+    fsync_directory(final.parent)
+
+
+def write_whole(final: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    """A sharded checkpoint written by one process without a process group (conversion)."""
+    write_sharded(final, tensors, state, is_main=True)
+
+
+# ----------------------------------------------------------------------------- reading
+class StoredShards:
+    """The tensors of a sharded checkpoint, left on disk until the reader says where they go:
+    each rank then reads only the slices its own tensors (plain or DTensor) cover."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.index = read_index(directory)
+
+    def shapes(self) -> dict[str, tuple[torch.Size, torch.dtype]]:
+        return {
+            key: (entry.size, entry.properties.dtype)
+            for key, entry in self.index.state_dict_metadata.items()
+            if isinstance(entry, TensorStorageMetadata)
+        }
+
+    def read(self, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Fill `targets` (collective when a process group is up: every rank calls it with its
+        own tensors); a key the checkpoint lacks, or holds with another shape, is one line."""
+        shapes = self.shapes()
+        for key, target in targets.items():
+            if key not in shapes:
+                raise UserError(f"cannot load checkpoint {self.directory}: it has no {key}")
+            if tuple(shapes[key][0]) != tuple(target.shape):
+                raise UserError(
+                    f"cannot load checkpoint {self.directory}: {key} has shape "
+                    f"{tuple(shapes[key][0])}, this run's has {tuple(target.shape)}"
+                )
+        with _quiet():
+            dcp.load(
+                targets,
+                storage_reader=_SafeReader(self.directory),
+                planner=_TensorsOnlyPlanner(),
+                no_dist=not dist.is_initialized(),
+            )
+        return targets
+
+    def read_whole(self) -> dict[str, torch.Tensor]:
+        """Every tensor whole, in this process alone (tools, verify, evaluate)."""
+        targets = {
+            key: torch.empty(size, dtype=dtype) for key, (size, dtype) in self.shapes().items()
+        }
+        with _quiet():
+            dcp.load(
+                targets,
+                storage_reader=_SafeReader(self.directory),
+                planner=_TensorsOnlyPlanner(),
+                no_dist=True,
+            )
+        return targets
+
+
+def read_state(directory: Path) -> Any:
+    return torch.load(directory / STATE, map_location="cpu", weights_only=True)
+
+
+# ----------------------------------------------------------------------------- the state's split
+def split_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The trainer's state as (the tensors that are sharded or large: the model's and the
+    optimizer's per-parameter state, by flat key `model.<name>`, `optimizer.<index>.<name>`;
+    everything else, for state.pt)."""
+    tensors = {f"model.{name}": value for name, value in state["model"].items()}
+    rest_of_optimizer: dict[Any, dict[str, Any]] = {}
+    for index, values in state["optimizer"]["state"].items():
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{name}"] = value
+            else:
+                rest_of_optimizer.setdefault(index, {})[name] = value
+    optimizer = {**state["optimizer"], "state": rest_of_optimizer}
+    rest = {key: value for key, value in state.items() if key != "model"}
+    return tensors, {**rest, "optimizer": optimizer}
+
+
+def join_state(rest: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """`split_state`'s inverse."""
+    model = {
+        key[len("model.") :]: value for key, value in tensors.items() if key.startswith("model.")
+    }
+    optimizer_state: dict[Any, dict[str, Any]] = {
+        index: dict(values) for index, values in rest["optimizer"]["state"].items()
+    }
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            index, name = key[len("optimizer.") :].split(".", 1)
+            optimizer_state.setdefault(int(index), {})[name] = value
+    ordered = {index: optimizer_state[index] for index in sorted(optimizer_state)}
+    return {**rest, "model": model, "optimizer": {**rest["optimizer"], "state": ordered}}
+
+
+class ShardedTensors:
+    """training/events.py's `StoredTensors` for a sharded checkpoint: the model and optimizer
+    tensors are read straight into this run's layout (DTensor shards under FSDP2, whole tensors
+    under DDP), so no rank ever holds more of them than it trains with."""
+
+    def __init__(self, directory: Path, rest: dict[str, Any]) -> None:
+        self.shards = StoredShards(directory)
+        self.rest = rest
+
+    def read_for(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(the model's state dict, the optimizer's), each tensor shaped like this run's."""
+        shapes = self.shards.shapes()
+        targets = {f"model.{name}": value for name, value in model.state_dict().items()}
+        unknown = sorted(k for k in shapes if k.startswith("model.") and k not in targets)
+        if unknown:
+            raise UserError(
+                f"cannot load checkpoint {self.shards.directory}: this model has no "
+                f"{unknown[0][len('model.') :]}"
+            )
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        for key, (size, dtype) in shapes.items():
+            if not key.startswith("optimizer."):
+                continue
+            index = int(key.split(".")[1])
+            if index >= len(parameters):
+                raise UserError(
+                    f"cannot load checkpoint {self.shards.directory}: {key} belongs to no "
+                    "parameter of this optimizer"
+                )
+            parameter = parameters[index].detach()
+            # A parameter-shaped state (momentum, moments) is laid out like its parameter.
+            like_parameter = tuple(size) == tuple(parameter.shape)
+            targets[key] = (
+                torch.empty_like(parameter, dtype=dtype)
+                if like_parameter
+                else torch.empty(size, dtype=dtype)
+            )
+        state = join_state(self.rest, self.shards.read(targets))
+        return state["model"], state["optimizer"]
