@@ -60,7 +60,12 @@ def main() -> None:
     planned = plan_run(config, topology)
     world_size = planned.mode.fingerprint_world_size(topology.world_size)
     fingerprint = computation_fingerprint(config, world_size, topology.device.type)
-    checkpoints.expect(fingerprint, resume, defaults=computation_defaults(config))
+    resume_notes += checkpoints.expect(
+        fingerprint,
+        resume,
+        defaults=computation_defaults(config),
+        world_size_may_change=world_size_may_change(config, resume.checkpoint),
+    )
 
     # 3. Build (runtime/assembly.py, which make gpu-check builds too): data, the model from the
     #    init stream shared by all ranks, per-rank dropout; the recorder and the session around
@@ -110,6 +115,15 @@ def main() -> None:
         # 5. Save: the manifest with the final evaluation and the determinism report; leave the
         #    process group.
         session.finish(trainer, final_metrics)
+
+
+def world_size_may_change(config: Config, checkpoint: dict | None) -> bool:
+    """A fixed global batch on plain data parallelism (DDP or sharded), now and in the
+    checkpoint: the same samples per step at any world size (runtime/checkpoints.py)."""
+    if checkpoint is None or config.data.global_batch_size is None:
+        return False
+    saved_tensor = checkpoint.get("config", {}).get("parallel", {}).get("tensor", 1)
+    return config.parallel.tensor == 1 and saved_tensor == 1
 
 
 def run_identity(

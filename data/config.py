@@ -33,7 +33,8 @@ class DataConfig(Section):
         None,
         ge=1,
         description="samples per step over all processes, whatever their number W (each takes "
-        "B / W, a multiple of W); the epoch is padded to whole global batches",
+        "B / W, a multiple of W); the epoch is padded to whole global batches. A checkpoint "
+        "then continues on another W (not bit for bit, except in the invariant mode)",
     )
     num_workers: int = Field(
         0,

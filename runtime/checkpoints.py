@@ -383,20 +383,43 @@ class Checkpointer:
         fingerprint: dict[str, Any],
         resume: ResumePoint,
         defaults: dict[str, Any] | None = None,
-    ) -> None:
+        world_size_may_change: bool = False,
+    ) -> list[str]:
         """What every checkpoint of this run must match; a resumed checkpoint of another
         computation is refused here, before anything is written (`defaults`: see
-        `first_difference`)."""
+        `first_difference`). Returns the notes of what continues differently.
+
+        `world_size_may_change`: the global batch is fixed (`data.global_batch_size`), so a
+        step trains on the same samples at any world size: a checkpoint of another world size
+        continues, not bit for bit (per-rank BatchNorm batches, dropout streams and the order
+        of the gradient sums change; the world-size-invariant mode continues bit for bit)."""
         self.fingerprint = fingerprint
         if resume.checkpoint is None:
-            return
-        difference = first_difference(resume.checkpoint["fingerprint"], fingerprint, defaults)
+            return []
+        saved = resume.checkpoint["fingerprint"]
+        notes = []
+        if world_size_may_change and saved.get("world_size") != fingerprint["world_size"]:
+            notes.append(
+                f"world size: {saved.get('world_size')} -> {fingerprint['world_size']} "
+                "(continues with the same global batch, not bit for bit: each rank's "
+                "BatchNorm batch and dropout stream change, and the gradients are added in "
+                "another order)"
+            )
+            saved = {**saved, "world_size": fingerprint["world_size"]}
+        difference = first_difference(saved, fingerprint, defaults)
         if difference is not None:
+            hint = ""
+            if difference.startswith("world_size"):
+                hint = (
+                    " (a run with data.global_batch_size continues on another world size; "
+                    "trainer.world_size_invariant=true continues bit for bit)"
+                )
             raise UserError(
-                f"cannot resume: {difference}; only stopping criteria and loader settings may "
-                "change"
+                f"cannot resume: {difference}{hint}; only stopping criteria and loader settings "
+                "may change"
             )
         self.saved_step = resume.checkpoint["step"]
+        return notes
 
     # ----------------------------------------------------------------- policy
     def due(self, position: Position, epoch_ends: bool) -> bool:

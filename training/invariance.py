@@ -332,12 +332,14 @@ class InvariantStep:
             totals = [total + value for total, value in zip(totals, chunks[chunk], strict=True)]
         return totals
 
-    def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
+    def totals_to_continue(
+        self, rank: int, saved_world_size: int, saved_replicas: int
+    ) -> list[int]:
         """The running sums are the same on every rank, and no per-rank stream is drawn from
         while training: a checkpoint of another world size continues from rank 0's."""
-        return 0
+        return [0]
 
-    def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
+    def restore_rng(self, states: list[Any], rank: int, step: int, saved_replicas: int) -> None:
         restore_own_rng(states, rank)
 
 

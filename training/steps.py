@@ -52,11 +52,13 @@ class TrainingStep(Protocol):
         """This rank's validation [loss_sum, correct, count] per batch, as the run's totals."""
         ...
 
-    def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
-        """Which saved rank's running sums this rank continues from on resume."""
+    def totals_to_continue(
+        self, rank: int, saved_world_size: int, saved_replicas: int
+    ) -> list[int]:
+        """Which saved ranks' running sums this rank continues from on resume (added)."""
         ...
 
-    def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
+    def restore_rng(self, states: list[Any], rank: int, step: int, saved_replicas: int) -> None:
         """Restore this rank's RNG states from the checkpoint's (one per saved rank), resuming
         at optimizer `step`."""
         ...
@@ -143,10 +145,23 @@ class ReplicaTotals:
     def evaluation_sums(self, per_batch: list[torch.Tensor]) -> list[float]:
         return sum_over_ranks(self.topology, batch_sums(per_batch, self.topology.device))
 
-    def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
-        return self._saved_rank(rank, saved_world_size)
+    def totals_to_continue(
+        self, rank: int, saved_world_size: int, saved_replicas: int
+    ) -> list[int]:
+        """On another number of replicas (a fixed global batch: runtime/checkpoints.py allows
+        it), rank 0 continues the sums of every saved replica, which the epoch adds over the
+        ranks: the resumed epoch still counts each sample once."""
+        if saved_replicas != self.topology.world_size:
+            return list(range(saved_world_size)) if rank == 0 else []
+        return [self._saved_rank(rank, saved_world_size)]
 
-    def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
+    def restore_rng(self, states: list[Any], rank: int, step: int, saved_replicas: int) -> None:
+        """On another number of replicas, a rank the checkpoint had continues its own streams
+        and a new rank keeps the fresh ones of its rank (never a copy of another rank's: two
+        replicas would draw the same dropout masks)."""
+        if saved_replicas != self.topology.world_size:
+            restore_own_rng(states, rank)
+            return
         restore_own_rng(states, self._saved_rank(rank, len(states)))
 
     def _saved_rank(self, rank: int, saved_world_size: int) -> int:

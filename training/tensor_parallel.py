@@ -196,11 +196,14 @@ class TensorParallelStep:
     def _saved_degree(self, saved_world_size: int) -> int:
         return max(1, saved_world_size // self.mode.replicas)
 
-    def totals_to_continue(self, rank: int, saved_world_size: int) -> int:
-        """The saved rank of this replica's first shard (every shard of it held the same sums)."""
-        return self.mode.dp_rank * self._saved_degree(saved_world_size)
+    def totals_to_continue(
+        self, rank: int, saved_world_size: int, saved_replicas: int
+    ) -> list[int]:
+        """The saved rank of this replica's first shard (every shard of it held the same sums;
+        the dp degree is the checkpoint's, the fingerprint checks it)."""
+        return [self.mode.dp_rank * self._saved_degree(saved_world_size)]
 
-    def restore_rng(self, states: list[Any], rank: int, step: int) -> None:
+    def restore_rng(self, states: list[Any], rank: int, step: int, saved_replicas: int) -> None:
         """On the same mesh, this rank's own states. On another tp degree, the states of this
         replica's first shard (the group's shared streams), and the sharded stream restarts per
         shard keyed by the step: a saved shard's stream copied to two new shards would repeat

@@ -140,6 +140,11 @@ class EpochTotals:
     def from_state_dict(cls, state: dict[str, torch.Tensor], device: torch.device) -> EpochTotals:
         return cls(state["loss_sum"].to(device), state["correct"].to(device), int(state["count"]))
 
+    def add(self, other: EpochTotals) -> None:
+        self.loss_sum = self.loss_sum + other.loss_sum
+        self.correct = self.correct + other.correct
+        self.count += other.count
+
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
@@ -417,6 +422,7 @@ class Trainer:
             "epoch_totals": totals,
             "rng": rng_states,
             "world_size": self.topology.world_size,
+            "replicas": self.replicas,
         }
 
     def _checkpoint_tensors(self, state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -454,6 +460,9 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.position = Position(state["epoch"], state["batch_in_epoch"], state["step"])
         rank = self.topology.rank
-        own = self.step.totals_to_continue(rank, len(state["epoch_totals"]))
-        self.totals = EpochTotals.from_state_dict(state["epoch_totals"][own], self.device)
-        self.step.restore_rng(state["rng"], rank, self.position.step)
+        saved = state["epoch_totals"]
+        replicas = int(state.get("replicas", self.replicas))  # older checkpoints: the same
+        self.totals = EpochTotals.zeros(self.device)
+        for index in self.step.totals_to_continue(rank, len(saved), replicas):
+            self.totals.add(EpochTotals.from_state_dict(saved[index], self.device))
+        self.step.restore_rng(state["rng"], rank, self.position.step, replicas)

@@ -108,3 +108,38 @@ def test_a_ddp_checkpoint_continues_sharded(tmp_path: Path) -> None:
     assert resumed.run.last_checkpoint.name == "last"  # sharded from there on
     assert not (resumed.run.checkpoint_dir / "last.pt").exists()
     assert math.isfinite(resumed.logged()[-1]["val_loss"])
+
+
+def test_a_fixed_global_batch_resumes_on_2_then_1_then_4_processes(tmp_path: Path) -> None:
+    """With data.global_batch_size a step trains on the same samples at any W: the sharded
+    checkpoint is read into 1 process, then resharded over 4, and the run ends as the
+    uninterrupted one does up to what W changes (each rank's BatchNorm batch and dropout
+    stream, the order of the sums)."""
+    fixed = ("parallel.shard=true", "checkpoint.every_steps=2", "data.global_batch_size=64")
+    alone = run_train(tmp_path / "alone", *fixed, nproc=2)
+    killed(tmp_path / "run", *fixed)  # after step 5; checkpoint 4
+    one = run_train(tmp_path / "run", *fixed, "trainer.max_steps=8", "--resume", "auto")
+    assert one.manifest()["resumed_from_step"] == 4
+    assert "world size: 2 -> 1 (continues with the same global batch, not bit for bit" in (
+        one.output
+    )
+    four = run_train(tmp_path / "run", *fixed, "trainer.max_steps=12", "--resume", "auto", nproc=4)
+    assert four.manifest()["resumed_from_step"] == 8
+    assert "world size: 1 -> 4" in four.output
+    shards = sorted(p.name for p in four.run.last_checkpoint.glob("__*.distcp"))
+    assert shards == [f"__{rank}_0.distcp" for rank in range(4)]
+    epochs = [row for row in four.logged() if row["kind"] == "epoch"]
+    expected = [row for row in alone.logged() if row["kind"] == "epoch"]
+    assert [row["step"] for row in epochs] == [row["step"] for row in expected] == [6, 12]
+    for mine, theirs in zip(epochs, expected, strict=True):
+        for key in ("train_loss", "val_loss"):
+            assert math.isclose(mine[key], theirs[key], rel_tol=2e-2), (key, mine, theirs)
+
+
+def test_another_world_size_without_a_fixed_global_batch_is_refused(tmp_path: Path) -> None:
+    killed(tmp_path, *SHARD)
+    refused = run_train(tmp_path, *SHARD, "--resume", "auto", check=False)
+    assert refused.returncode == 2
+    assert "cannot resume: world_size differs (checkpoint 2, now 1) (a run with " in (
+        refused.output
+    )
