@@ -2,8 +2,9 @@
 
     python -m benchmarks.bench_sharding [--model resnet18] [--steps 8] [--batch 32]
 
-For W = 1, 2, 4 processes, DDP and `parallel.shard=true` (FSDP2) build the trainer train.py
-builds (runtime/assembly.py) for the chosen model with SGD and momentum, on in-memory batches,
+For W = 1, 2, 4 processes, DDP, `parallel.shard=true` (FSDP2), the world-size-invariant mode and
+that mode with `parallel.shard=true` (its optimizer state split over the ranks, ZeRO-1; a global
+batch of W x batch in micro-batches of batch) build the trainer train.py builds (runtime/assembly.py) for the chosen model with SGD and momentum, on in-memory batches,
 and measure on each rank: the bytes of its parameters, gradients and optimizer state (the local
 shards: what the rank holds between steps), and the median ms per optimizer step after two
 warm-up steps. W = 1 is one process, unsharded (there is nothing to shard). Activations and the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -31,7 +33,24 @@ from tools.processes import run_process
 from tools.report import bench_folder, write_report
 from training.topology import local_tensor
 
-LAYOUTS = [(1, False), (2, False), (2, True), (4, False), (4, True)]
+# layout name -> its config keys (B: the per-rank batch, W: the processes)
+KEYS = {
+    "DDP": lambda batch, world: [f"data.batch_size={batch}"],
+    "FSDP2": lambda batch, world: [f"data.batch_size={batch}", "parallel.shard=true"],
+    "invariant": lambda batch, world: [
+        f"data.global_batch_size={batch * world}",
+        f"trainer.micro_batch_size={batch}",
+        "trainer.world_size_invariant=true",
+    ],
+}
+KEYS["invariant + shard (ZeRO-1)"] = lambda batch, world: [
+    *KEYS["invariant"](batch, world),
+    "parallel.shard=true",
+]
+LAYOUTS = [
+    (1, "DDP"),
+    *((world, layout) for world in (2, 4) for layout in KEYS),
+]
 
 
 def _bytes(tensors: list[torch.Tensor]) -> int:
@@ -44,8 +63,7 @@ def measure(arguments: argparse.Namespace) -> None:
         "configs/default.yaml",
         overrides=[
             f"model.name={arguments.model}",
-            f"parallel.shard={str(arguments.shard).lower()}",
-            f"data.batch_size={arguments.batch}",
+            *KEYS[arguments.layout](arguments.batch, int(os.environ.get("WORLD_SIZE", "1"))),
             "data.synthetic.train_size=512",
             "data.synthetic.val_size=64",
         ],
@@ -93,17 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--output-dir", default=bench_folder("sharding"))
-    parser.add_argument("--shard", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--layout", default="DDP", help=argparse.SUPPRESS)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.measure:
         measure(arguments)
         return 0
     rows = []
-    for processes, shard in LAYOUTS:
-        print(
-            f"measuring: {processes} process(es), {'sharded' if shard else 'DDP'} ...", flush=True
-        )
+    for processes, layout in LAYOUTS:
+        print(f"measuring: {processes} process(es), {layout} ...", flush=True)
         command = [
             *local_launcher(processes),
             "-m",
@@ -112,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--model={arguments.model}",
             f"--steps={arguments.steps}",
             f"--batch={arguments.batch}",
-            *(["--shard"] if shard else []),
+            f"--layout={layout}",
         ]
         done = run_process(command, launch_environment(), None)
         if done.returncode != 0:
@@ -123,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {
                 "processes": processes,
-                "layout": "FSDP2" if shard else ("one process" if processes == 1 else "DDP"),
+                "layout": "one process" if processes == 1 else layout,
                 "parameters_mib": round(worst["parameters"] / mib, 2),
                 "gradients_mib": round(worst["gradients"] / mib, 2),
                 "optimizer_mib": round(worst["optimizer"] / mib, 2),

@@ -134,7 +134,8 @@ class Config(Section):
 
     def _refuse_with(self, split: str, with_tensor: bool = False) -> None:
         unsupported = {
-            "trainer.world_size_invariant=true": self.trainer.world_size_invariant,
+            "trainer.world_size_invariant=true": self.trainer.world_size_invariant
+            and not split.startswith("parallel.shard"),
             "trainer.ema.enabled=true": self.trainer.ema.enabled,
             "parallel.tensor > 1": with_tensor,
         }

@@ -44,6 +44,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner, DefaultSavePlanner
 from torch.distributed.checkpoint.metadata import (
+    _MEM_FORMAT_ENCODING,
     BytesStorageMetadata,
     Metadata,
     StorageMeta,
@@ -86,9 +87,18 @@ class _IndexUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _INDEX_CLASSES:
             return super().find_class(module, name)
+        if (module, name) == ("builtins", "getattr"):  # an Enum member, pickled by name
+            return _member_of_an_index_enum
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint index")
+
+
+def _member_of_an_index_enum(owner: Any, name: str) -> Any:
+    """`getattr` as Python (3.11.? on) pickles an Enum member, for DCP's own Enums only."""
+    if owner is not _MEM_FORMAT_ENCODING:
+        raise pickle.UnpicklingError(f"getattr on {owner!r} is not part of a checkpoint index")
+    return owner[name]
 
 
 def read_index(directory: Path) -> Metadata:

@@ -149,7 +149,7 @@ def tensors(state: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 
 # What differs between runs that computed the same thing, and is not a result.
-NOT_COMPARED = ("fingerprint", "seeds", "config", "versions", "world_size")
+NOT_COMPARED = ("fingerprint", "seeds", "config", "versions", "world_size", "replicas")
 
 
 # The weights first, then what produced them: the state a user looks at first.

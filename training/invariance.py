@@ -45,6 +45,7 @@ from seeding.regions import reseed_sharded_stream
 from training.determinism import Precision
 from training.exchange import Exchange, NoExchange, ShardedExchange
 from training.objective import Objective
+from training.optimizer_shards import OptimizerShards
 from training.reduction_tree import Node, rank_block, serving_world_sizes, tree_sum
 from training.steps import Backward, Batch, StepResult, restore_own_rng
 from training.topology import Topology, all_gather_objects
@@ -184,14 +185,26 @@ class InvariantMode:
     """The mode as train.py chooses it (`parallel_mode`): the layout, and the seed of micro-batch
     j of step k (`SeedPlan.seed("microbatch", k, j)`)."""
 
-    def __init__(self, layout: MicroBatchLayout, micro_batch_seed: Callable[[int, int], int]):
+    def __init__(
+        self,
+        layout: MicroBatchLayout,
+        micro_batch_seed: Callable[[int, int], int],
+        shard_optimizer: bool = False,
+    ):
         self.layout = layout
         self.micro_batch_seed = micro_batch_seed
+        self.shard_optimizer = shard_optimizer
         # Validation in fixed chunks of b, one per batch: the same samples per batch for any W.
         self.eval_chunk: int | None = layout.micro_batch
 
     def notes(self) -> list[str]:
-        return [self.layout.note()]
+        sharded = "; the optimizer state split over the ranks (parallel.shard, ZeRO stage 1)"
+        return [self.layout.note() + (sharded if self.shard_optimizer else "")]
+
+    def optimizer_shards(
+        self, optimizer: torch.optim.Optimizer, topology: Topology
+    ) -> OptimizerShards | None:
+        return OptimizerShards(optimizer, topology) if self.shard_optimizer else None
 
     def describe(self) -> dict[str, Any] | None:
         return self.layout.describe()

@@ -22,11 +22,12 @@ def parallel_mode(
     plan: SeedPlan | None = None,
     shard: bool = False,
 ) -> ParallelMode:
-    """FSDP2 over the ranks (`shard`), tensor parallelism on a dp x tp mesh (`tensor_degree` > 1, with the run's `plan`), the
+    """FSDP2 over the ranks (`shard`; in the invariant mode, its optimizer state split over the
+    ranks instead), tensor parallelism on a dp x tp mesh (`tensor_degree` > 1, with the run's `plan`), the
     world-size-invariant mode if asked for, else ordinary data parallelism. A world size the
     mode cannot serve is refused here, before anything is written."""
-    if shard and topology.distributed:  # one process has nothing to shard
-        return ShardedMode(topology)
+    if shard and topology.distributed and not trainer.world_size_invariant:
+        return ShardedMode(topology)  # (one process has nothing to shard)
     if tensor_degree > 1:
         assert plan is not None
         return TensorParallelMode(tensor_degree, topology, plan)
@@ -36,4 +37,4 @@ def parallel_mode(
     layout = MicroBatchLayout.checked(
         global_batch_size, trainer.micro_batch_size, topology.world_size, topology.rank
     )
-    return InvariantMode(layout, micro_batch_seed)
+    return InvariantMode(layout, micro_batch_seed, shard_optimizer=shard)

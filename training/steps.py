@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from seeding import restore_rng_state
 from training.determinism import Precision
 from training.objective import Objective
+from training.optimizer_shards import OptimizerShards
 from training.topology import Topology, all_reduce_sum
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images, labels
@@ -92,6 +93,13 @@ class ParallelMode(Protocol):
         """Process-wide settings the mode needs before anything is computed."""
         ...
 
+    def optimizer_shards(
+        self, optimizer: torch.optim.Optimizer, topology: Topology
+    ) -> OptimizerShards | None:
+        """The optimizer state split over the ranks (training/optimizer_shards.py), or None:
+        the optimizer updates every parameter it was given."""
+        ...
+
     def training_step(
         self,
         model: nn.Module,
@@ -120,6 +128,11 @@ class DataParallelMode:
         return topology.world_size, topology.rank
 
     def prepare(self, device: torch.device) -> None:
+        return None
+
+    def optimizer_shards(
+        self, optimizer: torch.optim.Optimizer, topology: Topology
+    ) -> OptimizerShards | None:
         return None
 
     def training_step(

@@ -63,8 +63,9 @@ class ParallelConfig(Section):
     shard: bool = Field(
         False,
         description="FSDP2 over the data-parallel ranks: each rank holds 1/W of the parameters, "
-        "gradients and optimizer state (training/sharding.py); one process trains unsharded. A "
-        "resume with the other value continues, not bit for bit",
+        "gradients and optimizer state (training/sharding.py); one process trains unsharded. In "
+        "the world-size-invariant mode: the optimizer state only, split over the ranks (ZeRO-1, "
+        "training/optimizer_shards.py), bit for bit. A resume with the other value continues",
         json_schema_extra=RUNTIME,
     )
 

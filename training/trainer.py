@@ -208,7 +208,13 @@ class Trainer:
         self.replicas = mode.data_replicas(topology)[0]
         # Split by tensor parallelism (the step did it): checkpoints gather and re-cut shards.
         self.sharded = any(hasattr(p, "device_mesh") for p in self.model.parameters())
-        self.optimizer = build_optimizer(optim, self.model)
+        optimizer = build_optimizer(optim, self.model)
+        # Split over the ranks (ZeRO-1, invariant mode), or None: it updates every parameter.
+        self.optimizer_shards = mode.optimizer_shards(optimizer, topology)
+        self.optimizer = (
+            optimizer if self.optimizer_shards is None else self.optimizer_shards.optimizer
+        )
+        self.optimizer_layout = optimizer  # the per-parameter layout checkpoints hold
         self.clip_grad_norm = optim.clip_grad_norm
         self.grad_norm: torch.Tensor | None = None  # of the last step, before clipping
         self.ema = WeightAverage(config.ema, self.model) if config.ema.enabled else None
@@ -407,7 +413,10 @@ class Trainer:
         `whole=False` this rank's shards, for a checkpoint that every rank writes."""
         rng_states = all_gather_objects(self.topology, capture_rng_state())
         totals = all_gather_objects(self.topology, self.totals.state_dict())
-        optimizer = self.optimizer.state_dict()
+        if self.optimizer_shards is not None:
+            optimizer = self.optimizer_shards.whole_state()
+        else:
+            optimizer = self.optimizer.state_dict()
         gather = whole and self.sharded
         return {
             "model": self.weights() if whole else self.model.state_dict(),
@@ -430,7 +439,7 @@ class Trainer:
         slice by slice from a sharded checkpoint, cut from a whole one where split."""
         stored: StoredTensors | None = state.get("stored")
         if stored is not None:
-            return stored.read_for(self.model, self.optimizer)
+            return stored.read_for(self.model, self.optimizer_layout)
         model, optimizer = state["model"], state["optimizer"]
         if self.sharded:
             model = sharded_like(self.model.state_dict(), model)
@@ -448,7 +457,10 @@ class Trainer:
         """Continue from a checkpoint whose computation the checkpoint owner has checked."""
         model, optimizer = self._checkpoint_tensors(state)
         self.model.load_state_dict(model)
-        self.optimizer.load_state_dict(optimizer)
+        if self.optimizer_shards is not None:
+            self.optimizer_shards.load_whole_state(optimizer)
+        else:
+            self.optimizer.load_state_dict(optimizer)
         self.horizon = int(state["schedule_horizon"])
         self.lr_factor.horizon = max(1, self.horizon)
         self.scheduler.load_state_dict(state["scheduler"])

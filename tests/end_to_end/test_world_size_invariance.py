@@ -261,3 +261,29 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"no checkpoint after {timeout:.0f} s")
         time.sleep(0.2)
+
+
+def test_sharded_optimizer_state_resumed_2_then_1_then_4_processes_equals_the_reference(
+    reference: RunResult, tmp_path: Path
+) -> None:
+    """parallel.shard in this mode splits the optimizer state over the ranks (ZeRO-1): the
+    weights and the optimizer state equal the unsharded single process's bit for bit, through
+    sharded checkpoints (DCP directories) written at 2 processes and read at 1, then at 4."""
+    shard = ("parallel.shard=true", "checkpoint.every_steps=4")
+    killed = invariant_run(
+        tmp_path,
+        2,
+        *shard,
+        entry="tests/helpers/planted_train.py",
+        env={"PLANTED_SIGKILL_AT_STEP": "10"},
+        check=False,
+    )
+    assert killed.returncode != 0
+    one = invariant_run(tmp_path, 1, *shard, "trainer.max_steps=17", "--resume", "auto")
+    assert one.manifest()["resumed_from_step"] == 8
+    four = invariant_run(tmp_path, 4, *shard, "trainer.max_steps=null", "--resume", "auto")
+    assert four.manifest()["resumed_from_step"] == 17
+    assert four.run.last_checkpoint.is_dir()  # sharded checkpoints all the way
+    assert "optimizer state split over the ranks" in four.run.determinism_file.read_text()
+    assert fingerprint(four) == fingerprint(reference)
+    assert four.logged() == reference.logged()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from pathlib import Path
+from pathlib import Path, PosixPath
 
 import pytest
 import torch
@@ -159,6 +159,25 @@ def test_a_planted_pickle_in_the_index_is_refused_unrun(tmp_path: Path) -> None:
     with pytest.raises(AttributeError):  # after the command ran: its exit status is no StorageMeta
         dcp.FileSystemReader(final).read_metadata()
     assert marker.exists()
+
+
+class Looked:
+    """Unpickling this looks an attribute up with getattr, as Python pickles an Enum member:
+    allowed for DCP's own Enum only."""
+
+    def __reduce__(self) -> tuple:
+        return (getattr, (PosixPath, "cwd"))
+
+
+def test_getattr_in_the_index_reaches_dcp_s_own_enum_only(tmp_path: Path) -> None:
+    _, _, state = trained_state()
+    final = save_sharded_checkpoint(tmp_path, 2, state, keep=3, is_main=True)
+    index = pickle.loads((final / INDEX).read_bytes())
+    index.storage_meta = Looked()  # type: ignore[assignment]
+    (final / INDEX).write_bytes(pickle.dumps(index))
+    rewrite_sums(final)
+    with pytest.raises(UserError, match=r"getattr on <class 'pathlib\.PosixPath'> is not part"):
+        load_checkpoint(final)
 
 
 def test_a_pickled_entry_is_refused_unrun(tmp_path: Path) -> None:
