@@ -65,10 +65,16 @@ def _resumed(saved: dict[str, Any], overrides: Sequence[str]) -> tuple[Config, l
             "stopping criteria and runtime settings may change: start a new run to change it"
         )
     notes = [
-        f"{key}: {was!r} -> {asked!r}{NOT_BIT_FOR_BIT.get(key, '')}"
+        f"{key}: {was!r} -> {asked!r}{_how_it_continues(key, config)}"
         for key, (was, asked) in changed.items()
     ]
     return config, notes
+
+
+def _how_it_continues(key: str, config: Config) -> str:
+    if key == "parallel.shard" and config.trainer.world_size_invariant:
+        return " (continues bit for bit: the invariant mode only splits its optimizer state)"
+    return NOT_BIT_FOR_BIT.get(key, "")
 
 
 # Runtime keys whose change continues the run, though not bit for bit.

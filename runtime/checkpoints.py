@@ -21,7 +21,6 @@ resumed from and loaded here, and each loads into either kind of run.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -45,6 +44,7 @@ from runtime.sharded_checkpoint import (
     ShardedTensors,
     StoredShards,
     damage,
+    file_sha256,
     join_state,
     read_state,
     split_state,
@@ -57,14 +57,6 @@ from training.topology import local_tensor
 FORMAT = "reproducible-ddp-template/checkpoint/v1"
 LAST = LAST_CHECKPOINT
 _STEP = re.compile(r"^step-(\d+)(\.pt)?$")  # a file, or a sharded checkpoint's directory
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoint_digest(path: Path) -> str:

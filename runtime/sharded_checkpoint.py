@@ -151,7 +151,7 @@ class _TensorsOnlyPlanner(DefaultLoadPlanner):
 
 
 # ----------------------------------------------------------------------------- checksums
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
@@ -176,7 +176,7 @@ def damage(directory: Path) -> str | None:
         path = directory / name
         if os.sep in name or not path.is_file():
             return f"{name} is missing"
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             return f"{name} does not match its sha256 in {SUMS}"
     return None
 
@@ -198,7 +198,7 @@ def write_sharded(
             no_dist=not dist.is_initialized(),
         )
     rank = dist.get_rank() if dist.is_initialized() else 0
-    mine = {path.name: _sha256(path) for path in sorted(staging.glob(f"__{rank}_*.distcp"))}
+    mine = {path.name: file_sha256(path) for path in sorted(staging.glob(f"__{rank}_*.distcp"))}
     everyone = [mine]
     if dist.is_initialized() and dist.get_world_size() > 1:
         everyone = [{} for _ in range(dist.get_world_size())]
@@ -207,7 +207,7 @@ def write_sharded(
         return
     atomic_write(staging / STATE, lambda stream: torch.save(state, stream), binary=True)
     sums = {name: digest for part in everyone for name, digest in part.items()}
-    sums |= {INDEX: _sha256(staging / INDEX), STATE: _sha256(staging / STATE)}
+    sums |= {INDEX: file_sha256(staging / INDEX), STATE: file_sha256(staging / STATE)}
     atomic_write_text(
         staging / SUMS, "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
     )

@@ -249,3 +249,28 @@ def test_the_schedule_s_epochs_come_from_its_horizon_not_the_last_session_s_conf
         refuse_a_run_past_its_schedule(
             load_config(DEFAULT, overrides=["trainer.epochs=11"]), checkpoint
         )
+
+
+@pytest.mark.parametrize(
+    ("invariant", "said"),
+    [
+        ([], "(continues, not bit for bit: a reduce-scatter adds the gradients in another order"),
+        (
+            [
+                "data.global_batch_size=32",
+                "trainer.micro_batch_size=8",
+                "trainer.world_size_invariant=true",
+            ],
+            "(continues bit for bit: the invariant mode only splits its optimizer state)",
+        ),
+    ],
+)
+def test_a_resume_that_turns_sharding_on_says_whether_it_is_bit_for_bit(
+    invariant: list[str], said: str
+) -> None:
+    saved = load_config(DEFAULT, overrides=invariant).model_dump(mode="json")
+    asked = ["parallel.shard=true"]
+    config, notes = config_for_resume(saved, load_config(DEFAULT, overrides=invariant), asked, None)
+    assert config.parallel.shard
+    (note,) = notes
+    assert note.startswith(f"resuming with changes: parallel.shard: False -> True {said}")
