@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from configs import Config, config_to_yaml, load_config, parse_args
-from configs.resume import config_for_resume
+from configs.resume import config_for_resume, world_size_may_change
 from data.loaders import DataBundle
 from foundation.exit import run_reporting_user_errors
 from foundation.faults import TrainingFault
@@ -115,15 +115,6 @@ def main() -> None:
         # 5. Save: the manifest with the final evaluation and the determinism report; leave the
         #    process group.
         session.finish(trainer, final_metrics)
-
-
-def world_size_may_change(config: Config, checkpoint: dict | None) -> bool:
-    """A fixed global batch on plain data parallelism (DDP or sharded), now and in the
-    checkpoint: the same samples per step at any world size (runtime/checkpoints.py)."""
-    if checkpoint is None or config.data.global_batch_size is None:
-        return False
-    saved_tensor = checkpoint.get("config", {}).get("parallel", {}).get("tensor", 1)
-    return config.parallel.tensor == 1 and saved_tensor == 1
 
 
 def run_identity(

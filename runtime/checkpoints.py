@@ -133,11 +133,12 @@ def write_checkpoint_file(final: Path, payload: dict[str, Any]) -> str:
     return checksum
 
 
-def write_checkpoint_directory(final: Path, payload: dict[str, Any]) -> None:
-    """A sharded checkpoint written by this process alone (a conversion): one shard file."""
+def write_checkpoint_directory(final: Path, payload: dict[str, Any], is_main: bool = True) -> None:
+    """Collective: a sharded checkpoint, each rank writing its shards of `payload` (alone, as a
+    conversion does: one shard file)."""
     tensors, rest = split_state(payload)
     with WRITES:
-        write_sharded(final, tensors, {**rest, "format": FORMAT}, is_main=True)
+        write_sharded(final, tensors, {"format": FORMAT, **rest}, is_main=is_main)
 
 
 def _save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
@@ -168,10 +169,9 @@ def save_sharded_checkpoint(
     """Collective: the directory `step-<step>` (runtime/sharded_checkpoint.py), each rank
     writing its shards of `state`; rank 0 then points `last` at it and keeps the newest
     `keep`."""
-    tensors, rest = split_state(state)
     final = directory / f"step-{step:08d}"
     with WRITES:
-        write_sharded(final, tensors, {"format": FORMAT, **rest}, is_main=is_main)
+        write_checkpoint_directory(final, state, is_main)
         if is_main:
             link = directory / f".{LAST_SHARDED}.tmp"
             link.unlink(missing_ok=True)
@@ -219,18 +219,21 @@ def newest_complete(directory: Path) -> tuple[Path | None, list[Path]]:
     return None, skipped
 
 
-def load_checkpoint(path: Path, whole_tensors: bool = True) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, whole_tensors: bool = True, checksums_checked: bool = False
+) -> dict[str, Any]:
     """Load and check a checkpoint; any problem is a one-line UserError.
 
     A sharded checkpoint's tensors are read whole into this process, or, with
     `whole_tensors=False`, left on disk under "stored" (training/events.py's `StoredTensors`)
-    for the trainer to read into its own layout."""
+    for the trainer to read into its own layout. `checksums_checked`: the caller has just
+    checked them (`newest_complete`), so the checkpoint is not read twice for them."""
     if path.is_dir():
-        return _load_sharded(path, whole_tensors)
+        return _load_sharded(path, whole_tensors, checksums_checked)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     checksum_file = _checksum_path(path)
-    if checksum_file.is_file():
+    if checksum_file.is_file() and not checksums_checked:
         recorded = checksum_file.read_text().split()[:1]
         if recorded != [file_sha256(path)]:
             raise UserError(
@@ -245,8 +248,8 @@ def load_checkpoint(path: Path, whole_tensors: bool = True) -> dict[str, Any]:
     return payload
 
 
-def _load_sharded(path: Path, whole_tensors: bool) -> dict[str, Any]:
-    problem = damage(path)
+def _load_sharded(path: Path, whole_tensors: bool, checksums_checked: bool) -> dict[str, Any]:
+    problem = None if checksums_checked else damage(path)
     if problem is not None:
         raise UserError(f"checkpoint {path} is incomplete or damaged: {problem}")
     try:
@@ -337,7 +340,8 @@ def resume_point(run_dir: RunDirectory, request: str | None) -> ResumePoint:
         path = Path(request)
         if not path.exists():
             raise UserError(f"--resume: checkpoint not found: {path}")
-    checkpoint = None if path is None else load_checkpoint(path, whole_tensors=False)
+    checked = request == "auto"  # newest_complete read every checksum
+    checkpoint = None if path is None else load_checkpoint(path, False, checked)
     return ResumePoint(checkpoint, continuing=run_dir.holds_a_run())
 
 

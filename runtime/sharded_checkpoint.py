@@ -95,7 +95,8 @@ class _IndexUnpickler(pickle.Unpickler):
 
 
 def _member_of_an_index_enum(owner: Any, name: str) -> Any:
-    """`getattr` as Python (3.11.? on) pickles an Enum member, for DCP's own Enums only."""
+    """`getattr(EnumClass, name)`, which is how some Python builds (the image's 3.11.7) pickle an
+    Enum member: resolved for DCP's own Enum only."""
     if owner is not _MEM_FORMAT_ENCODING:
         raise pickle.UnpicklingError(f"getattr on {owner!r} is not part of a checkpoint index")
     return owner[name]
@@ -218,11 +219,6 @@ def write_sharded(
     fsync_directory(final.parent)
 
 
-def write_whole(final: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    """A sharded checkpoint written by one process without a process group (conversion)."""
-    write_sharded(final, tensors, state, is_main=True)
-
-
 # ----------------------------------------------------------------------------- reading
 class StoredShards:
     """The tensors of a sharded checkpoint, left on disk until the reader says where they go:
@@ -251,26 +247,22 @@ class StoredShards:
                     f"cannot load checkpoint {self.directory}: {key} has shape "
                     f"{tuple(shapes[key][0])}, this run's has {tuple(target.shape)}"
                 )
-        with _quiet():
-            dcp.load(
-                targets,
-                storage_reader=_SafeReader(self.directory),
-                planner=_TensorsOnlyPlanner(),
-                no_dist=not dist.is_initialized(),
-            )
-        return targets
+        return self._load(targets, alone=not dist.is_initialized())
 
     def read_whole(self) -> dict[str, torch.Tensor]:
         """Every tensor whole, in this process alone (tools, verify, evaluate)."""
         targets = {
             key: torch.empty(size, dtype=dtype) for key, (size, dtype) in self.shapes().items()
         }
+        return self._load(targets, alone=True)
+
+    def _load(self, targets: dict[str, torch.Tensor], alone: bool) -> dict[str, torch.Tensor]:
         with _quiet():
             dcp.load(
                 targets,
                 storage_reader=_SafeReader(self.directory),
                 planner=_TensorsOnlyPlanner(),
-                no_dist=True,
+                no_dist=alone,
             )
         return targets
 

@@ -44,8 +44,7 @@ class OptimizerShards:
                     "parallel.shard with trainer.world_size_invariant: an optimizer group mixes "
                     "dtypes; give each dtype its own group"
                 )
-        self.sizes = [sum(p.numel() for p in group) for group in self.groups]
-        self.widths = [-(-size // self.world) for size in self.sizes]
+        self.widths = [-(-sum(p.numel() for p in group) // self.world) for group in self.groups]
         slices = [
             nn.Parameter(self._own(self._flat(index, _weights), index).clone())
             for index in range(len(self.groups))
@@ -70,11 +69,11 @@ class OptimizerShards:
         return flat[self.rank * width : (self.rank + 1) * width]
 
     def _take_gradients(self) -> None:
-        """Before the step: this rank's slice of the weights (a resume may have replaced them)
-        and of the reduced gradients, the same on every rank."""
+        """Before the step: this rank's slice of the reduced gradients, the same on every rank.
+        (The slices of the weights are the weights: `_give_weights` writes them back whole after
+        every step, and `load_whole_state` takes them again after a resume.)"""
         with torch.no_grad():
             for index, piece in enumerate(self.slices):
-                piece.copy_(self._own(self._flat(index, _weights), index))
                 piece.grad = self._own(self._flat(index, _gradient), index).clone()
 
     def _give_weights(self) -> None:
@@ -123,12 +122,16 @@ class OptimizerShards:
         return {"state": dict(sorted(state.items())), "param_groups": groups}
 
     def load_whole_state(self, whole: dict[str, Any]) -> None:
-        """The inverse of `whole_state`: this rank's slice of each per-parameter state."""
+        """The inverse of `whole_state`: this rank's slice of each per-parameter state, and of
+        the weights the model has just been given."""
+        with torch.no_grad():
+            for index, piece in enumerate(self.slices):
+                piece.copy_(self._own(self._flat(index, _weights), index))
         layout = self.original.state_dict()["param_groups"]
         state: dict[int, dict[str, Any]] = {}
         for index, group in enumerate(self.groups):
             numbers = layout[index]["params"]
-            saved = [whole["state"].get(n, whole["state"].get(str(n), {})) for n in numbers]
+            saved = [whole["state"].get(n, {}) for n in numbers]
             for key in saved[0] if saved else []:
                 values = [entry[key] for entry in saved]
                 if all(
