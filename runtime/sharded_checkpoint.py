@@ -15,140 +15,30 @@ renames the directory into place. A writer killed at any point leaves a `.tmp` d
 `--resume auto` never looks at and the next run removes; a `step-*` directory whose files do not
 match its SHA256SUMS is skipped as damaged, as a single-file checkpoint without its checksum is.
 
-Why our own reader: DCP's FileSystemReader reads the index with `pickle.load`, and its default
-load planner reads non-tensor entries with `torch.load(weights_only=False)`; either would run code
-planted in a checkpoint, which this template's checkpoints never do. Here the index is read by an
-unpickler that knows DCP's metadata classes and nothing else, and a non-tensor entry is refused
-(this writer never makes one: such values go to state.pt, read with `weights_only=True`). DCP
-itself reads the shards with `weights_only=True`.
-
 Why each rank hashes its own file: the checksums cost one read of what a rank just wrote, and no
 rank reads the whole checkpoint back at save time.
+
+DCP itself, and reading its index without unpickling, live in runtime/dcp_files.py, imported on
+first use (importing DCP costs every process about 1.5 s).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import pickle
 import shutil
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
-from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner, DefaultSavePlanner
-from torch.distributed.checkpoint.metadata import (
-    _MEM_FORMAT_ENCODING,
-    BytesStorageMetadata,
-    Metadata,
-    StorageMeta,
-    TensorStorageMetadata,
-)
 
-from foundation.errors import UserError, first_line
+from foundation.errors import UserError
 from runtime.atomic import atomic_write, atomic_write_text, fsync_directory
 
 STATE = "state.pt"
 SUMS = "SHA256SUMS"
-INDEX = ".metadata"
-
-_INDEX_CLASSES = {
-    ("torch.distributed.checkpoint.metadata", name)
-    for name in (
-        "Metadata",
-        "TensorStorageMetadata",
-        "BytesStorageMetadata",
-        "ChunkStorageMetadata",
-        "TensorProperties",
-        "MetadataIndex",
-        "StorageMeta",
-        "_MEM_FORMAT_ENCODING",
-    )
-} | {
-    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
-    ("torch", "Size"),
-    ("torch.serialization", "_get_layout"),
-    ("pathlib", "PosixPath"),
-    ("collections", "OrderedDict"),
-}
-
-
-class _IndexUnpickler(pickle.Unpickler):
-    """`pickle.Unpickler` that resolves DCP's metadata classes, torch.Size and dtypes only: a
-    crafted index naming any other callable (os.system, builtins.eval) stops here, before it
-    is called."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _INDEX_CLASSES:
-            return super().find_class(module, name)
-        if (module, name) == ("builtins", "getattr"):  # an Enum member, pickled by name
-            return _member_of_an_index_enum
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint index")
-
-
-def _member_of_an_index_enum(owner: Any, name: str) -> Any:
-    """`getattr(EnumClass, name)`, which is how some Python builds (the image's 3.11.7) pickle an
-    Enum member: resolved for DCP's own Enum only."""
-    if owner is not _MEM_FORMAT_ENCODING:
-        raise pickle.UnpicklingError(f"getattr on {owner!r} is not part of a checkpoint index")
-    return owner[name]
-
-
-def read_index(directory: Path) -> Metadata:
-    """DCP's index of a sharded checkpoint, read without running anything it names."""
-    try:
-        with (directory / INDEX).open("rb") as stream:
-            index = _IndexUnpickler(stream).load()
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as error:
-        raise UserError(
-            f"cannot load checkpoint {directory}: its index {INDEX} is refused "
-            f"({first_line(error)[:160]})"
-        ) from None
-    if not isinstance(index, Metadata):
-        raise UserError(f"cannot load checkpoint {directory}: {INDEX} is not a DCP index")
-    pickled = sorted(
-        key
-        for key, entry in index.state_dict_metadata.items()
-        if isinstance(entry, BytesStorageMetadata)
-    )
-    if pickled:
-        raise UserError(
-            f"cannot load checkpoint {directory}: it holds pickled objects ({pickled[0]}), "
-            "which this template never writes and never unpickles"
-        )
-    return index
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """DCP warns on every save of its own use of TypedStorage, and on every use in one process
-    ("assuming the intent is to ... in a single process"): both are noise here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        yield
-
-
-class _SafeReader(FileSystemReader):
-    def read_metadata(self) -> Metadata:
-        index = read_index(Path(self.path))
-        if getattr(index, "storage_meta", None) is None:
-            index.storage_meta = StorageMeta()
-        index.storage_meta.load_id = self.load_id
-        return index
-
-
-class _TensorsOnlyPlanner(DefaultLoadPlanner):
-    def load_bytes(self, read_item: Any, value: Any) -> None:
-        raise UserError(f"refusing to unpickle checkpoint entry {read_item.dest_index.fqn}")
+INDEX = ".metadata"  # DCP's own name for its index, which runtime/dcp_files.py reads
 
 
 # ----------------------------------------------------------------------------- checksums
@@ -188,16 +78,10 @@ def write_sharded(
 ) -> None:
     """Collective: every rank writes its shards of `tensors`; rank 0 writes `state` (plain values
     and small tensors, read back with weights_only), the checksums, and publishes `final`."""
+    from runtime.dcp_files import save_shards
+
     staging = final.with_name(f".{final.name}.tmp")
-    with _quiet():
-        dcp.save(
-            tensors,
-            storage_writer=FileSystemWriter(staging, single_file_per_rank=True, thread_count=1),
-            # A tensor every rank holds whole (a BatchNorm buffer) is written from rank 0, as a
-            # single-file checkpoint holds rank 0's; DCP would pick the least-loaded rank.
-            planner=DefaultSavePlanner(dedup_save_to_lowest_rank=True),
-            no_dist=not dist.is_initialized(),
-        )
+    save_shards(staging, tensors, alone=not dist.is_initialized())
     rank = dist.get_rank() if dist.is_initialized() else 0
     mine = {path.name: file_sha256(path) for path in sorted(staging.glob(f"__{rank}_*.distcp"))}
     everyone = [mine]
@@ -225,15 +109,13 @@ class StoredShards:
     each rank then reads only the slices its own tensors (plain or DTensor) cover."""
 
     def __init__(self, directory: Path) -> None:
+        from runtime.dcp_files import tensor_shapes
+
         self.directory = directory
-        self.index = read_index(directory)
+        self._shapes = tensor_shapes(directory)
 
     def shapes(self) -> dict[str, tuple[torch.Size, torch.dtype]]:
-        return {
-            key: (entry.size, entry.properties.dtype)
-            for key, entry in self.index.state_dict_metadata.items()
-            if isinstance(entry, TensorStorageMetadata)
-        }
+        return dict(self._shapes)
 
     def read(self, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Fill `targets` (collective when a process group is up: every rank calls it with its
@@ -257,13 +139,9 @@ class StoredShards:
         return self._load(targets, alone=True)
 
     def _load(self, targets: dict[str, torch.Tensor], alone: bool) -> dict[str, torch.Tensor]:
-        with _quiet():
-            dcp.load(
-                targets,
-                storage_reader=_SafeReader(self.directory),
-                planner=_TensorsOnlyPlanner(),
-                no_dist=alone,
-            )
+        from runtime.dcp_files import load_shards
+
+        load_shards(self.directory, targets, alone=alone)
         return targets
 
 
