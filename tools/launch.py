@@ -16,6 +16,8 @@ from pathlib import Path
 from runtime.rundir import RunDirectory, find_one_run
 from tools.processes import run_process
 
+TORCHRUN_AGENT = Path(__file__).with_name("torchrun_agent.py")
+
 # What every run is started with, here and in the Makefile, the Dockerfile and the SLURM script
 # (tests/unit/test_launch_environment.py holds them to these values): the hash seed (set inside
 # train.py it would be too late), cuBLAS's deterministic workspace (it must be set before the
@@ -37,13 +39,13 @@ def launch_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def local_launcher(nproc: int) -> list[str]:
-    """`python` for one process; `python -m torch.distributed.run --standalone` for several."""
+    """`python` for one process; torchrun `--standalone` for several (tools/torchrun_agent.py:
+    torchrun's own agent, started without the interpreter's teardown cost)."""
     if nproc <= 1:
         return [sys.executable]
     return [
         sys.executable,
-        "-m",
-        "torch.distributed.run",
+        str(TORCHRUN_AGENT),
         "--standalone",
         f"--nproc_per_node={nproc}",
     ]
