@@ -21,6 +21,7 @@ from runtime.checkpoints import (
     Checkpointer,
     computation_defaults,
     computation_fingerprint,
+    reading,
     resume_point,
 )
 from runtime.launcher_watch import watch_launcher
@@ -48,9 +49,10 @@ def main() -> None:
     resume = resume_point(run_dir, arguments.resume)
     resume_notes: list[str] = []
     if resume.continuing:  # the run that was started: its own config.yaml, not the file's
-        config, resume_notes = config_for_resume(
-            run_dir.read_config(), config, arguments.overrides, resume.checkpoint
-        )
+        with reading(resume.path):
+            config, resume_notes = config_for_resume(
+                run_dir.read_config(), config, arguments.overrides, resume.checkpoint
+            )
     checkpoints = Checkpointer(run_dir, config.checkpoint, sharded=config.parallel.shard)
 
     # 2. Plan: join the process group, then fix every seed and determinism switch before any
@@ -100,7 +102,8 @@ def main() -> None:
     )
     trainer, (_, session) = built.trainer, built.observers
     if resume.checkpoint is not None:
-        trainer.load_state_dict(resume.checkpoint)
+        with reading(resume.path):
+            trainer.load_state_dict(resume.checkpoint)
 
     # 4. Loop: train until trainer.epochs or trainer.max_steps, checkpointing on the way. A
     #    fault (foundation/faults.py) ends every rank with one line and the fault's exit code;

@@ -33,7 +33,7 @@ from data.mix import BatchMix
 from foundation.errors import UserError
 from models import build_model
 from models.config import ModelConfig
-from runtime.checkpoints import checkpoint_digest, load_checkpoint
+from runtime.checkpoints import checkpoint_digest, load_checkpoint, reading
 from seeding import SeedPlan
 from training.determinism import DeterminismConfig, Precision, apply_determinism, precision_for
 from training.events import StepBoundary, TrainingEvents
@@ -189,7 +189,8 @@ def load_initial_weights(model: nn.Module, path: str) -> None:
         raise UserError(
             f"init_from {path}: its weights do not fit this model ({'; '.join(problems)})"
         )
-    model.load_state_dict(weights)
+    with reading(path):
+        model.load_state_dict(weights)
 
 
 def initial_weights(path: str | None) -> dict[str, str] | None:

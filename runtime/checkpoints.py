@@ -21,11 +21,13 @@ resumed from and loaded here, and each loads into either kind of run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,7 +40,14 @@ from foundation.faults import NonFiniteState
 from foundation.process import process_launch
 from foundation.section import RUNTIME, Section, keys_with_role
 from runtime.atomic import WRITES, atomic_write, atomic_write_text, fsync_directory
-from runtime.rundir import LAST_CHECKPOINT, LAST_SHARDED, RunDirectory
+from runtime.plain_files import NotAPlainFile, is_regular_file, open_for_reading
+from runtime.rundir import (
+    CHECKPOINTS,
+    DAMAGED_CHECKPOINTS,
+    LAST_CHECKPOINT,
+    LAST_SHARDED,
+    RunDirectory,
+)
 from runtime.sharded_checkpoint import (
     SUMS,
     ShardedTensors,
@@ -154,7 +163,7 @@ def _save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: 
     atomic_write_text(_checksum_path(directory / LAST), f"{checksum}  {LAST}\n")
     (directory / LAST_SHARDED).unlink(missing_ok=True)  # a sharded run's, continued here
     fsync_directory(directory)
-    _prune(directory, keep)
+    _prune(directory, keep, step)
     return final
 
 
@@ -180,33 +189,85 @@ def save_sharded_checkpoint(
             for pointer in (directory / LAST, _checksum_path(directory / LAST)):
                 pointer.unlink(missing_ok=True)  # a single-file run's, continued sharded
             fsync_directory(directory)
-            _prune(directory, keep)
+            _prune(directory, keep, step)
     return final
 
 
 def _numbered_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """Every `step-N` entry (a file, a directory, or a link, which is never complete)."""
     found = []
     for path in directory.glob("step-*"):
         match = _STEP.match(path.name)
-        if match and (path.is_dir() != bool(match.group(2))):
+        if match and (path.is_symlink() or path.is_dir() != bool(match.group(2))):
             found.append((int(match.group(1)), path))
     return sorted(found)
 
 
-def _prune(directory: Path, keep: int) -> None:
-    for _, path in _numbered_checkpoints(directory)[:-keep]:
+def _prune(directory: Path, keep: int, saved_step: int) -> None:
+    """Keep the newest `keep` checkpoints at or below `saved_step`, the one just written among
+    them. A checkpoint above it (a resume from an earlier one) is not counted and not removed:
+    pruning by step number alone would keep a damaged newer checkpoint and delete the only good
+    one. Counted: whole checkpoints (a file with its .sha256, a directory with its SHA256SUMS);
+    a damaged one was moved aside when the resume skipped it (`set_aside`)."""
+    below = [
+        path
+        for step, path in _numbered_checkpoints(directory)
+        if step <= saved_step and _looks_whole(path)
+    ]
+    for path in below[:-keep]:
         _remove(path)
         _checksum_path(path).unlink(missing_ok=True)
 
 
+def _looks_whole(path: Path) -> bool:
+    """Whole as written, without reading it again: its checksums are next to it."""
+    if path.is_symlink():
+        return False
+    if path.is_dir():
+        return is_regular_file(path / SUMS)
+    return is_regular_file(path) and is_regular_file(_checksum_path(path))
+
+
+def set_aside(directory: Path, damaged: list[Path]) -> list[Path]:
+    """Move checkpoints that a resume skipped into `checkpoints/damaged/`: kept for a look, out
+    of the way of `--resume auto` and of pruning, never deleted by the template."""
+    moved = []
+    aside = directory / DAMAGED_CHECKPOINTS
+    for path in damaged:
+        if not (path.exists() or path.is_symlink()):
+            continue
+        aside.mkdir(exist_ok=True)
+        if aside.is_symlink() or not aside.is_dir():
+            raise UserError(f"{aside} is not a plain directory; move it away and resume again")
+        for part in (path, _checksum_path(path)):
+            if part.exists() or part.is_symlink():
+                target = aside / part.name
+                if target.exists() or target.is_symlink():
+                    target = aside / f"{part.name}.{os.getpid()}"
+                os.rename(part, target)
+        moved.append(aside / path.name)
+    if moved:
+        fsync_directory(directory)
+    return moved
+
+
+def _recorded_checksum(path: Path) -> str | None:
+    """The sha256 a `.sha256` file records (None: no such regular file)."""
+    checksum_file = _checksum_path(path)
+    if not is_regular_file(checksum_file):
+        return None
+    with open_for_reading(checksum_file) as stream:
+        words = stream.read(4096).decode("ascii", errors="replace").split()
+    return words[0] if words else ""
+
+
 def is_complete(path: Path) -> bool:
+    if path.is_symlink():
+        return False
     if path.is_dir():
         return damage(path) is None
-    checksum_file = _checksum_path(path)
-    if not path.is_file() or not checksum_file.is_file():
-        return False
-    recorded = checksum_file.read_text().split()[:1]
-    return recorded == [file_sha256(path)]
+    recorded = _recorded_checksum(path)
+    return is_regular_file(path) and recorded is not None and recorded == file_sha256(path)
 
 
 def newest_complete(directory: Path) -> tuple[Path | None, list[Path]]:
@@ -227,20 +288,53 @@ def load_checkpoint(
     A sharded checkpoint's tensors are read whole into this process, or, with
     `whole_tensors=False`, left on disk under "stored" (training/events.py's `StoredTensors`)
     for the trainer to read into its own layout. `checksums_checked`: the caller has just
-    checked them (`newest_complete`), so the checkpoint is not read twice for them."""
-    if path.is_dir():
-        return _load_sharded(path, whole_tensors, checksums_checked)
-    if not path.is_file():
+    checked them (`newest_complete`), so the checkpoint is not read twice for them.
+
+    A checkpoint is untrusted input: no link is followed but the `last` pointer to a sibling
+    `step-N`, nothing is unpickled beyond tensors and plain values, and every field the
+    template reads is checked before use (`check_fields`)."""
+    path = _through_last_pointer(path)
+    try:
+        if path.is_dir():
+            return _load_sharded(path, whole_tensors, checksums_checked)
+        payload = _load_file(path, checksums_checked)
+    except NotAPlainFile as error:
+        raise UserError(f"cannot load checkpoint {path}: {error}") from None
+    check_fields(path, payload)
+    return payload
+
+
+def _through_last_pointer(path: Path) -> Path:
+    """`checkpoints/last` names the newest sharded checkpoint by a link to a sibling; any other
+    link in a checkpoint's path is refused rather than followed out of its directory."""
+    if not path.is_symlink():
+        return path
+    target = os.readlink(path)
+    if not _STEP.match(target):
+        raise UserError(
+            f"cannot load checkpoint {path}: it is a symbolic link to {target[:80]!r}, not to a "
+            "step-N checkpoint beside it; give the checkpoint's own path"
+        )
+    return path.with_name(target)
+
+
+def _load_file(path: Path, checksums_checked: bool) -> dict[str, Any]:
+    if not path.exists():
         raise UserError(f"checkpoint not found: {path}")
-    checksum_file = _checksum_path(path)
-    if checksum_file.is_file() and not checksums_checked:
-        recorded = checksum_file.read_text().split()[:1]
-        if recorded != [file_sha256(path)]:
+    if not checksums_checked:
+        recorded = _recorded_checksum(path)
+        if recorded is None and _checksum_path(path).is_symlink():
+            raise UserError(f"cannot load checkpoint {path}: its .sha256 is a symbolic link")
+        if recorded is not None and recorded != file_sha256(path):
             raise UserError(
-                f"checkpoint {path} is corrupt or truncated (sha256 does not match {checksum_file.name})"
+                f"checkpoint {path} is corrupt or truncated (sha256 does not match "
+                f"{_checksum_path(path).name})"
             )
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with open_for_reading(path) as stream:
+            payload = torch.load(stream, map_location="cpu", weights_only=True)
+    except NotAPlainFile:
+        raise
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
         raise UserError(f"cannot load checkpoint {path}: {first_line(error)[:200]}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -254,13 +348,92 @@ def _load_sharded(path: Path, whole_tensors: bool, checksums_checked: bool) -> d
         raise UserError(f"checkpoint {path} is incomplete or damaged: {problem}")
     try:
         rest = read_state(path)
+    except NotAPlainFile:
+        raise
     except Exception as error:  # as in load_checkpoint
         raise UserError(f"cannot load checkpoint {path}: {first_line(error)[:200]}") from None
     if not isinstance(rest, dict) or rest.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint of this template (format {FORMAT!r} expected)")
+    check_fields(path, rest)
     if whole_tensors:
         return join_state(rest, StoredShards(path).read_whole())
     return {**rest, "stored": ShardedTensors(path, rest)}
+
+
+# What every checkpoint of this format holds beside the tensors, and what each value must be:
+# the contract a reader relies on, checked before any field is used (a step becomes a file
+# name in evaluate and predict; an epoch, a loop bound).
+_COUNT = "a whole number >= 0"
+_POSITIVE = "a whole number >= 1"
+_REQUIRED_FIELDS: dict[str, Any] = {
+    "config": dict,
+    "fingerprint": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "epoch_totals": list,
+    "rng": list,
+    "step": _COUNT,
+    "epoch": _COUNT,
+    "batch_in_epoch": _COUNT,
+    "schedule_horizon": _COUNT,
+}
+_OPTIONAL_FIELDS: dict[str, Any] = {
+    "world_size": _POSITIVE,
+    "replicas": _POSITIVE,
+    "scaler": dict,
+    "ema": dict,
+}
+
+
+def check_fields(path: Path, payload: dict[str, Any]) -> None:
+    """Every field of the contract above present and of its kind; the model's tensors named by
+    strings. One line naming the first field that is not."""
+    for name, kind in (*_REQUIRED_FIELDS.items(), *_OPTIONAL_FIELDS.items()):
+        if name not in payload:
+            if name in _REQUIRED_FIELDS:
+                raise UserError(f"cannot load checkpoint {path}: it has no {name!r}")
+            continue
+        value = payload[name]
+        if name in _OPTIONAL_FIELDS and value is None:
+            continue
+        if isinstance(kind, type):
+            fits = isinstance(value, kind)
+        else:
+            fits = type(value) is int and value >= (1 if kind is _POSITIVE else 0)
+        if not fits:
+            wanted = kind.__name__ if isinstance(kind, type) else kind
+            raise UserError(
+                f"cannot load checkpoint {path}: its {name!r} is {_shown(value)}, not {wanted}"
+            )
+    optimizer = payload["optimizer"]
+    if not isinstance(optimizer.get("state"), dict) or not isinstance(
+        optimizer.get("param_groups"), list
+    ):
+        raise UserError(f"cannot load checkpoint {path}: its optimizer state is malformed")
+    model = payload.get("model", {})
+    named_tensors = isinstance(model, dict) and all(
+        type(key) is str and torch.is_tensor(value) for key, value in model.items()
+    )
+    if not named_tensors:
+        raise UserError(f"cannot load checkpoint {path}: its model is not named tensors")
+
+
+def _shown(value: Any) -> str:
+    return f"{type(value).__name__} {str(value)[:40]!r}"
+
+
+@contextlib.contextmanager
+def reading(path: Path | str) -> Iterator[None]:
+    """Around code that puts a checkpoint's contents to use (loading a state dict, restoring RNG
+    states): a value of the wrong shape or kind deep inside it is one line naming the checkpoint,
+    not a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as error:
+        raise UserError(
+            f"cannot use checkpoint {path}: {type(error).__name__}: "
+            f"{first_line(str(error) or repr(error))[:200]}"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- the owner
@@ -303,11 +476,14 @@ def first_difference(
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """What a run continues from: a loaded checkpoint (None: start fresh), and whether the run
-    directory's logs continue (`--resume auto`, a torchrun restart, or a path into it)."""
+    """What a run continues from: a loaded checkpoint (None: start fresh), whether the run
+    directory's logs continue (`--resume auto`, a torchrun restart, or a path into it), and the
+    newer checkpoints `--resume auto` skipped as incomplete or damaged."""
 
     checkpoint: dict[str, Any] | None
     continuing: bool
+    path: Path | None = None
+    skipped: list[Path] = field(default_factory=list)
 
     @property
     def step(self) -> int | None:
@@ -327,22 +503,24 @@ def resume_point(run_dir: RunDirectory, request: str | None) -> ResumePoint:
     if request is None:
         run_dir.refuse_to_overwrite()
         return ResumePoint(None, continuing=False)
+    skipped: list[Path] = []
     if request == "auto":
-        newest, skipped = newest_complete(run_dir.checkpoint_dir)
+        run_dir.refuse_links()
+        path, skipped = newest_complete(run_dir.checkpoint_dir)
         if skipped and process_launch().rank == 0:
             names = ", ".join(path.name for path in skipped)
             print(
-                f"warning: skipped incomplete or damaged checkpoint(s): {names}",
+                f"warning: skipped incomplete or damaged checkpoint(s) {names}: moved to "
+                f"{CHECKPOINTS}/{DAMAGED_CHECKPOINTS}/ once this run starts writing",
                 file=sys.stderr,
             )
-        path = newest
     else:
         path = Path(request)
-        if not path.exists():
+        if not (path.exists() or path.is_symlink()):
             raise UserError(f"--resume: checkpoint not found: {path}")
     checked = request == "auto"  # newest_complete read every checksum
     checkpoint = None if path is None else load_checkpoint(path, False, checked)
-    return ResumePoint(checkpoint, continuing=run_dir.holds_a_run())
+    return ResumePoint(checkpoint, run_dir.holds_a_run(), path, skipped)
 
 
 class CheckpointConfig(Section):
@@ -372,6 +550,7 @@ class Checkpointer:
         self.fingerprint: dict[str, Any] = {}
         self.provenance: dict[str, Any] = {}
         self.saved_step = -1
+        self.skipped: list[Path] = []
 
     # ----------------------------------------------------------------- before the run
     def expect(
@@ -390,6 +569,7 @@ class Checkpointer:
         continues, not bit for bit (per-rank BatchNorm batches, dropout streams and the order
         of the gradient sums change; the world-size-invariant mode continues bit for bit)."""
         self.fingerprint = fingerprint
+        self.skipped = resume.skipped
         if resume.checkpoint is None:
             return []
         saved = resume.checkpoint["fingerprint"]
@@ -467,6 +647,8 @@ class Checkpointer:
         self.provenance = provenance
         for stale in remove_stale_temporaries(self.directory):
             print(f"removed an unfinished checkpoint write: {stale.name}")
+        for moved in set_aside(self.directory, self.skipped):
+            print(f"moved a damaged checkpoint aside: {moved}")
 
 
 def load_last(run_dir: RunDirectory) -> dict[str, Any]:

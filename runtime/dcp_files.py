@@ -3,10 +3,11 @@ its index read without unpickling anything it names.
 
 Why our own reader: DCP's FileSystemReader reads the index with `pickle.load`, and its default
 load planner reads non-tensor entries with `torch.load(weights_only=False)`; either would run code
-planted in a checkpoint, which this template's checkpoints never do. Here the index is read by an
-unpickler that knows DCP's metadata classes and nothing else, and a non-tensor entry is refused
-(this writer never makes one: such values go to state.pt, read with `weights_only=True`). DCP
-itself reads the shards with `weights_only=True`.
+planted in a checkpoint, which this template's checkpoints never do. Here the index is read as
+data (runtime/dcp_index.py), every file it names must be listed in the checkpoint's SHA256SUMS
+(DCP would open `directory / name` for any name, `../` and absolute paths included), and a
+non-tensor entry is refused (this writer never makes one: such values go to state.pt, read with
+`weights_only=True`). DCP itself reads the shards with `weights_only=True`.
 
 Why a module of its own: importing DCP costs about 1.5 s of CPU (it pulls in FSDP and dynamo),
 paid by every rank of every run that imported it; runtime/sharded_checkpoint.py imports this
@@ -16,9 +17,8 @@ module only when a sharded checkpoint is written or read.
 from __future__ import annotations
 
 import contextlib
-import pickle
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner, DefaultSavePlanner
 from torch.distributed.checkpoint.filesystem import _metadata_fn as INDEX
 from torch.distributed.checkpoint.metadata import (
-    _MEM_FORMAT_ENCODING,
     BytesStorageMetadata,
     Metadata,
     StorageMeta,
@@ -36,63 +35,27 @@ from torch.distributed.checkpoint.metadata import (
 )
 
 from foundation.errors import UserError, first_line
-
-_INDEX_CLASSES = {
-    ("torch.distributed.checkpoint.metadata", name)
-    for name in (
-        "Metadata",
-        "TensorStorageMetadata",
-        "BytesStorageMetadata",
-        "ChunkStorageMetadata",
-        "TensorProperties",
-        "MetadataIndex",
-        "StorageMeta",
-        "_MEM_FORMAT_ENCODING",
-    )
-} | {
-    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
-    ("torch", "Size"),
-    ("torch.serialization", "_get_layout"),
-    ("pathlib", "PosixPath"),
-    ("collections", "OrderedDict"),
-}
+from runtime.dcp_index import files_named, load_index
 
 
-class _IndexUnpickler(pickle.Unpickler):
-    """`pickle.Unpickler` that resolves DCP's metadata classes, torch.Size and dtypes only: a
-    crafted index naming any other callable (os.system, builtins.eval) stops here, before it
-    is called."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _INDEX_CLASSES:
-            return super().find_class(module, name)
-        if (module, name) == ("builtins", "getattr"):  # an Enum member, pickled by name
-            return _member_of_an_index_enum
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint index")
-
-
-def _member_of_an_index_enum(owner: Any, name: str) -> Any:
-    """`getattr(EnumClass, name)`, which is how some Python builds (the image's 3.11.7) pickle an
-    Enum member: resolved for DCP's own Enum only."""
-    if owner is not _MEM_FORMAT_ENCODING:
-        raise pickle.UnpicklingError(f"getattr on {owner!r} is not part of a checkpoint index")
-    return owner[name]
-
-
-def read_index(directory: Path) -> Metadata:
-    """DCP's index of a sharded checkpoint, read without running anything it names."""
+def read_index(directory: Path, listed: Collection[str]) -> Metadata:
+    """DCP's index of a sharded checkpoint, read as data (runtime/dcp_index.py); every file it
+    names must be one of `listed` (the checkpoint's SHA256SUMS), so no read leaves the
+    directory or touches a file the checksums do not cover."""
     try:
         with (directory / INDEX).open("rb") as stream:
-            index = _IndexUnpickler(stream).load()
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as error:
+            index = load_index(stream)
+    except Exception as error:  # a torn or crafted file: any exception of the unpickler's
         raise UserError(
             f"cannot load checkpoint {directory}: its index {INDEX} is refused "
-            f"({first_line(error)[:160]})"
+            f"({first_line(str(error) or type(error).__name__)[:160]})"
         ) from None
-    if not isinstance(index, Metadata):
-        raise UserError(f"cannot load checkpoint {directory}: {INDEX} is not a DCP index")
+    unlisted = sorted(name for name in files_named(index) if name not in listed)
+    if unlisted:
+        raise UserError(
+            f"cannot load checkpoint {directory}: its index names {unlisted[0][:80]!r}, which "
+            "is not a file of the checkpoint listed in its SHA256SUMS"
+        )
     pickled = sorted(
         key
         for key, entry in index.state_dict_metadata.items()
@@ -100,7 +63,7 @@ def read_index(directory: Path) -> Metadata:
     )
     if pickled:
         raise UserError(
-            f"cannot load checkpoint {directory}: it holds pickled objects ({pickled[0]}), "
+            f"cannot load checkpoint {directory}: it holds pickled objects ({pickled[0][:80]}), "
             "which this template never writes and never unpickles"
         )
     return index
@@ -117,8 +80,12 @@ def _quiet() -> Iterator[None]:
 
 
 class _SafeReader(FileSystemReader):
+    def __init__(self, directory: Path, listed: Collection[str]) -> None:
+        super().__init__(directory)
+        self.listed = listed
+
     def read_metadata(self) -> Metadata:
-        index = read_index(Path(self.path))
+        index = read_index(Path(self.path), self.listed)
         if getattr(index, "storage_meta", None) is None:
             index.storage_meta = StorageMeta()
         index.storage_meta.load_id = self.load_id
@@ -144,21 +111,25 @@ def save_shards(staging: Path, tensors: dict[str, torch.Tensor], *, alone: bool)
         )
 
 
-def tensor_shapes(directory: Path) -> dict[str, tuple[torch.Size, torch.dtype]]:
+def tensor_shapes(
+    directory: Path, listed: Collection[str]
+) -> dict[str, tuple[torch.Size, torch.dtype]]:
     """Every tensor a sharded checkpoint holds: (its whole shape, its dtype), by key."""
     return {
         key: (entry.size, entry.properties.dtype)
-        for key, entry in read_index(directory).state_dict_metadata.items()
+        for key, entry in read_index(directory, listed).state_dict_metadata.items()
         if isinstance(entry, TensorStorageMetadata)
     }
 
 
-def load_shards(directory: Path, targets: dict[str, torch.Tensor], *, alone: bool) -> None:
+def load_shards(
+    directory: Path, listed: Collection[str], targets: dict[str, torch.Tensor], *, alone: bool
+) -> None:
     """Collective unless `alone`: fill `targets` (plain tensors or DTensor shards) in place."""
     with _quiet():
         dcp.load(
             targets,
-            storage_reader=_SafeReader(directory),
+            storage_reader=_SafeReader(directory, listed),
             planner=_TensorsOnlyPlanner(),
             no_dist=alone,
         )

@@ -16,6 +16,7 @@ overwrite the manifest and make the first run's results unreproducible. Continui
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import yaml
 from foundation.errors import UserError
 from foundation.process import next_commands
 from runtime.atomic import WRITES, atomic_write_text
+from runtime.plain_files import append_text
 
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
@@ -34,8 +36,11 @@ TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.pt"  # the newest complete checkpoint (runtime/checkpoints.py writes it)
 LAST_SHARDED = "last"  # the same, for sharded checkpoints: a link to the newest directory
+DAMAGED_CHECKPOINTS = "damaged"  # checkpoints a resume skipped, moved aside (checkpoints.py)
+LOCK_FILE = ".writer.lock"  # the one writer's lock (runtime/writer_lock.py)
 BENCHMARK = "benchmark"
 _RUN_MARKERS = (MANIFEST, CONFIG, METRICS, CHECKPOINTS)
+_WRITTEN = (CONFIG, MANIFEST, DETERMINISM, METRICS, TENSORBOARD, CHECKPOINTS, LOCK_FILE)
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -111,6 +116,26 @@ class RunDirectory:
                 f"or pick {commands.another_run}"
             )
 
+    def refuse_links(self) -> None:
+        """A run directory from someone else may hold symbolic links where the template writes
+        (`metrics.jsonl -> ~/.bashrc`, `checkpoints -> /elsewhere`): refused in one line before
+        anything is written, rather than written through. `checkpoints/last`, the template's
+        own pointer, may only name a checkpoint beside it."""
+        links = [self.path] if self.path.is_symlink() else []
+        links += [self.path / name for name in _WRITTEN if (self.path / name).is_symlink()]
+        for folder in (self.tensorboard_dir, self.checkpoint_dir):
+            if folder.is_dir() and not folder.is_symlink():
+                links += [
+                    entry
+                    for entry in folder.iterdir()
+                    if entry.is_symlink() and not _is_last_pointer(entry)
+                ]
+        if links:
+            raise UserError(
+                f"{self.path}: {links[0]} is a symbolic link; the template writes a run "
+                "directory's files where they are, never through a link (remove the link)"
+            )
+
     def is_completed(self) -> bool:
         manifest = self.read_manifest()
         return manifest is not None and manifest.get("status") == "completed"
@@ -130,8 +155,8 @@ class RunDirectory:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         line = json.dumps(record) + "\n"
-        with WRITES, self.metrics_file.open("a") as stream:
-            stream.write(line)
+        with WRITES:
+            append_text(self.metrics_file, line)
 
     def drop_metrics_after(self, step: int) -> None:
         """On resume: the records past the checkpoint's step are redone, so they go."""
@@ -160,6 +185,14 @@ class RunDirectory:
             return []
         records = [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
         return [record for record in records if kind is None or record["kind"] == kind]
+
+
+def _is_last_pointer(entry: Path) -> bool:
+    """`checkpoints/last`, linking to a `step-N` directory beside it."""
+    if entry.name != LAST_SHARDED:
+        return False
+    target = os.readlink(entry)
+    return "/" not in target and target.startswith("step-")
 
 
 def find_runs(output_dir: str | Path) -> list[RunDirectory]:

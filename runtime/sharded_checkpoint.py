@@ -35,38 +35,58 @@ import torch.distributed as dist
 
 from foundation.errors import UserError
 from runtime.atomic import atomic_write, atomic_write_text, fsync_directory
+from runtime.plain_files import is_regular_file, open_for_reading
 
 STATE = "state.pt"
 SUMS = "SHA256SUMS"
 INDEX = ".metadata"  # DCP's own name for its index, which runtime/dcp_files.py reads
+_MAX_SUMS = 1 << 20  # SHA256SUMS of a checkpoint with thousands of shard files fits many times
 
 
 # ----------------------------------------------------------------------------- checksums
 def file_sha256(path: Path) -> str:
+    """The sha256 of a regular file (a link or a FIFO is refused, not followed or waited on)."""
     digest = hashlib.sha256()
-    with path.open("rb") as stream:
+    with open_for_reading(path) as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+def listed_files(directory: Path) -> dict[str, str]:
+    """SHA256SUMS of a checkpoint directory: {file name: sha256}. Each name must be a bare file
+    name (no separator, not `.` or `..`); what the checkpoint reads is this list and nothing
+    else (runtime/dcp_files.py holds DCP's index to it). One line for anything else."""
+    sums = directory / SUMS
+    if not is_regular_file(sums):
+        raise UserError(f"checkpoint {directory} is incomplete: {SUMS} is missing")
+    listed = {}
+    with open_for_reading(sums) as stream:
+        text = stream.read(_MAX_SUMS).decode("utf-8", errors="replace")
+    for line in text.splitlines():
+        digest, _, name = line.partition("  ")
+        if "/" in name or os.sep in name or name in ("", ".", "..") or "\0" in name:
+            raise UserError(f"checkpoint {directory}: {SUMS} names {name[:80]!r}, not a file in it")
+        listed[name] = digest
+    return listed
+
+
 def damage(directory: Path) -> str | None:
     """What is wrong with a checkpoint directory's files (None: every file matches SHA256SUMS,
-    and the index and state.pt are among them)."""
-    sums = directory / SUMS
-    if not sums.is_file():
-        return f"{SUMS} is missing (an unfinished write?)"
-    listed = {}
-    for line in sums.read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        listed[name] = digest
+    and the index and state.pt are among them, each a regular file, not a link)."""
+    if directory.is_symlink():
+        return "it is a symbolic link"
+    try:
+        listed = listed_files(directory)
+    except UserError as error:
+        return str(error).rpartition(": ")[2]
     for needed in (INDEX, STATE):
         if needed not in listed:
             return f"{SUMS} does not list {needed}"
     for name, digest in sorted(listed.items()):
         path = directory / name
-        if os.sep in name or not path.is_file():
-            return f"{name} is missing"
+        if not is_regular_file(path):
+            return f"{name} is missing or not a regular file"
         if file_sha256(path) != digest:
             return f"{name} does not match its sha256 in {SUMS}"
     return None
@@ -112,7 +132,8 @@ class StoredShards:
         from runtime.dcp_files import tensor_shapes
 
         self.directory = directory
-        self._shapes = tensor_shapes(directory)
+        self.listed = frozenset(listed_files(directory))
+        self._shapes = tensor_shapes(directory, self.listed)
 
     def shapes(self) -> dict[str, tuple[torch.Size, torch.dtype]]:
         return dict(self._shapes)
@@ -141,12 +162,13 @@ class StoredShards:
     def _load(self, targets: dict[str, torch.Tensor], alone: bool) -> dict[str, torch.Tensor]:
         from runtime.dcp_files import load_shards
 
-        load_shards(self.directory, targets, alone=alone)
+        load_shards(self.directory, self.listed, targets, alone=alone)
         return targets
 
 
 def read_state(directory: Path) -> Any:
-    return torch.load(directory / STATE, map_location="cpu", weights_only=True)
+    with open_for_reading(directory / STATE) as stream:
+        return torch.load(stream, map_location="cpu", weights_only=True)
 
 
 # ----------------------------------------------------------------------------- the state's split

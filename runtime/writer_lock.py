@@ -23,14 +23,16 @@ import fcntl
 import json
 import os
 import socket
+import struct
 import sys
 from dataclasses import dataclass
 
 from foundation.errors import UserError
+from runtime.plain_files import NotAPlainFile, open_descriptor
 from runtime.provenance import now_iso
-from runtime.rundir import RunDirectory
+from runtime.rundir import LOCK_FILE, RunDirectory
 
-LOCK_FILE = ".writer.lock"
+__all__ = ["LOCK_FILE", "WriterLock", "claim_run_directory", "current_writer", "is_stale"]
 _HELD: list[WriterLock] = []  # the holder's lock lives as long as the process
 
 
@@ -53,16 +55,25 @@ def claim_run_directory(run_dir: RunDirectory, before_writing: bool = False) -> 
     holder (host, PID, since when). None where the filesystem has no locks.
 
     `before_writing`: the early claim, before the command is checked against the run: the file
-    is locked only if it exists (a directory without it has no writer), and its record of the
-    holder rewritten, so that a training refused meanwhile names this process; nothing else in
-    the directory changes. Claiming again what this process holds returns the same lock."""
+    is locked only if it exists (a directory without it has no writer), and nothing in the
+    directory changes, the holder's record included: a command refused later leaves the run as
+    it found it (a training refused meanwhile learns this process's PID from the lock itself).
+    Claiming again what this process holds returns the same lock; it is announced then.
+
+    A run directory holding symbolic links where the template writes is refused first."""
+    run_dir.refuse_links()
     lock = next((held for held in _HELD if held.run_dir == run_dir), None)
     if lock is None:
         path = run_dir.path / LOCK_FILE
-        if before_writing and not path.is_file():
+        if before_writing and not path.exists():
             return None  # every writer creates it first: nobody writes there now
-        run_dir.create()
-        lock = _lock(run_dir, os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+        if not before_writing:
+            run_dir.create()
+        try:
+            descriptor = open_descriptor(path, os.O_RDWR | (0 if before_writing else os.O_CREAT))
+        except NotAPlainFile as error:
+            raise UserError(f"{run_dir}: {error}; a run directory's lock is a plain file") from None
+        lock = _lock(run_dir, descriptor)
         if lock is None:
             return None
         _HELD.append(lock)
@@ -72,7 +83,7 @@ def claim_run_directory(run_dir: RunDirectory, before_writing: bool = False) -> 
                 "says 'running' and no process holds the directory: killed, or its node lost)",
                 file=sys.stderr,
             )
-    if not lock.announced:
+    if not lock.announced and not before_writing:
         lock.announce()
     return lock
 
@@ -82,7 +93,7 @@ def _lock(run_dir: RunDirectory, descriptor: int) -> WriterLock | None:
         fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
         if error.errno in (errno.EAGAIN, errno.EACCES):
-            holder = _read(descriptor)
+            holder = _holder(descriptor)
             os.close(descriptor)
             raise UserError(
                 f"{run_dir} is being written by another training ({describe(holder)}); "
@@ -100,19 +111,16 @@ def _lock(run_dir: RunDirectory, descriptor: int) -> WriterLock | None:
 
 def current_writer(run_dir: RunDirectory) -> dict[str, str] | None:
     """Who holds `run_dir` now (host, pid, since), or None: for commands that start trainings
-    (never called by the holder itself: see the pitfall above)."""
+    (never called by the holder itself: see the pitfall above). It asks the kernel whether a
+    lock is held (F_GETLK) without taking one, so a training that starts at this instant is
+    never refused because of the question."""
     path = run_dir.path / LOCK_FILE
     try:
-        descriptor = os.open(path, os.O_RDONLY)  # a reader may not be allowed to write
+        descriptor = open_descriptor(path, os.O_RDONLY)  # a reader may not be allowed to write
     except OSError:
         return None
     try:
-        fcntl.lockf(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: blocks no one for long
-    except OSError as error:
-        return _read(descriptor) if error.errno in (errno.EAGAIN, errno.EACCES) else None
-    else:
-        fcntl.lockf(descriptor, fcntl.LOCK_UN)
-        return None
+        return _holder(descriptor) if _locking_pid(descriptor) is not None else None
     finally:
         os.close(descriptor)
 
@@ -133,8 +141,32 @@ def describe(holder: dict[str, str]) -> str:
     )
 
 
-def _read(descriptor: int) -> dict[str, str]:
+def _holder(descriptor: int) -> dict[str, str]:
+    """The holder's record, or, where it has not written one yet (it is still checking its
+    command), the PID that the kernel says holds the lock."""
     try:
-        return json.loads(os.pread(descriptor, 4096, 0).decode() or "{}")
+        record = json.loads(os.pread(descriptor, 4096, 0).decode() or "{}")
     except (OSError, ValueError):
-        return {}
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    pid = _locking_pid(descriptor)
+    if pid is not None and pid > 0 and str(record.get("pid")) != str(pid):
+        return {"host": socket.gethostname(), "pid": str(pid), "since": "starting"}
+    return {str(key): str(value)[:80] for key, value in record.items()}
+
+
+# struct flock as Linux lays it out: l_type, l_whence, l_start, l_len, l_pid.
+_FLOCK = "hhqqi"
+
+
+def _locking_pid(descriptor: int) -> int | None:
+    """The PID holding a lock on the file (0 where the kernel cannot tell, across hosts), or
+    None when no lock is held; asked with F_GETLK, which takes no lock."""
+    query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    try:
+        answer = fcntl.fcntl(descriptor, fcntl.F_GETLK, query)
+    except OSError:
+        return None
+    kind, _, _, _, pid = struct.unpack(_FLOCK, answer)
+    return None if kind == fcntl.F_UNLCK else pid

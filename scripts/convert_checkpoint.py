@@ -21,6 +21,7 @@ from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
 from runtime.checkpoints import (
     load_checkpoint,
+    reading,
     write_checkpoint_directory,
     write_checkpoint_file,
 )
@@ -37,13 +38,14 @@ def main() -> None:
     if destination.exists() or destination.is_symlink():
         raise UserError(f"{destination} already exists; the conversion writes a new path only")
     payload = load_checkpoint(source)
-    tensors = len(payload["model"]) + sum(map(len, payload["optimizer"]["state"].values()))
-    if source.is_dir():
-        write_checkpoint_file(destination, payload)
-        kind = "a single file"
-    else:
-        write_checkpoint_directory(destination, payload)
-        kind = "a sharded checkpoint directory"
+    with reading(source):
+        tensors = len(payload["model"]) + sum(map(len, payload["optimizer"]["state"].values()))
+        if source.is_dir():
+            write_checkpoint_file(destination, payload)
+            kind = "a single file"
+        else:
+            write_checkpoint_directory(destination, payload)
+            kind = "a sharded checkpoint directory"
     print(
         f"wrote {destination}: {kind} of step {payload['step']} ({tensors} tensors), "
         f"from {source}; resume with --resume {destination}"

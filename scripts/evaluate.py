@@ -14,7 +14,6 @@ Prints the metrics and writes them to <output-dir>/evaluations/<run>-step<N>.jso
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,8 +21,9 @@ from configs.loading import apply_override, migrate_moved_keys, validated
 from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
 from runtime.assembly import build_run, plan_run
-from runtime.checkpoints import load_checkpoint
+from runtime.checkpoints import load_checkpoint, reading
 from runtime.process_group import join_process_group
+from runtime.rundir import write_json
 
 
 def main() -> None:
@@ -50,7 +50,8 @@ def main() -> None:
     group = join_process_group(config.trainer.device, config.distributed.collective_timeout_s)
     planned = plan_run(config, group.topology)
     built = build_run(config, group.topology, planned, guard=group.guard, resuming=True)
-    built.trainer.load_weights(checkpoint)  # and the saved EMA's, for ema_val_*
+    with reading(path):
+        built.trainer.load_weights(checkpoint)  # and the saved EMA's, for ema_val_*
     metrics = built.trainer.evaluate()
     built.trainer.close()
     group.leave()
@@ -58,7 +59,6 @@ def main() -> None:
         return
     name = f"{config.name}-{config.profile}-seed{config.seed}-step{checkpoint['step']}"
     output = Path(arguments.output_dir) / "evaluations" / f"{name}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "checkpoint": str(path),
         "step": checkpoint["step"],
@@ -66,7 +66,7 @@ def main() -> None:
         "overrides": arguments.overrides,
         "metrics": metrics,
     }
-    output.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(output, report)  # atomic: replaces a link at that name, never writes through
     if arguments.overrides:
         print(f"note: evaluated with {' '.join(arguments.overrides)}", file=sys.stderr)
     print(

@@ -24,7 +24,8 @@ from configs.loading import apply_override, migrate_moved_keys, validated
 from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
 from runtime.assembly import build_run, plan_run
-from runtime.checkpoints import load_checkpoint
+from runtime.atomic import atomic_write_text
+from runtime.checkpoints import load_checkpoint, reading
 from runtime.process_group import choose_device
 from training.topology import Topology
 
@@ -83,7 +84,8 @@ def main() -> None:
     topology = Topology.single(device)
     built = build_run(config, topology, plan_run(config, topology), resuming=True)
     model = built.trainer.model
-    model.load_state_dict(checkpoint["model"])
+    with reading(arguments.checkpoint):
+        model.load_state_dict(checkpoint["model"])
     model.eval()
     transform = built.data.pipelines["eval"]
     names = built.data.class_names
@@ -101,8 +103,7 @@ def main() -> None:
                 lines.append(f"{path}\t{name}\t{probability:.6f}")
     run = f"{config.name}-{config.profile}-seed{config.seed}-step{checkpoint['step']}"
     output = Path(arguments.output or Path(arguments.output_dir) / "predictions" / f"{run}.tsv")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("\n".join(lines) + "\n")
+    atomic_write_text(output, "\n".join(lines) + "\n")  # replaces a link, never writes through
     print(f"{len(lines)} images -> {output}")
 
 

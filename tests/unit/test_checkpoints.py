@@ -22,10 +22,11 @@ from runtime.checkpoints import (
     save_checkpoint,
 )
 from runtime.rundir import RunDirectory
+from tests.helpers.checkpoint_fields import checkpoint_fields
 
 
 def a_checkpoint(directory: Path, step: int = 1, keep: int = 3) -> Path:
-    payload = {"model": {"w": torch.arange(4.0)}, "step": step}
+    payload = {**checkpoint_fields(step), "model": {"w": torch.arange(4.0)}}
     return save_checkpoint(directory, step, payload, keep)
 
 
