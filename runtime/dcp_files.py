@@ -56,6 +56,23 @@ def read_index(directory: Path, listed: Collection[str]) -> Metadata:
             f"cannot load checkpoint {directory}: its index names {unlisted[0][:80]!r}, which "
             "is not a file of the checkpoint listed in its SHA256SUMS"
         )
+    try:
+        sizes = {name: (directory / name).lstat().st_size for name in files_named(index)}
+    except OSError as error:
+        raise UserError(f"cannot load checkpoint {directory}: {first_line(error)[:160]}") from None
+    outside = next(
+        (
+            where.fqn
+            for where, stored in index.storage_data.items()
+            if stored.offset + stored.length > sizes[stored.relative_path]
+        ),
+        None,
+    )
+    if outside is not None:
+        raise UserError(
+            f"cannot load checkpoint {directory}: its index places {outside[:80]} beyond the end "
+            "of its file"
+        )
     pickled = sorted(
         key
         for key, entry in index.state_dict_metadata.items()

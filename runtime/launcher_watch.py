@@ -53,9 +53,11 @@ class LauncherWatch:
     def __init__(self, rank: int) -> None:
         self.rank = rank
         self.launcher = os.getppid()
-        # Orphaned already, while Python was still importing: the parent is init (a container
-        # whose PID 1 is torchrun itself is not an orphan).
-        self.orphaned_at_start = self.launcher == 1 and not _is_torch_launcher(1)
+        # Orphaned already, while Python was still importing: the parent is no torch launcher
+        # but whoever adopted the orphan, init or a subreaper (systemd --user, a container's
+        # init, `prctl(PR_SET_CHILD_SUBREAPER)`); a container whose PID 1 is torchrun itself is
+        # not an orphan.
+        self.orphaned_at_start = not _is_torch_launcher(self.launcher)
         self._deadlines: dict[int, tuple[float, str]] = {}
         self._keys = itertools.count()
         self._lock = threading.Lock()

@@ -177,7 +177,9 @@ def test_getattr_in_the_index_reaches_dcp_s_own_enum_only(tmp_path: Path) -> Non
     index.storage_meta = Looked()  # type: ignore[assignment]
     (final / INDEX).write_bytes(pickle.dumps(index))
     rewrite_sums(final)
-    with pytest.raises(UserError, match=r"getattr on something other than DCP's memory-format names"):
+    with pytest.raises(
+        UserError, match=r"getattr on something other than DCP's memory-format names"
+    ):
         load_checkpoint(final)
 
 
