@@ -336,10 +336,21 @@ def _load_file(path: Path, checksums_checked: bool) -> dict[str, Any]:
     except NotAPlainFile:
         raise
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        raise UserError(f"cannot load checkpoint {path}: {first_line(error)[:200]}") from None
+        raise UserError(f"cannot load checkpoint {path}: {_load_failure(error)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint of this template (format {FORMAT!r} expected)")
     return payload
+
+
+def _load_failure(error: Exception) -> str:
+    """torch's refusal of a pickle that is more than tensors and plain values, said without its
+    advice to load the file with `weights_only=False` (which would run what it names)."""
+    text = str(error)
+    marker = "WeightsUnpickler error: "
+    if marker in text:
+        reason = text.split(marker, 1)[1].split("\n", 1)[0]
+        return f"it holds more than tensors and plain values, refused unrun ({reason[:160]})"
+    return first_line(error)[:200]
 
 
 def _load_sharded(path: Path, whole_tensors: bool, checksums_checked: bool) -> dict[str, Any]:

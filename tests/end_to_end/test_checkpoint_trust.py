@@ -10,6 +10,7 @@ what each reader answered is written to the test's folder (corpus.md)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -95,6 +96,7 @@ def test_every_planted_checkpoint_is_refused_by_every_reader_in_one_line(
                 {
                     "case": case.name,
                     "damaged": case.damaged,
+                    "reason": case.reason,
                     "reader": reader,
                     "checkpoint": str(planted),
                     "run_dir": str(run.path),
@@ -133,8 +135,9 @@ def test_every_planted_checkpoint_is_refused_by_every_reader_in_one_line(
                 result["exit"] not in (0, 70, 71, "hung")
                 and len(errors) == 1
                 and "Traceback" not in result["output"]
+                and result["reason"] in errors[0]
             )
-            answer = errors[0][len("error: ") :][:70] if errors else "?"
+            answer = re.sub(r"/\S+", "…", errors[0][len("error: ") :])[:90] if errors else "?"
         ok = ok and not Path(result["marker"]).exists() and not Path(result["rewritten"]).exists()
         for path, content in victims[result["case"]].items():
             ok = ok and Path(path).read_bytes() == content

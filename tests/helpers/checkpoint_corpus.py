@@ -101,6 +101,20 @@ def first_storage(index: Any) -> Any:
     return next(iter(index.storage_data.values()))
 
 
+def shard_elsewhere(directory: Path, scratch: Path, relative: bool) -> None:
+    """The index names a copy of the shard outside the checkpoint (by `../` or an absolute
+    path): readable, so only the reader's rule refuses it."""
+    outside = scratch / "outside.distcp"
+    shutil.copyfile(directory / "__0_0.distcp", outside)
+    name = os.path.relpath(outside, directory) if relative else str(outside)
+
+    def point(index: Any) -> None:
+        for stored in index.storage_data.values():
+            stored.relative_path = name
+
+    edit_index_object(directory, point)
+
+
 def edit_state(directory: Path, change: Callable[[dict[str, Any]], None]) -> None:
     state = torch.load(directory / "state.pt", weights_only=True)
     change(state)
@@ -169,6 +183,7 @@ class Case:
     kind: str  # "file", "directory" or "rundir" (links in the run directory, for the resume)
     plant: Callable[[Path, Path], None]
     damaged: bool = False  # its checksums show it: --resume auto skips it (and moves it aside)
+    reason: str = ""  # what the refusal must say (where another check could refuse it first)
 
 
 def _reducer_of(module: str, name: str) -> Callable[[Path, Path], None]:
@@ -187,6 +202,7 @@ CASES: list[Case] = [
         lambda d, s: edit_index(
             d, lambda b: prefixed(b, class_build("pathlib", "PosixPath", "_str", str(s / "x")))
         ),
+        reason="filling PosixPath",
     ),
     Case(
         "index: BUILD rewrites a function (_get_layout.cache)",
@@ -197,11 +213,13 @@ CASES: list[Case] = [
                 b, class_build("torch.serialization", "_get_layout", "cache", "planted")
             ),
         ),
+        reason="filling _layout",
     ),
     Case(
         "index: os.system called",
         "directory",
         lambda d, s: edit_index(d, lambda b: prefixed(b, system_call(s / "marker"))),
+        reason="os.system is not part",
     ),
     *[
         Case(f"index: {cls} called by REDUCE", "directory", _reducer_of(module, cls))
@@ -225,21 +243,20 @@ CASES: list[Case] = [
     Case(
         "index: a shard path with ../",
         "directory",
-        lambda d, _: edit_index_object(
-            d, lambda i: setattr(first_storage(i), "relative_path", "../elsewhere/__0_0.distcp")
-        ),
+        lambda d, s: shard_elsewhere(d, s, relative=True),
+        reason="not a file of the checkpoint listed",
     ),
     Case(
         "index: an absolute shard path",
         "directory",
-        lambda d, _: edit_index_object(
-            d, lambda i: setattr(first_storage(i), "relative_path", "/etc/hostname")
-        ),
+        lambda d, s: shard_elsewhere(d, s, relative=False),
+        reason="not a file of the checkpoint listed",
     ),
     Case(
         "index: a huge shard length",
         "directory",
         lambda d, _: edit_index_object(d, lambda i: setattr(first_storage(i), "length", 1 << 62)),
+        reason="beyond the end",
     ),
     Case(
         "index: a string where a count goes",
@@ -284,6 +301,7 @@ CASES: list[Case] = [
         lambda f, s: edit_file_pickle(
             f, lambda b: prefixed(b, class_build("pathlib", "PosixPath", "_str", str(s / "x")))
         ),
+        reason="Unsupported global",
     ),
     Case(
         "file: os.system called",

@@ -170,3 +170,13 @@ def test_a_checkpoint_from_before_a_key_existed_resumes_while_the_key_is_at_its_
         UserError, match=r"data\.mix\.cutmix_alpha differs \(checkpoint None, now 0\.0\)"
     ):
         checkpoints.expect(fingerprint(), resume)  # without the defaults: every key must match
+
+
+def test_pruning_never_removes_the_checkpoint_just_saved(tmp_path: Path) -> None:
+    """keep=1 after a resume from step 4 while a complete step 12 exists: step 6 (just saved)
+    stays, and so does 12 (above it, not counted); only 4 goes."""
+    for step in (4, 12):
+        a_checkpoint(tmp_path, step, keep=3)
+    a_checkpoint(tmp_path, 6, keep=1)
+    names = sorted(p.name for p in tmp_path.glob("step-*.pt"))
+    assert names == ["step-00000006.pt", "step-00000012.pt"]
