@@ -346,11 +346,22 @@ def _load_failure(error: Exception) -> str:
     """torch's refusal of a pickle that is more than tensors and plain values, said without its
     advice to load the file with `weights_only=False` (which would run what it names)."""
     text = str(error)
-    marker = "WeightsUnpickler error: "
-    if marker in text:
-        reason = text.split(marker, 1)[1].split("\n", 1)[0]
-        return f"it holds more than tensors and plain values, refused unrun ({reason[:160]})"
-    return first_line(error)[:200]
+    if "Weights only load failed" not in text:
+        return first_line(error)[:200]
+    reason = (
+        next(
+            (
+                line
+                for line in text.splitlines()
+                if "WeightsUnpickler error: " in line or "GLOBAL" in line
+            ),
+            "",
+        )
+        .split("WeightsUnpickler error: ", 1)[-1]
+        .strip()
+    )
+    detail = f" ({reason[:160]})" if reason else ""
+    return f"it holds more than tensors and plain values, refused unrun{detail}"
 
 
 def _load_sharded(path: Path, whole_tensors: bool, checksums_checked: bool) -> dict[str, Any]:
@@ -521,8 +532,8 @@ def resume_point(run_dir: RunDirectory, request: str | None) -> ResumePoint:
         if skipped and process_launch().rank == 0:
             names = ", ".join(path.name for path in skipped)
             print(
-                f"warning: skipped incomplete or damaged checkpoint(s) {names}: moved to "
-                f"{CHECKPOINTS}/{DAMAGED_CHECKPOINTS}/ once this run starts writing",
+                f"warning: skipped incomplete or damaged checkpoint(s): {names} (moved to "
+                f"{CHECKPOINTS}/{DAMAGED_CHECKPOINTS}/ once this run starts writing)",
                 file=sys.stderr,
             )
     else:

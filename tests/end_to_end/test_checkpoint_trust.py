@@ -200,7 +200,7 @@ def test_a_damaged_newer_checkpoint_never_makes_pruning_delete_the_good_one(
     damaged.write_bytes(bytes(data))
 
     resumed = run_train(tmp_path, *flags, "trainer.max_steps=6", "--resume", "auto")
-    assert "skipped incomplete or damaged checkpoint(s) step-00000012.pt" in resumed.output
+    assert "skipped incomplete or damaged checkpoint(s): step-00000012.pt" in resumed.output
     assert [p.name for p in _numbered(checkpoints)] == ["step-00000006.pt"]
     assert (checkpoints / "damaged" / "step-00000012.pt").is_file()
     assert load_checkpoint(checkpoints / "step-00000006.pt")["step"] == 6

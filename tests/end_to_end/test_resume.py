@@ -111,6 +111,7 @@ def test_sigkill_at_any_moment_then_resume_auto(references: ReferenceRuns, tmp_p
     )
     assert "skipped incomplete or damaged checkpoint(s): step-00000098.pt" in resumed.process.stderr
     assert not list(checkpoints.glob(".*.tmp"))
+    assert (checkpoints / "damaged" / "step-00000098.pt").is_file()  # moved aside, not deleted
     assert_same_weights(references.tiny(1).weights(), resumed.weights())
 
 

@@ -7,7 +7,6 @@ end_to_end/test_sharding.py."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from pathlib import Path, PosixPath
@@ -29,6 +28,7 @@ from runtime.checkpoints import (
 from runtime.rundir import RunDirectory
 from runtime.sharded_checkpoint import INDEX, SUMS, ShardedTensors
 from scripts import convert_checkpoint
+from tests.helpers.checkpoint_corpus import rewrite_sums
 from tests.helpers.checkpoint_fields import checkpoint_fields
 
 
@@ -62,16 +62,6 @@ def assert_same(first: object, second: object) -> None:
         assert torch.equal(first, second) and first.dtype == second.dtype  # type: ignore[union-attr]
     else:
         assert first == second
-
-
-def rewrite_sums(directory: Path) -> None:
-    """What a forger would do: make the checksums match the planted files."""
-    lines = [
-        f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}\n"
-        for path in sorted(directory.iterdir())
-        if path.name != SUMS
-    ]
-    (directory / SUMS).write_text("".join(lines))
 
 
 def test_a_sharded_checkpoint_is_a_directory_that_loads_back_bit_for_bit(tmp_path: Path) -> None:
