@@ -33,7 +33,7 @@ from runtime.session import RunSession
 from runtime.writer_lock import claim_run_directory
 from runtime.writes import WriteFailures
 from training.health import NonFiniteWatch
-from training.steps import ParallelMode
+from training.parallel.protocol import ParallelMode
 
 
 def main() -> None:
@@ -53,13 +53,13 @@ def main() -> None:
             config, resume_notes = config_for_resume(
                 run_dir.read_config(), config, arguments.overrides, resume.checkpoint
             )
-    checkpoints = Checkpointer(run_dir, config.checkpoint, sharded=config.parallel.shard)
 
     # 2. Plan: join the process group, then fix every seed and determinism switch before any
     #    draw; a checkpoint of another computation is refused here.
     group = join_process_group(config.trainer.device, config.distributed.collective_timeout_s)
     topology = group.topology
     planned = plan_run(config, topology)
+    checkpoints = Checkpointer(run_dir, config.checkpoint, planned.mode.state_layout)
     world_size = planned.mode.fingerprint_world_size(topology.world_size)
     fingerprint = computation_fingerprint(config, world_size, topology.device.type)
     resume_notes += checkpoints.expect(

@@ -36,7 +36,7 @@ from training.determinism import Precision
 from training.events import NoBoundary, Position
 from training.health import NonFiniteWatch
 from training.optim import OptimConfig
-from training.steps import DataParallelMode
+from training.parallel.data_parallel import DataParallelMode
 from training.topology import Topology
 from training.trainer import Trainer, TrainerConfig
 

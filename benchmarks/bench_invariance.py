@@ -6,7 +6,7 @@
 For each world size W (torchrun, gloo on CPU / NCCL on GPU, one intra-op thread per process),
 on in-memory 32x32 batches of the default model with the same per-rank batch for every variant:
 - `ddp`: DistributedDataParallel (its all_reduce: gloo's or NCCL's algorithm and order);
-- `invariant sharded`: the mode's exchange (training/exchange.py): all_to_all of shards, the
+- `invariant sharded`: the mode's exchange (training/parallel/exchange.py): all_to_all of shards, the
   tree's upper levels, all_gather of the reduced shards;
 - `invariant all_gather`: the mode's first exchange, every rank's whole partial sum to everyone.
 
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+import seeding
 from foundation.process import process_launch
 from models import build_model
 from models.smallcnn import SmallCNNConfig
@@ -44,9 +45,9 @@ from tools.launch import launch_environment, local_launcher
 from tools.measure import timed
 from tools.processes import run_process
 from tools.report import bench_folder, write_report
-from training.exchange import GatherExchange
-from training.invariance import InvariantMode, InvariantStep, MicroBatchLayout
 from training.objective import Objective
+from training.parallel.exchange import GatherExchange
+from training.parallel.invariant import InvariantMode, InvariantStep, MicroBatchLayout
 from training.topology import Topology
 
 TRAFFIC_STEPS = 5
@@ -101,7 +102,7 @@ def invariant_variant(
     per_rank = arguments.per_rank_batch
     layout = MicroBatchLayout.checked(per_rank * world, per_rank, world, rank)
     topology = Topology(rank, world, rank, 1, device, "gloo" if world > 1 else None)
-    mode = InvariantMode(layout, lambda k, j: k * 1000 + j)
+    mode = InvariantMode(layout, seeding.data_parallel(0, 0))
     invariant = InvariantStep(model, mode, topology, Objective())
     if gather and world > 1:
         invariant.exchange = GatherExchange(layout.micro_batches, world, rank)

@@ -33,7 +33,7 @@ from training.ema import EmaConfig
 from training.events import Position
 from training.objective import Objective
 from training.optim import OptimConfig
-from training.steps import DataParallelMode
+from training.parallel.data_parallel import DataParallelMode
 from training.topology import Topology
 from training.trainer import Trainer, TrainerConfig
 

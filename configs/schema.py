@@ -7,7 +7,7 @@
 | `determinism`  | DeterminismConfig                      | training/determinism.py          |
 | `checkpoint`   | CheckpointConfig                       | runtime/checkpoints.py           |
 | `distributed`  | DistributedConfig                      | runtime/process_group.py         |
-| `parallel`     | ParallelConfig                         | training/tensor_parallel.py      |
+| `parallel`     | ParallelConfig                         | training/parallel/config.py      |
 | `seed_streams` | SeedStreamsConfig                      | here (the sources: seeding/plan.py) |
 | `data`         | the chosen dataset's DataConfig        | data/config.py + data/<name>.py  |
 | `model`        | the chosen model's ModelConfig         | models/config.py + models/<name>.py |
@@ -37,7 +37,7 @@ from seeding import SOURCES, stream_bases
 from seeding.derive import SEED_LIMIT
 from training.determinism import DeterminismConfig, check_profile
 from training.optim import OptimConfig
-from training.tensor_parallel import ParallelConfig
+from training.parallel.config import ParallelConfig
 from training.trainer import TrainerConfig
 
 # Keys that moved to the section of their owner: an old config or command line is told the new

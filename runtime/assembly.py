@@ -38,11 +38,11 @@ from seeding import SeedPlan
 from training.determinism import DeterminismConfig, Precision, apply_determinism, precision_for
 from training.events import StepBoundary, TrainingEvents
 from training.health import NonFiniteWatch
-from training.modes import parallel_mode
 from training.objective import Objective
 from training.optim import OptimConfig
-from training.steps import ParallelMode
-from training.tensor_parallel import ParallelConfig, check_layout, mesh_coordinates
+from training.parallel import parallel_mode
+from training.parallel.config import ParallelConfig
+from training.parallel.protocol import ParallelMode
 from training.topology import CollectiveGuard, Topology, unguarded
 from training.trainer import Schedule, Trainer, TrainerConfig
 
@@ -89,21 +89,15 @@ class BuiltRun(Generic[Observed]):
 
 def plan_run(config: RunConfig, topology: Topology) -> RunPlan:
     """Step 1: fix every seed and determinism switch before any draw."""
-    degree, bases = config.parallel.tensor, config.seed_streams.bases()
-    if degree > 1:  # the tp ranks of a group are one replica (training/tensor_parallel.py)
-        check_layout(degree, topology.world_size)
-        plan = seeding.tensor_parallel(config.seed, *mesh_coordinates(topology.rank, degree), bases)
-    else:
-        plan = seeding.data_parallel(config.seed, topology.rank, bases)
     mode = parallel_mode(
+        config.parallel,
         config.trainer,
         config.data.global_batch_size,
         topology,
-        lambda step, micro_batch: plan.seed("microbatch", step, micro_batch),
-        degree,
-        plan,
-        config.parallel.shard,
+        config.seed,
+        config.seed_streams.bases(),
     )
+    plan = mode.plan
     notes = apply_determinism(config.determinism, topology.device) + mode.notes()
     mode.prepare(topology.device)
     seeding.seed_host_globals(plan)

@@ -61,6 +61,7 @@ from runtime.sharded_checkpoint import (
 )
 from training.events import Position
 from training.health import first_non_finite
+from training.parallel.layout import StateLayout
 from training.topology import local_tensor
 
 FORMAT = "reproducible-ddp-template/checkpoint/v1"
@@ -559,13 +560,16 @@ class CheckpointConfig(Section):
 
 class Checkpointer:
     """Checkpoints of one run directory. Every rank holds one; only the writer (rank 0) writes,
-    but for a sharded checkpoint (`sharded`), where every rank writes its own shards."""
+    but where the mode's state layout writes per rank (`per_rank_files`: a checkpoint
+    directory), every rank writes its own part."""
 
     def __init__(
-        self, run_dir: RunDirectory, config: CheckpointConfig, sharded: bool = False
+        self, run_dir: RunDirectory, config: CheckpointConfig, layout: StateLayout | None = None
     ) -> None:
+        layout = layout or StateLayout()
         self.run_dir = run_dir
-        self.sharded = sharded
+        self.layout = layout
+        self.per_rank = layout.per_rank_files
         self.directory = run_dir.checkpoint_dir
         self.every_steps = config.every_steps
         self.keep = config.keep
@@ -630,7 +634,7 @@ class Checkpointer:
 
     # ----------------------------------------------------------------- writing (rank 0)
     def path_of(self, step: int) -> Path:
-        return self.directory / (f"step-{step:08d}" if self.sharded else f"step-{step:08d}.pt")
+        return self.directory / (f"step-{step:08d}" if self.per_rank else f"step-{step:08d}.pt")
 
     def save(self, position: Position, state: dict[str, Any], write: bool) -> None:
         """Every rank records the save; the writer (rank 0) writes the state of `position`
@@ -640,7 +644,7 @@ class Checkpointer:
         inf: the non-finite watch should have stopped the run before, and a broken checkpoint
         would be what `--resume auto` picks up."""
         self.saved_step = position.step
-        if self.sharded:  # every rank checks and writes its own shards
+        if self.per_rank:  # every rank checks and writes its own part
             broken = _first_anywhere(first_non_finite(_named_state(state)))
         elif not write:
             return
@@ -652,7 +656,7 @@ class Checkpointer:
                 f"finite; nothing from step {position.step} on was saved"
             )
         payload = {**state, "fingerprint": self.fingerprint, **self.provenance}
-        if self.sharded:
+        if self.per_rank:
             save_sharded_checkpoint(
                 self.directory, position.step, payload, self.keep, is_main=write
             )

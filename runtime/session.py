@@ -146,14 +146,14 @@ class RunSession:
         whether the write failed."""
         if self.vote.read_at_step != position.step:
             self.vote(position, read_finite=True)
-        sharded = self.checkpoints.sharded
+        per_rank = self.checkpoints.per_rank
         with self.group.guard("gathering the checkpoint of step {step}", position.step):
-            state = trainer.state_dict(whole=not sharded)
+            state = trainer.state_dict(whole=not per_rank)
         self.recorder.flush_logs()
         writing = self.group.guard("writing the checkpoint of step {step}", position.step)
         with (
             self.writes.guarded(self.checkpoints.path_of(position.step)),
-            writing if sharded else contextlib.nullcontext(),
+            writing if per_rank else contextlib.nullcontext(),
         ):
             self.checkpoints.save(position, state, write=self.group.is_main)
         self.vote(position, read_finite=False)

@@ -68,7 +68,7 @@ _stream: _ShardedStream | None = None
 def enter_sharded_stream(plan: SeedPlan, after_step: int | None = None) -> None:
     """Seed the sharded region's stream from the plan. `after_step`: a run resumed on another
     tensor-parallel degree has no saved state for its new shards; their streams restart keyed
-    by the step, so no two shards share one (training/tensor_parallel.py)."""
+    by the step, so no two shards share one (training/parallel/tensor.py)."""
     global _stream
     seed = plan.seed("sharded_dropout")
     if after_step is not None:

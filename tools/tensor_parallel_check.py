@@ -34,7 +34,7 @@ from configs import Config
 from models import build_model
 from runtime.assembly import build_run, plan_run
 from seeding.plan import STREAM_AXES, SeedPlan
-from training.tensor_parallel import mesh_coordinates
+from training.parallel.config import mesh_coordinates
 from training.topology import Topology
 
 STEPS = 3

@@ -1,6 +1,6 @@
 """What a training step minimises: the loss of a (possibly mixed) batch, and what counts as correct.
 
-Both step strategies (training/steps.py, training/invariance.py) ask the objective for their
+Both step strategies (training/parallel/data_parallel.py, training/parallel/invariant.py) ask the objective for their
 inputs and loss, so label smoothing and MixUp/CutMix mean the same thing in either mode.
 
 Why a mixer is keyed by (step, slot) and not drawn from an RNG at hand: MixUp and CutMix draw

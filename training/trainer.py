@@ -1,7 +1,7 @@
 """The training loop, its resumable state, and evaluation.
 
 The trainer knows what a run computes and nothing of the process around it: it asks its step
-strategy (training/steps.py) for gradients, applies the optimizer, and tells its collaborators
+strategy (training/parallel/data_parallel.py) for gradients, applies the optimizer, and tells its collaborators
 what happened: `events` (the recorder), `boundary` (where the runtime votes, checkpoints and
 stops every rank together), `watch` (the non-finite check) and `guard` (names a collective that
 failed). All of them are keyword-only and replaceable; a test or a benchmark passes its own.
@@ -48,13 +48,10 @@ from training.events import (
 from training.health import NonFiniteWatch, model_state_tensors
 from training.objective import Objective
 from training.optim import OptimConfig, build_optimizer, build_scheduler, check_schedule
-from training.steps import Batch, ParallelMode
-from training.tensor_parallel import (
+from training.parallel.dtensor import (
     clip_grad_norm,
-    gathered,
-    optimizer_state_sharded_like,
-    sharded_like,
 )
+from training.parallel.protocol import Batch, ParallelMode
 from training.topology import (
     CollectiveGuard,
     Topology,
@@ -206,13 +203,13 @@ class Trainer:
             self.model, topology, precision, objective or Objective(), config.accumulate_steps
         )
         self.replicas = mode.data_replicas(topology)[0]
-        # Split by tensor parallelism (the step did it): checkpoints gather and re-cut shards.
-        self.sharded = any(hasattr(p, "device_mesh") for p in self.model.parameters())
+        # Where the mode keeps the state: whole tensors gathered and re-cut for checkpoints.
+        self.layout = mode.state_layout
         optimizer = build_optimizer(optim, self.model)
         # Split over the ranks (ZeRO-1, invariant mode), or None: it updates every parameter.
-        self.optimizer_shards = mode.optimizer_shards(optimizer, topology)
+        self.optimizer_partition = mode.optimizer_partition(optimizer, topology)
         self.optimizer = (
-            optimizer if self.optimizer_shards is None else self.optimizer_shards.optimizer
+            optimizer if self.optimizer_partition is None else self.optimizer_partition.optimizer
         )
         self.optimizer_layout = optimizer  # the per-parameter layout checkpoints hold
         self.clip_grad_norm = optim.clip_grad_norm
@@ -404,8 +401,7 @@ class Trainer:
     def weights(self) -> dict[str, torch.Tensor]:
         """The model's weights as whole tensors (a collective under tensor parallelism: the
         shards are gathered on every rank)."""
-        weights = self.model.state_dict()
-        return gathered(weights) if self.sharded else weights
+        return self.layout.whole(self.model.state_dict())
 
     def state_dict(self, whole: bool = True) -> dict[str, Any]:
         """Collective: every rank's RNG state and running sums are gathered onto every rank.
@@ -413,14 +409,13 @@ class Trainer:
         `whole=False` this rank's shards, for a checkpoint that every rank writes."""
         rng_states = all_gather_objects(self.topology, capture_rng_state())
         totals = all_gather_objects(self.topology, self.totals.state_dict())
-        if self.optimizer_shards is not None:
-            optimizer = self.optimizer_shards.whole_state()
+        if self.optimizer_partition is not None:
+            optimizer = self.optimizer_partition.whole_state()
         else:
             optimizer = self.optimizer.state_dict()
-        gather = whole and self.sharded
         return {
             "model": self.weights() if whole else self.model.state_dict(),
-            "optimizer": gathered(optimizer) if gather else optimizer,
+            "optimizer": self.layout.whole(optimizer) if whole else optimizer,
             "scheduler": self.scheduler.state_dict(),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
@@ -440,11 +435,10 @@ class Trainer:
         stored: StoredTensors | None = state.get("stored")
         if stored is not None:
             return stored.read_for(self.model, self.optimizer_layout)
-        model, optimizer = state["model"], state["optimizer"]
-        if self.sharded:
-            model = sharded_like(self.model.state_dict(), model)
-            optimizer = optimizer_state_sharded_like(self.optimizer, optimizer)
-        return model, optimizer
+        return (
+            self.layout.model_state_like(self.model, state["model"]),
+            self.layout.optimizer_state_like(self.optimizer, state["optimizer"]),
+        )
 
     def load_weights(self, state: dict[str, Any]) -> None:
         """A checkpoint's weights (and EMA weights) only, to evaluate it on any layout."""
@@ -457,8 +451,8 @@ class Trainer:
         """Continue from a checkpoint whose computation the checkpoint owner has checked."""
         model, optimizer = self._checkpoint_tensors(state)
         self.model.load_state_dict(model)
-        if self.optimizer_shards is not None:
-            self.optimizer_shards.load_whole_state(optimizer)
+        if self.optimizer_partition is not None:
+            self.optimizer_partition.load_whole_state(optimizer)
         else:
             self.optimizer.load_state_dict(optimizer)
         self.horizon = int(state["schedule_horizon"])

@@ -13,8 +13,8 @@ import torch.distributed as dist
 
 from foundation.process import process_launch
 from runtime.process_group import leave_process_group
-from training.exchange import GatherExchange, ShardedExchange
-from training.reduction_tree import rank_block, tree_sum
+from training.parallel.exchange import GatherExchange, ReduceScatterExchange
+from training.parallel.reduction_tree import rank_block, tree_sum
 
 MICRO_BATCHES = 8
 SIZES = {torch.float32: 1001, torch.float64: 3, torch.bfloat16: 37}
@@ -44,7 +44,7 @@ def main() -> None:
     launch = process_launch()
     world, rank = launch.world_size, launch.rank
     sums, stats = blocks(world)
-    exchange = ShardedExchange(MICRO_BATCHES, world, rank)
+    exchange = ReduceScatterExchange(MICRO_BATCHES, world, rank)
     totals, every_stats = exchange(sums[rank], stats[rank])
 
     for index in range(len(SIZES)):

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from foundation.errors import UserError
-from training.invariance import BatchNormReplay, MicroBatchLayout, parameter_groups
-from training.reduction_tree import rank_block, serving_world_sizes, tree_sum
+from training.parallel.invariant import BatchNormReplay, MicroBatchLayout, parameter_groups
+from training.parallel.reduction_tree import rank_block, serving_world_sizes, tree_sum
 
 
 def test_served_world_sizes_are_those_whose_blocks_are_subtrees() -> None:

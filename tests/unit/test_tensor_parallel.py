@@ -13,7 +13,8 @@ from models import build_model
 from models.vit_tiny import ViTTinyConfig
 from seeding import regions
 from seeding.state import capture_rng_state, restore_rng_state
-from training.tensor_parallel import clip_grad_norm, mesh_coordinates
+from training.parallel.config import mesh_coordinates
+from training.parallel.dtensor import clip_grad_norm
 
 VIT = "configs/vit_tiny.yaml"
 PLAN = seeding.tensor_parallel(42, dp_rank=0, tp_rank=1)

@@ -4,7 +4,7 @@ Each rank holds the sum of its block of micro-batches (a node of the reduction t
 vector per dtype) and the BatchNorm statistics of each of its micro-batches. Every rank needs the
 sum over all blocks, added in the tree's order, and every micro-batch's statistics, in order.
 
-- `ShardedExchange` (used for W > 1): cut each vector into W shards; `all_to_all_single` sends
+- `ReduceScatterExchange` (used for W > 1): cut each vector into W shards; `all_to_all_single` sends
   shard s of every rank's block sum to rank s; rank s adds the W block sums of its shard over the
   upper levels of the tree; `all_gather_into_tensor` returns the reduced shards (and every rank's
   statistics, riding along) to everyone. Each rank receives 2 (W - 1) / W of the vector, as in a
@@ -25,7 +25,7 @@ from typing import Protocol
 import torch
 import torch.distributed as dist
 
-from training.reduction_tree import no_leaf, rank_block, tree_sum
+from training.parallel.reduction_tree import no_leaf, rank_block, tree_sum
 
 
 class Exchange(Protocol):
@@ -51,7 +51,7 @@ class NoExchange:
         return sums, stats
 
 
-class ShardedExchange:
+class ReduceScatterExchange:
     def __init__(self, micro_batches: int, world_size: int, rank: int) -> None:
         self.micro_batches = micro_batches
         self.world = world_size

@@ -3,7 +3,7 @@
 Each rank holds 1/W of every parameter, of its gradient and of its optimizer state; a forward or
 backward pass gathers a layer's whole weights for the time it runs, and the gradients are
 reduce-scattered so that each rank receives the average of its own shard. Same batches, same seed
-plan, same health watch and checkpoints as DDP (training/steps.py): only where the weights live
+plan, same health watch and checkpoints as DDP (training/parallel/data_parallel.py): only where the weights live
 changes, and the arithmetic of the gradient average.
 
 Why the gradients are measured once at start-up: FSDP2 in torch 2.7.1 asks for the average with
@@ -28,25 +28,24 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from seeding import SeedPlan
 from training.determinism import Precision
 from training.objective import Objective
-from training.steps import (
-    Backward,
-    Batch,
-    DataParallelMode,
-    ReplicaTotals,
-    StepResult,
-    weighted_batches,
-)
+from training.parallel.data_parallel import DataParallelMode, ReplicaTotals, weighted_batches
+from training.parallel.layout import StateLayout
+from training.parallel.protocol import Backward, Batch, StepResult
 from training.topology import Topology, local_tensor
 
 
-class ShardedMode(DataParallelMode):
-    """The `ParallelMode` (training/steps.py) of FSDP2 over every rank: DDP's but for the
+class FullyShardedMode(DataParallelMode):
+    """The `ParallelMode` (training/parallel/protocol.py) of FSDP2 over every rank: DDP's but for the
     step."""
 
-    def __init__(self, topology: Topology) -> None:
+    def __init__(self, topology: Topology, plan: SeedPlan) -> None:
         from torch.distributed.device_mesh import init_device_mesh
+
+        super().__init__(plan)
+        self.state_layout = StateLayout(split_parameters=True, per_rank_files=True)
 
         self.mesh = init_device_mesh(
             topology.device.type, (topology.world_size,), mesh_dim_names=("dp",)
@@ -69,8 +68,8 @@ class ShardedMode(DataParallelMode):
         precision: Precision,
         objective: Objective,
         accumulate_steps: int,
-    ) -> ShardedStep:
-        return ShardedStep(self, model, topology, precision, objective, accumulate_steps)
+    ) -> FullyShardedStep:
+        return FullyShardedStep(self, model, topology, precision, objective, accumulate_steps)
 
 
 def gradient_scale(mesh: Any, device: torch.device) -> float:
@@ -90,10 +89,10 @@ def gradient_scale(mesh: Any, device: torch.device) -> float:
     return float(received)
 
 
-class ShardedStep(ReplicaTotals):
+class FullyShardedStep(ReplicaTotals):
     def __init__(
         self,
-        mode: ShardedMode,
+        mode: FullyShardedMode,
         model: nn.Module,
         topology: Topology,
         precision: Precision,

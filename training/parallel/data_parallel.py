@@ -4,7 +4,7 @@
   this rank's batches (`trainer.accumulate_steps` of them), through DDP when there are several
   processes: its all_reduce averages the gradients, once, after the last batch (`no_sync` on the
   others); metrics are summed over ranks.
-- `InvariantMode` / `InvariantStep` (training/invariance.py): the same weights for any world
+- `InvariantMode` / `InvariantStep` (training/parallel/invariant.py): the same weights for any world
   size; gradients, BatchNorm statistics and metrics are combined in one fixed order.
 
 Why strategies: the trainer asks a step for the gradients of a batch and for its sums, and never
@@ -15,105 +15,33 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from seeding import restore_rng_state
+import seeding
+from seeding import SeedPlan, restore_rng_state
 from training.determinism import Precision
 from training.objective import Objective
-from training.optimizer_shards import OptimizerShards
+from training.parallel.layout import StateLayout
+from training.parallel.optimizer_partition import OptimizerPartition
+from training.parallel.protocol import Backward, Batch, StepResult, TrainingStep
 from training.topology import Topology, all_reduce_sum
-
-Batch = tuple[torch.Tensor, torch.Tensor]  # images, labels
-
-
-class StepResult(NamedTuple):
-    loss: torch.Tensor  # mean loss of the step's batches (0-d, on the device)
-    correct: torch.Tensor  # correct predictions (0-d, on the device)
-    samples: int  # samples the sums above cover
-
-
-class TrainingStep(Protocol):
-    """Computes gradients and sums; the trainer applies the optimizer."""
-
-    def gradients(self, step: int, batches: list[Batch], backward: Backward) -> StepResult:
-        """Add this step's gradients to `.grad` (cleared by the trainer; through `backward`,
-        which scales under a GradScaler) and return the step's loss and counts."""
-        ...
-
-    def epoch_sums(self, sums: torch.Tensor) -> list[float]:
-        """This rank's [loss_sum, correct, count, seen] (float64) as the run's totals."""
-        ...
-
-    def evaluation_sums(self, per_batch: list[torch.Tensor]) -> list[float]:
-        """This rank's validation [loss_sum, correct, count] per batch, as the run's totals."""
-        ...
-
-    def totals_to_continue(
-        self, rank: int, saved_world_size: int, saved_replicas: int
-    ) -> list[int]:
-        """Which saved ranks' running sums this rank continues from on resume (added)."""
-        ...
-
-    def restore_rng(self, states: list[Any], rank: int, step: int, saved_replicas: int) -> None:
-        """Restore this rank's RNG states from the checkpoint's (one per saved rank), resuming
-        at optimizer `step`."""
-        ...
-
-
-Backward = Callable[[torch.Tensor], None]
-
-
-class ParallelMode(Protocol):
-    """What depends on the mode outside the step itself (chosen once, in train.py)."""
-
-    eval_chunk: int | None  # validation cut into fixed chunks of this size, or None
-
-    def notes(self) -> list[str]:
-        """Lines for the determinism report."""
-        ...
-
-    def describe(self) -> dict[str, Any] | None:
-        """The mode's layout for the manifest (None: the ordinary mode)."""
-        ...
-
-    def fingerprint_world_size(self, world_size: int) -> int | str:
-        """The world size as a resumed checkpoint must match it."""
-        ...
-
-    def data_replicas(self, topology: Topology) -> tuple[int, int]:
-        """(how many shards the data is split into, this rank's shard)."""
-        ...
-
-    def prepare(self, device: torch.device) -> None:
-        """Process-wide settings the mode needs before anything is computed."""
-        ...
-
-    def optimizer_shards(
-        self, optimizer: torch.optim.Optimizer, topology: Topology
-    ) -> OptimizerShards | None:
-        """The optimizer state split over the ranks (training/optimizer_shards.py), or None:
-        the optimizer updates every parameter it was given."""
-        ...
-
-    def training_step(
-        self,
-        model: nn.Module,
-        topology: Topology,
-        precision: Precision,
-        objective: Objective,
-        accumulate_steps: int,
-    ) -> TrainingStep: ...
 
 
 class DataParallelMode:
-    """Ordinary data parallelism: the results are those of this world size."""
+    """Ordinary data parallelism: the results are those of this world size. `per_rank_files`:
+    checkpoints as directories (`parallel.shard` on one process: the format a sharded run of
+    the same config writes at any world size)."""
 
     eval_chunk = None
+
+    def __init__(self, plan: SeedPlan | None = None, per_rank_files: bool = False) -> None:
+        self.plan = plan if plan is not None else seeding.data_parallel(0, 0)
+        self.state_layout = StateLayout(per_rank_files=per_rank_files)
 
     def notes(self) -> list[str]:
         return []
@@ -130,9 +58,9 @@ class DataParallelMode:
     def prepare(self, device: torch.device) -> None:
         return None
 
-    def optimizer_shards(
+    def optimizer_partition(
         self, optimizer: torch.optim.Optimizer, topology: Topology
-    ) -> OptimizerShards | None:
+    ) -> OptimizerPartition | None:
         return None
 
     def training_step(

@@ -9,7 +9,7 @@ mode does instead (each piece was measured to be necessary):
 - The summation order: all_reduce adds in an order that depends on W (and on the algorithm).
   Here per-micro-batch gradients are added over one balanced binary tree on [0, M), split at the
   midpoint: each rank sums its own block, which is a node of that tree, locally; the partial sums
-  are exchanged (training/exchange.py: an all_to_all of shards, each rank adds its shard over the
+  are exchanged (training/parallel/exchange.py: an all_to_all of shards, each rank adds its shard over the
   tree's upper levels, an all_gather of the results; both move bytes and add nothing) with the
   traffic of a ring all-reduce. The same tree gives the same bits whatever W is.
 - Forward randomness: dropout for micro-batch j of step k comes from the plan's `microbatch`
@@ -41,13 +41,16 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from foundation.errors import UserError
+from seeding import SeedPlan
 from seeding.regions import reseed_sharded_stream
 from training.determinism import Precision
-from training.exchange import Exchange, NoExchange, ShardedExchange
 from training.objective import Objective
-from training.optimizer_shards import OptimizerShards
-from training.reduction_tree import Node, rank_block, serving_world_sizes, tree_sum
-from training.steps import Backward, Batch, StepResult, restore_own_rng
+from training.parallel.data_parallel import restore_own_rng
+from training.parallel.exchange import Exchange, NoExchange, ReduceScatterExchange
+from training.parallel.layout import StateLayout
+from training.parallel.optimizer_partition import OptimizerPartition
+from training.parallel.protocol import Backward, Batch, StepResult
+from training.parallel.reduction_tree import Node, rank_block, serving_world_sizes, tree_sum
 from training.topology import Topology, all_gather_objects
 
 INTRA_OP_THREADS = 1  # what torchrun gives every worker; the same for a single process here
@@ -185,26 +188,27 @@ class InvariantMode:
     """The mode as train.py chooses it (`parallel_mode`): the layout, and the seed of micro-batch
     j of step k (`SeedPlan.seed("microbatch", k, j)`)."""
 
-    def __init__(
-        self,
-        layout: MicroBatchLayout,
-        micro_batch_seed: Callable[[int, int], int],
-        shard_optimizer: bool = False,
-    ):
+    def __init__(self, layout: MicroBatchLayout, plan: SeedPlan, partition_optimizer: bool = False):
         self.layout = layout
-        self.micro_batch_seed = micro_batch_seed
-        self.shard_optimizer = shard_optimizer
+        self.plan = plan
+        self.micro_batch_seed: Callable[[int, int], int] = lambda step, micro_batch: plan.seed(
+            "microbatch", step, micro_batch
+        )
+        self.partition_optimizer = partition_optimizer
+        # The weights stay whole on every rank; a partitioned optimizer's run writes its
+        # checkpoints per rank, as an FSDP2 run of the same config would.
+        self.state_layout = StateLayout(per_rank_files=partition_optimizer)
         # Validation in fixed chunks of b, one per batch: the same samples per batch for any W.
         self.eval_chunk: int | None = layout.micro_batch
 
     def notes(self) -> list[str]:
-        sharded = "; the optimizer state split over the ranks (parallel.shard, ZeRO stage 1)"
-        return [self.layout.note() + (sharded if self.shard_optimizer else "")]
+        split = "; the optimizer state split over the ranks (parallel.shard, ZeRO stage 1)"
+        return [self.layout.note() + (split if self.partition_optimizer else "")]
 
-    def optimizer_shards(
+    def optimizer_partition(
         self, optimizer: torch.optim.Optimizer, topology: Topology
-    ) -> OptimizerShards | None:
-        return OptimizerShards(optimizer, topology) if self.shard_optimizer else None
+    ) -> OptimizerPartition | None:
+        return OptimizerPartition(optimizer, topology) if self.partition_optimizer else None
 
     def describe(self) -> dict[str, Any] | None:
         return self.layout.describe()
@@ -244,7 +248,7 @@ class InvariantStep:
         self.batchnorm = BatchNormReplay(model)
         layout = mode.layout
         self.exchange: Exchange = (
-            ShardedExchange(layout.micro_batches, layout.world_size, layout.rank)
+            ReduceScatterExchange(layout.micro_batches, layout.world_size, layout.rank)
             if layout.world_size > 1
             else NoExchange()
         )

@@ -7,7 +7,7 @@ zeros), and rank r's optimizer updates slice r; the updated slices are then gath
 rank holds the whole new weights again for the next forward.
 
 Why this keeps the invariant mode bit for bit: the gradients are still the mode's fixed-order
-sums, the same on every rank (training/invariance.py), and SGD and Adam(W) are elementwise: an
+sums, the same on every rank (training/parallel/invariant.py), and SGD and Adam(W) are elementwise: an
 element's update is the same bits whichever slice it is updated in (measured for SGD with
 Nesterov momentum and weight decay, and AdamW, cut in 2, 3, 4 and 8 at odd offsets). Nothing
 is added across ranks. Why not FSDP2: its reduce-scatter cannot be replaced by the mode's
@@ -29,7 +29,7 @@ from foundation.errors import UserError
 from training.topology import Topology
 
 
-class OptimizerShards:
+class OptimizerPartition:
     """This rank's optimizer over its flat slice of each parameter group; `original` (the
     optimizer over the whole model, never stepped) is the layout checkpoints are written in."""
 

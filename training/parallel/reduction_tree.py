@@ -4,7 +4,7 @@ Floating-point addition is not associative: `(g0+g1)+(g2+g3)` is not `((g0+g1)+g
 world-size-invariant mode adds per-micro-batch values over the halving tree on [0, M), split at
 the midpoint, whatever the world size W: rank r owns the contiguous block of M / W micro-batches
 starting at r * M / W, which must be a node of that tree, and sums it locally; the blocks' sums
-are then added over the tree's upper levels (training/exchange.py moves them between ranks).
+are then added over the tree's upper levels (training/parallel/exchange.py moves them between ranks).
 """
 
 from __future__ import annotations

@@ -28,73 +28,36 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from pydantic import Field
 from torch import nn
 
 from foundation.errors import UserError
-from foundation.section import RUNTIME, Section
 from seeding import SeedPlan, enter_sharded_stream
 from seeding.state import restore_rng_state
 from training.determinism import Precision
 from training.objective import Objective
-from training.steps import (
-    Backward,
-    Batch,
+from training.parallel.config import check_layout, mesh_coordinates
+from training.parallel.data_parallel import (
     DataParallelMode,
-    StepResult,
     batch_sums,
     sum_over_ranks,
     weighted_batches,
 )
+from training.parallel.layout import StateLayout
+from training.parallel.protocol import Backward, Batch, StepResult
 from training.topology import Topology, local_tensor
 
 
-class ParallelConfig(Section):
-    """The `parallel` section: how the model is split beyond data parallelism."""
-
-    tensor: int = Field(
-        1,
-        ge=1,
-        description="tensor-parallel degree: the ranks of a group split each layer of the model "
-        "(docs/tensor-parallel.md); the world size must be a multiple; 1 = data parallelism only. "
-        "A resume on another degree continues, not bit for bit",
-        json_schema_extra=RUNTIME,
-    )
-    shard: bool = Field(
-        False,
-        description="FSDP2 over the data-parallel ranks: each rank holds 1/W of the parameters, "
-        "gradients and optimizer state (training/sharding.py); one process trains unsharded. In "
-        "the world-size-invariant mode: the optimizer state only, split over the ranks (ZeRO-1, "
-        "training/optimizer_shards.py), bit for bit. A resume with the other value continues",
-        json_schema_extra=RUNTIME,
-    )
-
-
-def mesh_coordinates(rank: int, degree: int) -> tuple[int, int]:
-    """(dp, tp) of a global rank: the tp ranks of a group are neighbours."""
-    return rank // degree, rank % degree
-
-
-def check_layout(degree: int, world_size: int) -> int:
-    """The data-parallel degree, or a one-line UserError for a world size tp cannot divide."""
-    if world_size % degree:
-        raise UserError(
-            f"parallel.tensor={degree} does not divide the world size {world_size}: launch a "
-            f"multiple of {degree} processes (torchrun --nproc_per_node)"
-        )
-    return world_size // degree
-
-
 class TensorParallelMode(DataParallelMode):
-    """The `ParallelMode` (training/steps.py) of a dp x tp mesh."""
+    """The `ParallelMode` (training/parallel/protocol.py) of a dp x tp mesh."""
 
     def __init__(self, degree: int, topology: Topology, plan: SeedPlan) -> None:
         from torch.distributed.device_mesh import init_device_mesh
 
+        super().__init__(plan)
+        self.state_layout = StateLayout(split_parameters=True)
         self.degree = degree
         self.replicas = check_layout(degree, topology.world_size)
         self.dp_rank, self.tp_rank = mesh_coordinates(topology.rank, degree)
-        self.plan = plan
         self.mesh = init_device_mesh(
             topology.device.type, (self.replicas, degree), mesh_dim_names=("dp", "tp")
         )
@@ -215,88 +178,3 @@ class TensorParallelStep:
             return
         restore_rng_state(states[self.mode.dp_rank * saved])
         enter_sharded_stream(self.mode.plan, after_step=step)
-
-
-def gathered(state: Any) -> Any:
-    """`state` with every DTensor replaced by its whole tensor (a collective over its mesh):
-    checkpoints hold whole tensors whatever the tp degree."""
-    if isinstance(state, dict):
-        return {key: gathered(value) for key, value in state.items()}
-    if isinstance(state, list | tuple):
-        return type(state)(gathered(value) for value in state)
-    full_tensor = getattr(state, "full_tensor", None)
-    return full_tensor() if full_tensor is not None else state
-
-
-def sharded_like(current: dict[str, Any], whole: dict[str, Any]) -> dict[str, Any]:
-    """The whole tensors of a checkpoint's model state, each cut like this run's DTensor of the
-    same name (every rank keeps its own slice; no communication)."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
-
-    sharded = dict(whole)
-    for name, mine in current.items():
-        if isinstance(mine, DTensor) and name in whole:
-            sharded[name] = distribute_tensor(
-                whole[name].to(mine.device), mine.device_mesh, mine.placements, src_data_rank=None
-            )
-    return sharded
-
-
-def optimizer_state_sharded_like(
-    optimizer: torch.optim.Optimizer, whole: dict[str, Any]
-) -> dict[str, Any]:
-    """An optimizer state dict of whole tensors with each parameter's state (momentum, moments)
-    cut like that parameter."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
-
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    state = {}
-    for index, values in whole["state"].items():
-        parameter = parameters[int(index)]
-        if isinstance(parameter, DTensor):
-            values = {
-                key: distribute_tensor(
-                    value.to(parameter.device),
-                    parameter.device_mesh,
-                    parameter.placements,
-                    src_data_rank=None,
-                )
-                if torch.is_tensor(value) and value.shape == parameter.shape
-                else value
-                for key, value in values.items()
-            }
-        state[index] = values
-    return {**whole, "state": state}
-
-
-def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
-    """`torch.nn.utils.clip_grad_norm_`, also for a model split by tensor parallelism.
-
-    Why our own: torch 2.7.1's refuses a model whose gradients mix DTensors and plain tensors
-    ("got mixed torch.Tensor and DTensor"), which is every tensor-parallel model (its norms and
-    embeddings stay whole). The norm is the whole model's: a sharded gradient's squares are
-    summed over its mesh, a replicated one counts once; every rank gets the same norm."""
-    from torch.distributed.tensor import DTensor
-
-    gradients = [p.grad for p in parameters if p.grad is not None]
-    if not any(isinstance(g, DTensor) for g in gradients):
-        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-    whole = [local_tensor(g) for g in gradients if not _sharded(g)]
-    shards = [g for g in gradients if _sharded(g)]
-    squares = torch.zeros((), dtype=torch.float32, device=gradients[0].device)
-    if whole:
-        squares = squares + torch.stack(torch._foreach_norm(whole)).float().square().sum()
-    for mesh in {shard.device_mesh for shard in shards}:
-        local = [s.to_local() for s in shards if s.device_mesh == mesh]
-        summed = torch.stack(torch._foreach_norm(local)).float().square().sum()
-        dist.all_reduce(summed, group=mesh.get_group())
-        squares = squares + summed
-    total = squares.sqrt()
-    coefficient = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    torch._foreach_mul_([local_tensor(g) for g in gradients], coefficient)
-    return total
-
-
-def _sharded(gradient: torch.Tensor) -> bool:
-    placements = getattr(gradient, "placements", ())
-    return any(placement.is_shard() for placement in placements)
