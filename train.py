@@ -17,13 +17,10 @@ from foundation.faults import TrainingFault
 from foundation.process import process_launch
 from foundation.section import flatten
 from runtime.assembly import build_run, initial_weights, plan_run
-from runtime.checkpoints import (
-    Checkpointer,
-    computation_defaults,
-    computation_fingerprint,
-    reading,
-    resume_point,
-)
+from runtime.checkpoint.contents import reading
+from runtime.checkpoint.fingerprint import computation_defaults, computation_fingerprint
+from runtime.checkpoint.owner import Checkpointer
+from runtime.checkpoint.resume import resume_point
 from runtime.launcher_watch import watch_launcher
 from runtime.process_group import join_process_group
 from runtime.provenance import git_state

@@ -74,7 +74,7 @@ def _resumed(saved: dict[str, Any], overrides: Sequence[str]) -> tuple[Config, l
 def world_size_may_change(config: Config, checkpoint: dict[str, Any] | None) -> bool:
     """A fixed global batch on plain data parallelism (DDP or sharded), now and in the
     checkpoint: a step trains on the same samples at any world size, so a checkpoint of another
-    one continues (runtime/checkpoints.py's `Checkpointer.expect` says it is not bit for bit)."""
+    one continues (runtime/checkpoint/owner.py's `Checkpointer.expect` says it is not bit for bit)."""
     if checkpoint is None or config.data.global_batch_size is None:
         return False
     saved_tensor = checkpoint.get("config", {}).get("parallel", {}).get("tensor", 1)

@@ -5,7 +5,7 @@
 | `trainer`      | TrainerConfig                          | training/trainer.py              |
 | `optim`        | OptimConfig                            | training/optim.py                |
 | `determinism`  | DeterminismConfig                      | training/determinism.py          |
-| `checkpoint`   | CheckpointConfig                       | runtime/checkpoints.py           |
+| `checkpoint`   | CheckpointConfig                       | runtime/checkpoint/owner.py           |
 | `distributed`  | DistributedConfig                      | runtime/process_group.py         |
 | `parallel`     | ParallelConfig                         | training/parallel/config.py      |
 | `seed_streams` | SeedStreamsConfig                      | here (the sources: seeding/plan.py) |
@@ -31,7 +31,7 @@ from foundation.section import RUNTIME, Section
 from models import MODELS
 from models.config import ModelConfig
 from models.smallcnn import SmallCNNConfig
-from runtime.checkpoints import CheckpointConfig
+from runtime.checkpoint.owner import CheckpointConfig
 from runtime.process_group import DistributedConfig
 from seeding import SOURCES, stream_bases
 from seeding.derive import SEED_LIMIT

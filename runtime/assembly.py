@@ -33,7 +33,8 @@ from data.mix import BatchMix
 from foundation.errors import UserError
 from models import build_model
 from models.config import ModelConfig
-from runtime.checkpoints import checkpoint_digest, load_checkpoint, reading
+from runtime.checkpoint.contents import load_checkpoint, reading
+from runtime.checkpoint.files import checkpoint_digest
 from seeding import SeedPlan
 from training.determinism import DeterminismConfig, Precision, apply_determinism, precision_for
 from training.events import StepBoundary, TrainingEvents

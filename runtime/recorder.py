@@ -6,7 +6,7 @@ involve every rank); it hands the manifest to its owner (runtime/manifest.py) an
 its own (runtime/console.py). Only rank 0 writes or prints. It knows the run only as plain values
 (`RunIdentity`) and the trainer only through its events. A failed write is kept in the shared
 `WriteFailures` for the next vote, not raised (runtime/writes.py). Checkpoints are the
-checkpoint owner's (runtime/checkpoints.py).
+checkpoint owner's (runtime/checkpoint/owner.py).
 """
 
 from __future__ import annotations

@@ -34,7 +34,9 @@ DETERMINISM = "determinism.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
-LAST_CHECKPOINT = "last.pt"  # the newest complete checkpoint (runtime/checkpoints.py writes it)
+LAST_CHECKPOINT = (
+    "last.pt"  # the newest complete checkpoint (runtime/checkpoint/owner.py writes it)
+)
 LAST_SHARDED = "last"  # the same, for sharded checkpoints: a link to the newest directory
 DAMAGED_CHECKPOINTS = "damaged"  # checkpoints a resume skipped, moved aside (checkpoints.py)
 LOCK_FILE = ".writer.lock"  # the one writer's lock (runtime/writer_lock.py)

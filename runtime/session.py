@@ -6,7 +6,7 @@ that is not computation:
   step and stop;
 - the vote after each step (runtime/vote.py): a non-finite loss, gradients or state, a signal,
   or rank 0's failed write stop every rank at the same step;
-- the checkpoint owner (runtime/checkpoints.py): when to save, and never a broken state;
+- the checkpoint owner (runtime/checkpoint/owner.py): when to save, and never a broken state;
 - the nondeterministic ops the eval profile records, and the debug profile's refusal of them;
 - a fault's one exit path: the manifest says what happened, the other ranks are told through
   the store, one rank prints one line, and the process ends with the fault's code;
@@ -25,7 +25,7 @@ from typing import NoReturn
 from foundation.exit import exit_with
 from foundation.faults import Interrupted, NondeterministicOp, TrainingFault
 from foundation.process import next_commands
-from runtime.checkpoints import Checkpointer
+from runtime.checkpoint.owner import Checkpointer
 from runtime.process_group import ProcessGroup
 from runtime.recorder import RunRecorder
 from runtime.signals import StopSignals

@@ -3,7 +3,7 @@
     python -m scripts.convert_checkpoint CHECKPOINT DESTINATION
 
 A single file (`step-N.pt`, what DDP and tensor-parallel runs write) becomes a sharded checkpoint
-directory (what `parallel.shard=true` runs write, runtime/sharded_checkpoint.py), and a directory
+directory (what `parallel.shard=true` runs write, runtime/checkpoint/directory.py), and a directory
 becomes a single file. The tensors are read whole in this one process and written unchanged, bit
 for bit, with the same checksum rules; nothing is unpickled. Either format already resumes any
 run (`--resume PATH`) and loads into evaluate and predict: converting is for a tool that reads
@@ -19,12 +19,8 @@ from pathlib import Path
 
 from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
-from runtime.checkpoints import (
-    load_checkpoint,
-    reading,
-    write_checkpoint_directory,
-    write_checkpoint_file,
-)
+from runtime.checkpoint.contents import load_checkpoint, reading
+from runtime.checkpoint.files import write_checkpoint_directory, write_checkpoint_file
 
 
 def main() -> None:

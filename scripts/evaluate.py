@@ -21,7 +21,7 @@ from configs.loading import apply_override, migrate_moved_keys, validated
 from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
 from runtime.assembly import build_run, plan_run
-from runtime.checkpoints import load_checkpoint, reading
+from runtime.checkpoint.contents import load_checkpoint, reading
 from runtime.process_group import join_process_group
 from runtime.rundir import write_json
 

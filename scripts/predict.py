@@ -25,7 +25,7 @@ from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
 from runtime.assembly import build_run, plan_run
 from runtime.atomic import atomic_write_text
-from runtime.checkpoints import load_checkpoint, reading
+from runtime.checkpoint.contents import load_checkpoint, reading
 from runtime.process_group import choose_device
 from training.topology import Topology
 

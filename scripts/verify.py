@@ -39,7 +39,7 @@ import torch
 from configs import load_config, parse_args
 from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
-from runtime.checkpoints import load_last
+from runtime.checkpoint.contents import load_last
 from runtime.rundir import RunDirectory, find_one_run
 from tools.launch import train_command, train_subprocess
 

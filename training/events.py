@@ -8,7 +8,7 @@ line), who decides to checkpoint or stop, nor where its batches come from.
   `Stateful`: the checkpoint owner knows a `state_dict` protocol, not a class.
 - `EpochLoader`: the batches of an epoch (data/loaders.py's `SeededLoader`).
 - `StoredTensors`: a checkpoint's model and optimizer tensors still on disk (a sharded
-  checkpoint, runtime/sharded_checkpoint.py), read into the trainer's own layout.
+  checkpoint, runtime/checkpoint/directory.py), read into the trainer's own layout.
 A test can pass any other implementation.
 """
 

@@ -64,7 +64,7 @@ from training.topology import (
 
 class TrainerConfig(Section):
     """The `trainer` section: what the loop and its step strategy read (checkpointing has its
-    own section, runtime/checkpoints.py; collective timeouts theirs, runtime/process_group.py)."""
+    own section, runtime/checkpoint/owner.py; collective timeouts theirs, runtime/process_group.py)."""
 
     epochs: int = Field(8, ge=1, description="epochs to train", json_schema_extra=STOPPING)
     max_steps: int | None = Field(

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from runtime.checkpoints import load_checkpoint, write_checkpoint_directory
+from runtime.checkpoint.contents import load_checkpoint
+from runtime.checkpoint.files import write_checkpoint_directory
 from runtime.rundir import LAST_CHECKPOINT, LAST_SHARDED, RunDirectory
 from tests.helpers.checkpoint_corpus import CASES, Case
 from tests.helpers.runs import TINY, ReferenceRuns, run_command, run_train

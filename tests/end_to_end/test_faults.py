@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from runtime.checkpoints import load_checkpoint, newest_complete
+from runtime.checkpoint.contents import load_checkpoint
+from runtime.checkpoint.files import newest_complete
 from runtime.rundir import RunDirectory
 from tests.helpers.dataset_files import write_cifar10, write_image_tree
 from tests.helpers.runs import (

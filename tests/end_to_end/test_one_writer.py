@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.checkpoints import newest_complete
+from runtime.checkpoint.files import newest_complete
 from runtime.rundir import RunDirectory
 from tests.helpers.runs import (
     TINY,

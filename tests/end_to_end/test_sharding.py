@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.checkpoints import newest_complete
+from runtime.checkpoint.files import newest_complete
 from scripts.verify import compare
 from tests.helpers.runs import RunResult, run_command, run_train
 

@@ -373,7 +373,7 @@ def _command(module: str, argv: list[str]) -> None:
 
 def _verify_reader(run_dir: str) -> None:
     from foundation.exit import run_reporting_user_errors
-    from runtime.checkpoints import load_last
+    from runtime.checkpoint.contents import load_last
     from runtime.rundir import RunDirectory
 
     run_reporting_user_errors(lambda: load_last(RunDirectory(Path(run_dir))) and None)
@@ -455,8 +455,7 @@ def main() -> None:
     plan, output = Path(sys.argv[1]), Path(sys.argv[2])
     # The readers' imports, once, before any fork (no torch computation here: the children
     # start their thread pools themselves).
-    import runtime.assembly
-    import runtime.dcp_files  # noqa: F401
+
     import scripts.convert_checkpoint
     import scripts.evaluate
     import scripts.predict  # noqa: F401

@@ -1,5 +1,5 @@
 """The fields every checkpoint of this template holds beside its tensors, at neutral values:
-for unit tests that write a checkpoint by hand (runtime/checkpoints.py checks them on load)."""
+for unit tests that write a checkpoint by hand (runtime/checkpoint/owner.py checks them on load)."""
 
 from __future__ import annotations
 

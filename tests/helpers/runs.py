@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from runtime.checkpoints import load_last
+from runtime.checkpoint.contents import load_last
 from runtime.provenance import REPO_ROOT
 from runtime.rundir import RunDirectory, find_one_run
 from tools.launch import REPRODUCIBLE_ENVIRONMENT, local_launcher, train_subprocess

@@ -12,15 +12,11 @@ import torch
 
 from configs import load_config
 from foundation.errors import UserError
-from runtime.checkpoints import (
-    Checkpointer,
-    ResumePoint,
-    computation_defaults,
-    computation_fingerprint,
-    load_checkpoint,
-    resume_point,
-    save_checkpoint,
-)
+from runtime.checkpoint.contents import load_checkpoint
+from runtime.checkpoint.files import save_checkpoint
+from runtime.checkpoint.fingerprint import computation_defaults, computation_fingerprint
+from runtime.checkpoint.owner import Checkpointer
+from runtime.checkpoint.resume import ResumePoint, resume_point
 from runtime.rundir import RunDirectory
 from tests.helpers.checkpoint_fields import checkpoint_fields
 

@@ -23,13 +23,10 @@ from foundation.faults import (
     NonFiniteState,
     OutputWriteFailed,
 )
-from runtime.checkpoints import (
-    CheckpointConfig,
-    Checkpointer,
-    ResumePoint,
-    load_checkpoint,
-    newest_complete,
-)
+from runtime.checkpoint.contents import load_checkpoint
+from runtime.checkpoint.files import newest_complete
+from runtime.checkpoint.owner import CheckpointConfig, Checkpointer
+from runtime.checkpoint.resume import ResumePoint
 from runtime.process_group import ProcessGroup
 from runtime.recorder import RunIdentity, RunRecorder
 from runtime.rundir import RunDirectory

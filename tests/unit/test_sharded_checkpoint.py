@@ -17,16 +17,16 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 
 from foundation.errors import UserError
-from runtime.checkpoints import (
+from runtime.checkpoint.contents import load_checkpoint
+from runtime.checkpoint.directory import INDEX, SUMS, DirectoryTensors
+from runtime.checkpoint.files import (
     is_complete,
-    load_checkpoint,
     newest_complete,
     remove_stale_temporaries,
     save_checkpoint,
-    save_sharded_checkpoint,
+    save_checkpoint_directory,
 )
 from runtime.rundir import RunDirectory
-from runtime.sharded_checkpoint import INDEX, SUMS, ShardedTensors
 from scripts import convert_checkpoint
 from tests.helpers.checkpoint_corpus import rewrite_sums
 from tests.helpers.checkpoint_fields import checkpoint_fields
@@ -66,7 +66,7 @@ def assert_same(first: object, second: object) -> None:
 
 def test_a_sharded_checkpoint_is_a_directory_that_loads_back_bit_for_bit(tmp_path: Path) -> None:
     _, _, state = trained_state()
-    final = save_sharded_checkpoint(tmp_path, 2, state, keep=3, is_main=True)
+    final = save_checkpoint_directory(tmp_path, 2, state, keep=3, is_main=True)
     assert final.name == "step-00000002" and final.is_dir()
     assert sorted(p.name for p in final.iterdir()) == [INDEX, SUMS, "__0_0.distcp", "state.pt"]
     assert (tmp_path / "last").resolve() == final.resolve()
@@ -77,10 +77,10 @@ def test_a_sharded_checkpoint_is_a_directory_that_loads_back_bit_for_bit(tmp_pat
 
 def test_the_trainer_reads_a_sharded_checkpoint_into_its_own_model(tmp_path: Path) -> None:
     _, _, state = trained_state(seed=0)
-    final = save_sharded_checkpoint(tmp_path, 2, state, keep=3, is_main=True)
+    final = save_checkpoint_directory(tmp_path, 2, state, keep=3, is_main=True)
     model, optimizer, _ = trained_state(seed=1)  # other values, same layout
     stored = load_checkpoint(final, whole_tensors=False)["stored"]
-    assert isinstance(stored, ShardedTensors)
+    assert isinstance(stored, DirectoryTensors)
     weights, optimizer_state = stored.read_for(model, optimizer)
     model.load_state_dict(weights)
     optimizer.load_state_dict(optimizer_state)
@@ -95,7 +95,7 @@ def test_keep_last_k_and_last_point_across_both_kinds(tmp_path: Path) -> None:
     save_checkpoint(directory, 1, {**state, "step": 1}, keep=2)
     assert run.last_checkpoint.name == "last.pt"
     for step in (2, 3):
-        save_sharded_checkpoint(directory, step, {**state, "step": step}, keep=2, is_main=True)
+        save_checkpoint_directory(directory, step, {**state, "step": step}, keep=2, is_main=True)
     names = sorted(p.name for p in directory.iterdir())
     assert names == ["last", "step-00000002", "step-00000003"]  # last.pt went with its run
     assert run.last_checkpoint.name == "last" and load_checkpoint(run.last_checkpoint)["step"] == 3
@@ -106,12 +106,12 @@ def test_keep_last_k_and_last_point_across_both_kinds(tmp_path: Path) -> None:
 
 def test_what_a_killed_writer_leaves_is_never_resumed_from(tmp_path: Path) -> None:
     _, _, state = trained_state()
-    save_sharded_checkpoint(tmp_path, 2, state, keep=3, is_main=True)
-    newer = save_sharded_checkpoint(tmp_path, 4, {**state, "step": 4}, keep=3, is_main=True)
+    save_checkpoint_directory(tmp_path, 2, state, keep=3, is_main=True)
+    newer = save_checkpoint_directory(tmp_path, 4, {**state, "step": 4}, keep=3, is_main=True)
     # killed before the rename: a staging directory with shards and an index
     os.rename(newer, tmp_path / ".step-00000006.tmp")
     # a damaged directory: a shard changed after its checksum was written
-    save_sharded_checkpoint(tmp_path, 8, {**state, "step": 8}, keep=3, is_main=True)
+    save_checkpoint_directory(tmp_path, 8, {**state, "step": 8}, keep=3, is_main=True)
     with (tmp_path / "step-00000008" / "__0_0.distcp").open("r+b") as shard:
         shard.seek(100)
         shard.write(b"XYZ")
@@ -137,7 +137,7 @@ class Planted:
 
 def test_a_planted_pickle_in_the_index_is_refused_unrun(tmp_path: Path) -> None:
     _, _, state = trained_state()
-    final = save_sharded_checkpoint(tmp_path, 2, state, keep=3, is_main=True)
+    final = save_checkpoint_directory(tmp_path, 2, state, keep=3, is_main=True)
     marker = tmp_path / "ran"
     index = pickle.loads((final / INDEX).read_bytes())
     index.storage_meta = Planted(marker)  # type: ignore[assignment]
@@ -162,7 +162,7 @@ class Looked:
 
 def test_getattr_in_the_index_reaches_dcp_s_own_enum_only(tmp_path: Path) -> None:
     _, _, state = trained_state()
-    final = save_sharded_checkpoint(tmp_path, 2, state, keep=3, is_main=True)
+    final = save_checkpoint_directory(tmp_path, 2, state, keep=3, is_main=True)
     index = pickle.loads((final / INDEX).read_bytes())
     index.storage_meta = Looked()  # type: ignore[assignment]
     (final / INDEX).write_bytes(pickle.dumps(index))
@@ -177,7 +177,7 @@ def test_a_pickled_entry_is_refused_unrun(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     final = tmp_path / "step-00000002"
     _, _, state = trained_state()
-    save_sharded_checkpoint(tmp_path, 2, state, keep=3, is_main=True)
+    save_checkpoint_directory(tmp_path, 2, state, keep=3, is_main=True)
     (final / INDEX).unlink()
     (final / "__0_0.distcp").unlink()
     # DCP writes any non-tensor value as a pickle, and its default planner would unpickle it.

@@ -89,7 +89,7 @@ class ReplicaTotals:
     def totals_to_continue(
         self, rank: int, saved_world_size: int, saved_replicas: int
     ) -> list[int]:
-        """On another number of replicas (a fixed global batch: runtime/checkpoints.py allows
+        """On another number of replicas (a fixed global batch: runtime/checkpoint/owner.py allows
         it), rank 0 continues the sums of every saved replica, which the epoch adds over the
         ranks: the resumed epoch still counts each sample once."""
         if saved_replicas != self.topology.world_size:

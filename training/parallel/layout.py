@@ -6,7 +6,7 @@ instead of guessing from the parameters or reading the config.
   checkpoint gathers them (a collective), and a whole checkpoint's tensors are cut like them on
   load; otherwise every rank holds whole tensors and nothing moves.
 - `per_rank_files`: every rank writes its own part of each checkpoint, a directory
-  (runtime/sharded_checkpoint.py), instead of rank 0 writing one file. FSDP2 does; so do the
+  (runtime/checkpoint/directory.py), instead of rank 0 writing one file. FSDP2 does; so do the
   single-process and world-size-invariant modes asked for `parallel.shard`, so that such a run
   writes the same format at any world size.
 """

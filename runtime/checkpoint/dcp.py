@@ -4,13 +4,13 @@ its index read without unpickling anything it names.
 Why our own reader: DCP's FileSystemReader reads the index with `pickle.load`, and its default
 load planner reads non-tensor entries with `torch.load(weights_only=False)`; either would run code
 planted in a checkpoint, which this template's checkpoints never do. Here the index is read as
-data (runtime/dcp_index.py), every file it names must be listed in the checkpoint's SHA256SUMS
+data (runtime/checkpoint/dcp_index.py), every file it names must be listed in the checkpoint's SHA256SUMS
 (DCP would open `directory / name` for any name, `../` and absolute paths included), and a
 non-tensor entry is refused (this writer never makes one: such values go to state.pt, read with
 `weights_only=True`). DCP itself reads the shards with `weights_only=True`.
 
 Why a module of its own: importing DCP costs about 1.5 s of CPU (it pulls in FSDP and dynamo),
-paid by every rank of every run that imported it; runtime/sharded_checkpoint.py imports this
+paid by every rank of every run that imported it; runtime/checkpoint/directory.py imports this
 module only when a sharded checkpoint is written or read.
 """
 
@@ -35,11 +35,11 @@ from torch.distributed.checkpoint.metadata import (
 )
 
 from foundation.errors import UserError, first_line
-from runtime.dcp_index import files_named, load_index
+from runtime.checkpoint.dcp_index import files_named, load_index
 
 
 def read_index(directory: Path, listed: Collection[str]) -> Metadata:
-    """DCP's index of a sharded checkpoint, read as data (runtime/dcp_index.py); every file it
+    """DCP's index of a sharded checkpoint, read as data (runtime/checkpoint/dcp_index.py); every file it
     names must be one of `listed` (the checkpoint's SHA256SUMS), so no read leaves the
     directory or touches a file the checksums do not cover."""
     try:

@@ -18,7 +18,7 @@ match its SHA256SUMS is skipped as damaged, as a single-file checkpoint without 
 Why each rank hashes its own file: the checksums cost one read of what a rank just wrote, and no
 rank reads the whole checkpoint back at save time.
 
-DCP itself, and reading its index without unpickling, live in runtime/dcp_files.py, imported on
+DCP itself, and reading its index without unpickling, live in runtime/checkpoint/dcp.py, imported on
 first use (importing DCP costs every process about 1.5 s).
 """
 
@@ -39,7 +39,7 @@ from runtime.plain_files import is_regular_file, open_for_reading
 
 STATE = "state.pt"
 SUMS = "SHA256SUMS"
-INDEX = ".metadata"  # DCP's own name for its index, which runtime/dcp_files.py reads
+INDEX = ".metadata"  # DCP's own name for its index, which runtime/checkpoint/dcp.py reads
 _MAX_SUMS = 1 << 20  # SHA256SUMS of a checkpoint with thousands of shard files fits many times
 
 
@@ -56,7 +56,7 @@ def file_sha256(path: Path) -> str:
 def listed_files(directory: Path) -> dict[str, str]:
     """SHA256SUMS of a checkpoint directory: {file name: sha256}. Each name must be a bare file
     name (no separator, not `.` or `..`); what the checkpoint reads is this list and nothing
-    else (runtime/dcp_files.py holds DCP's index to it). One line for anything else."""
+    else (runtime/checkpoint/dcp.py holds DCP's index to it). One line for anything else."""
     sums = directory / SUMS
     if not is_regular_file(sums):
         raise UserError(f"checkpoint {directory} is incomplete: {SUMS} is missing")
@@ -93,12 +93,12 @@ def damage(directory: Path) -> str | None:
 
 
 # ----------------------------------------------------------------------------- writing
-def write_sharded(
+def write_directory(
     final: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any], *, is_main: bool
 ) -> None:
     """Collective: every rank writes its shards of `tensors`; rank 0 writes `state` (plain values
     and small tensors, read back with weights_only), the checksums, and publishes `final`."""
-    from runtime.dcp_files import save_shards
+    from runtime.checkpoint.dcp import save_shards
 
     staging = final.with_name(f".{final.name}.tmp")
     save_shards(staging, tensors, alone=not dist.is_initialized())
@@ -129,7 +129,7 @@ class StoredShards:
     each rank then reads only the slices its own tensors (plain or DTensor) cover."""
 
     def __init__(self, directory: Path) -> None:
-        from runtime.dcp_files import tensor_shapes
+        from runtime.checkpoint.dcp import tensor_shapes
 
         self.directory = directory
         self.listed = frozenset(listed_files(directory))
@@ -160,7 +160,7 @@ class StoredShards:
         return self._load(targets, alone=True)
 
     def _load(self, targets: dict[str, torch.Tensor], alone: bool) -> dict[str, torch.Tensor]:
-        from runtime.dcp_files import load_shards
+        from runtime.checkpoint.dcp import load_shards
 
         load_shards(self.directory, self.listed, targets, alone=alone)
         return targets
@@ -205,7 +205,7 @@ def join_state(rest: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[s
     return {**rest, "model": model, "optimizer": {**rest["optimizer"], "state": ordered}}
 
 
-class ShardedTensors:
+class DirectoryTensors:
     """training/events.py's `StoredTensors` for a sharded checkpoint: the model and optimizer
     tensors are read straight into this run's layout (DTensor shards under FSDP2, whole tensors
     under DDP), so no rank ever holds more of them than it trains with."""
