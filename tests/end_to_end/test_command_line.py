@@ -53,3 +53,29 @@ def test_after_make_train_the_next_command_is_make_s_and_pasting_it_works(tmp_pa
     pasted = run_command(shlex.split(suggested))
     assert pasted.returncode == 0, pasted.stderr[-2000:]
     assert pasted.stdout.count("resuming at epoch") == 1
+
+
+@pytest.mark.slow
+def test_a_refusal_under_torchrun_ends_the_output_alone_and_names_nproc(tmp_path: Path) -> None:
+    """`make train NPROC=2`: every rank refuses, and the line is the last thing the run prints
+    (make's own `Error 2` follows it, as for one process): no torchrun traceback after it, the
+    worker's exit code, and the process count in make's words."""
+    done = run_command(
+        [
+            "make",
+            "train",
+            "CONFIG=configs/vit_tiny.yaml",
+            "NPROC=2",
+            f"OUTPUT_DIR={tmp_path}",
+            "ARGS=parallel.tensor=4",
+        ]
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    own = [line for line in done.stderr.strip().splitlines() if not line.startswith("make: ***")]
+    assert own[-1] == (
+        "error: parallel.tensor=4 does not divide the world size 2: launch a multiple of 4 "
+        "processes (NPROC=4)"
+    ), done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "ChildFailedError" not in output and "Traceback" not in output, output[-3000:]
+    assert not any(tmp_path.iterdir())

@@ -52,10 +52,12 @@ def error_line(result: RunResult | subprocess.CompletedProcess[str]) -> str:
     output = result.stdout + result.stderr if hasattr(result, "stdout") else result.output
     lines = [line for line in output.splitlines() if line.startswith(("error:", "stopped by "))]
     assert len(lines) == 1, output[-4000:]
-    # torchrun prints its own summary (ChildFailedError); no line may come from our code.
+    # No traceback from our code, nor torchrun's ChildFailedError after the line (the agent of
+    # tools/torchrun_agent.py ends with the worker's line and exit code).
     assert (
         'train.py", line' not in output and "/runtime/" not in output and "/training/" not in output
     ), output[-4000:]
+    assert "ChildFailedError" not in output, output[-4000:]
     return lines[0]
 
 
