@@ -162,10 +162,8 @@ class RunRecorder:
         where = f"{self.group.world_size} process(es) on {self.group.topology.nodes} node(s), "
         where += f"{self.group.device}"
         if position.step:
-            where += (
-                f", resuming at epoch {position.epoch} step {position.batch_in_epoch} of the "
-                f"epoch (step {position.step})"
-            )
+            at = resumed_at(position, self.identity.epochs)
+            where += f", resuming after step {position.step} ({at})"
         self.console.started(self.run_dir.path, self.identity, where, report["verdict"])
         self._write_augmentation_preview()
 
@@ -245,3 +243,11 @@ class RunRecorder:
             ops,
             self.precision,
         )
+
+
+def resumed_at(position: Position, epochs: int) -> str:
+    """Where a resumed run stands, counting epochs as the training log does (`epoch 1/2`)."""
+    epoch = f"epoch {position.epoch_number}/{epochs}"
+    if position.batch_in_epoch:
+        return f"{epoch}, {position.batch_in_epoch} steps into it"
+    return f"the end of {epoch}"

@@ -94,7 +94,7 @@ def test_a_nan_on_one_rank_stops_every_rank_at_that_step(
     )
     assert failed.returncode != 0
     line = error_line(failed)
-    assert "non-finite loss at step 5 (epoch 0) on rank 1" in line
+    assert "non-finite loss at step 5 (epoch 1) on rank 1" in line
     assert "checkpoints/step-00000004.pt; continue with --resume auto" in line
     assert stops(log) == ["0 non_finite_loss 5", "1 non_finite_loss 5"]  # both, by the vote
     newest, _ = newest_complete(failed.run.checkpoint_dir)
@@ -125,7 +125,7 @@ def test_production_reads_the_flag_only_before_reporting_and_never_saves_after_i
         PLANTED_NAN_AT_STEP="5",
     )
     assert failed.returncode == 1
-    assert "non-finite loss at step 5 (epoch 0) on rank 0" in error_line(failed)
+    assert "non-finite loss at step 5 (epoch 1) on rank 0" in error_line(failed)
     assert failed.manifest()["final_step"] == 6  # noticed at the next read, after step 6
     newest, _ = newest_complete(failed.run.checkpoint_dir)
     assert newest is not None and newest.name == "step-00000004.pt"
@@ -211,7 +211,7 @@ def test_sigint_or_sighup_checkpoints_at_the_next_step_and_says_how_to_resume(
     assert stopped.returncode == 128 + signal.Signals[f"SIG{name}"]
     assert f"received SIG{name}: stopping after this step with a checkpoint" in stopped.output
     line = error_line(stopped)
-    assert f"stopped by SIG{name} after step 5 (epoch 0)" in line
+    assert f"stopped by SIG{name} after step 5 (epoch 1)" in line
     assert "step-00000005.pt; continue with --resume auto" in line
     assert stopped.checkpoint()["step"] == 5
     manifest = stopped.manifest()
