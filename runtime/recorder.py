@@ -29,7 +29,7 @@ from runtime.launcher_watch import launcher_gone
 from runtime.manifest import RunManifest
 from runtime.metrics import MetricsLogger
 from runtime.process_group import ProcessGroup
-from runtime.provenance import state_dict_sha256
+from runtime.provenance import machine, state_dict_sha256
 from runtime.rundir import RunDirectory
 from runtime.writer_lock import claim_run_directory
 from runtime.writes import WriteFailures
@@ -93,6 +93,7 @@ class RunRecorder:
             "nodes": group.topology.nodes,
             "device": str(group.device),
             "backend": group.topology.backend,
+            "machine": machine(group.device),
         }
         self.manifest = RunManifest.started(run_dir, identity, self.seeds, topology, resume_step)
         self.console = Console(group.is_main, identity.epochs)
