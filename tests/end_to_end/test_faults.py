@@ -385,7 +385,10 @@ def test_a_truncated_cifar10_file_is_named_at_the_next_start(tmp_path: Path) -> 
     before = checkpoint_files(first.run)
     victim = folder / "data_batch_2"
     victim.write_bytes(victim.read_bytes()[:1000])
-    again = run_train(tmp_path / "runs", *args, "--resume", "auto", check=False, tiny=False)
+    # A resume with steps left to train (one with nothing left would not read the data).
+    again = run_train(
+        tmp_path / "runs", *args, "trainer.max_steps=4", "--resume", "auto", check=False, tiny=False
+    )
     assert again.returncode == 2
     assert again.process.stderr.startswith(
         f"error: {victim} (train samples from 40) is not a CIFAR-10 batch file"
