@@ -57,11 +57,17 @@ else
 TORCHRUN_TOPOLOGY = --nnodes=$(NNODES) --node-rank=$(NODE_RANK) --nproc_per_node=$(NPROC) \
 	--master-addr=$(MASTER_ADDR) --master-port=$(MASTER_PORT)
 endif
+# torchrun through tools/torchrun_agent.py: torchrun's own agent, ending a failed run with the
+# worker's one-line error and exit code instead of a ChildFailedError traceback.
+TORCHRUN = tools/torchrun_agent.py $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
 ifeq ($(NPROC)$(NNODES)$(MAX_RESTARTS),110)
 LAUNCH = $(PY)
 else
-LAUNCH = $(VENV)/bin/torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS)
+LAUNCH = $(PY) $(TORCHRUN)
 endif
+# What a run started by make says when it tells the user what to type (foundation/process.py):
+# make's variables, not torchrun's flags.
+MAKE_LAUNCH = TEMPLATE_LAUNCHED_BY=make $(LAUNCH)
 
 .PHONY: help setup measure-default train evaluate convert-checkpoint predict tensorboard docs verify benchmark compare bench-speed bench-invariance bench-recipe bench-tensor-parallel bench-sharding bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
@@ -78,20 +84,22 @@ $(STAMP): requirements.lock requirements-dev.lock
 
 setup: $(STAMP) ## Create .venv from the lock (re-installs only when the lock changes)
 
-# How to continue a run, in make's words: train.py prints it after a stop or a fault. ARGS are
+# This training's command in make's words, without ARGS (passed apart: train.py repeats them,
+# changing a key where it suggests one): train.py prints what to type next after a stop, a fault
+# or a finished run (`make train SEED=7 ARGS='...' RESUME=auto`, foundation/process.py). ARGS are
 # repeated because they may choose the run folder (name=, seed=, profile=); the resumed run
 # takes its own config.yaml for the rest (docs/faults.md "Resume"). Every node says its own.
-RESUME_COMMAND = make train$(if $(filter-out configs/default.yaml,$(CONFIG)), CONFIG=$(CONFIG))$(if \
+TRAIN_COMMAND = make train$(if $(filter-out configs/default.yaml,$(CONFIG)), CONFIG=$(CONFIG))$(if \
 	$(SEED), SEED=$(SEED))$(if $(PROFILE), PROFILE=$(PROFILE))$(if $(OUTPUT_DIR), OUTPUT_DIR=$(OUTPUT_DIR))$(if \
 	$(filter-out 1,$(NPROC)), NPROC=$(NPROC))$(if $(filter-out 1,$(NNODES)), NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) \
 	MASTER_ADDR=$(MASTER_ADDR) MASTER_PORT=$(MASTER_PORT) RDZV=$(RDZV))$(if $(filter-out 0,$(MAX_RESTARTS)), \
-	MAX_RESTARTS=$(MAX_RESTARTS))$(if $(ARGS), ARGS='$(ARGS)') RESUME=auto
+	MAX_RESTARTS=$(MAX_RESTARTS))
 
 train: $(STAMP) ## Train: make train SEED=42 [PROFILE=eval] [NPROC=2] [CONFIG=..] [ARGS="k=v"] [RESUME=auto]
-	TEMPLATE_RESUME_COMMAND="$(RESUME_COMMAND)" $(LAUNCH) train.py $(TRAIN_FLAGS)
+	TEMPLATE_TRAIN_COMMAND="$(TRAIN_COMMAND)" TEMPLATE_TRAIN_ARGS="$(ARGS)" $(MAKE_LAUNCH) train.py $(TRAIN_FLAGS)
 
 evaluate: $(STAMP) ## A checkpoint on the validation split: make evaluate CHECKPOINT=runs/.../last.pt [NPROC=..] [ARGS="data.root=.."]
-	$(LAUNCH) -m scripts.evaluate --checkpoint "$(CHECKPOINT)" $(if $(OUTPUT_DIR),--output-dir $(OUTPUT_DIR)) $(ARGS)
+	$(MAKE_LAUNCH) -m scripts.evaluate --checkpoint "$(CHECKPOINT)" $(if $(OUTPUT_DIR),--output-dir $(OUTPUT_DIR)) $(ARGS)
 
 IMAGES      ?=
 convert-checkpoint: $(STAMP) ## A checkpoint file to a sharded directory or back: make convert-checkpoint CHECKPOINT=.. TO=..
@@ -133,7 +141,7 @@ compare: $(STAMP) ## Is B better than A? Seed-paired: make compare A="k=v .." B=
 		$(if $(METRICS),--metrics $(METRICS)) -- $(ARGS)
 
 diagnose: $(STAMP) ## Seed streams and the job's own data and model per rank, against the plan: make diagnose NPROC=2 [CONFIG=..] [ARGS=..]
-	$(LAUNCH) -m scripts.diagnose $(TRAIN_FLAGS)
+	$(MAKE_LAUNCH) -m scripts.diagnose $(TRAIN_FLAGS)
 
 bench-seeding: $(STAMP) ## Measure per-sample augmentation seeding (us/sample, share of loading time)
 	$(PY) -m benchmarks.bench_seeding
@@ -204,7 +212,7 @@ DOCKER_RUN = docker run --rm $(shell $(DOCKER_CHECK) gpus '$(GPUS)') --ipc=host 
 	-v $(HOST_RUNS):/workspace/runs -v $(HOST_DATA):/workspace/datasets
 # The same launcher as `make train` (a plain interpreter for one process), so the same job
 # computes the same bits in the container and on the host.
-CONTAINER_LAUNCH = $(if $(filter $(LAUNCH),$(PY)),python,torchrun $(TORCHRUN_TOPOLOGY) --max-restarts=$(MAX_RESTARTS))
+CONTAINER_LAUNCH = python $(if $(filter 110,$(NPROC)$(NNODES)$(MAX_RESTARTS)),,$(TORCHRUN))
 CONTAINER_FLAGS = --config $(CONFIG) $(if $(SEED),--seed $(SEED)) $(if $(PROFILE),--profile $(PROFILE)) \
 	--output-dir runs $(if $(RESUME),--resume $(RESUME)) $(ARGS)
 # Mount points belong to the container's user while it runs; a root caller gets them back.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from configs import Config, config_to_yaml, load_config, parse_args
+from configs.finished import finished_run_asked_again, nothing_left
 from configs.resume import config_for_resume, world_size_may_change
 from data.loaders import DataBundle
 from foundation.exit import run_reporting_user_errors
@@ -43,6 +44,9 @@ def main() -> None:
     run_dir = RunDirectory.of(arguments.output_dir, config.name, config.profile, config.seed)
     if process_launch().rank == 0:
         claim_run_directory(run_dir, before_writing=True)
+    fresh = arguments.resume is None and process_launch().restart_attempt == 0
+    if fresh and (done := finished_run_asked_again(run_dir, config, arguments.overrides)):
+        return say_done(done)  # the same command again: nothing to train, nothing written
     resume = resume_point(run_dir, arguments.resume)
     resume_notes: list[str] = []
     if resume.continuing:  # the run that was started: its own config.yaml, not the file's
@@ -50,6 +54,12 @@ def main() -> None:
             config, resume_notes = config_for_resume(
                 run_dir.read_config(), config, arguments.overrides, resume.checkpoint
             )
+        if resume.checkpoint is not None and (
+            done := nothing_left(
+                run_dir, config, run_dir.read_manifest(), int(resume.checkpoint["step"])
+            )
+        ):
+            return say_done(done)  # completed at its stop: the manifest's end stays as it was
 
     # 2. Plan: join the process group, then fix every seed and determinism switch before any
     #    draw; a checkpoint of another computation is refused here.
@@ -115,6 +125,11 @@ def main() -> None:
         # 5. Save: the manifest with the final evaluation and the determinism report; leave the
         #    process group.
         session.finish(trainer, final_metrics)
+
+
+def say_done(line: str) -> None:
+    if process_launch().rank == 0:
+        print(line, flush=True)
 
 
 def run_identity(

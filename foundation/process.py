@@ -13,6 +13,7 @@ Why the global rank everywhere: RANK is unique across nodes; LOCAL_RANK repeats 
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from functools import cache
 
@@ -65,13 +66,61 @@ def process_rank() -> int:
 @dataclass(frozen=True)
 class NextCommands:
     """What a message tells the user to run next, in the words of whoever started this run:
-    make's when `make train` did (the Makefile exports TEMPLATE_RESUME_COMMAND), train.py's
-    otherwise; a message that speaks train.py to someone who typed make is one more puzzle."""
+    make's when make did (the Makefile exports TEMPLATE_LAUNCHED_BY=make, and for `make train`
+    the command without its ARGS and the ARGS apart), train.py's and torchrun's otherwise; a
+    message that speaks train.py to someone who typed make is one more puzzle."""
 
-    resume: str = "--resume auto"
-    another_run: str = "another --seed / --output-dir"
+    make_train: str | None = None  # `make train SEED=7 …` without ARGS and RESUME
+    make_args: str = ""  # the ARGS of that command, as typed
+    by_make: bool = False
+
+    @property
+    def resume(self) -> str:
+        return self.resume_with()
+
+    def resume_with(self, *assignments: str) -> str:
+        """The command that continues this run, with `assignments` (`key=value`) given again;
+        each replaces what the command's ARGS said of the same key."""
+        if self.make_train is None:
+            return " ".join(("--resume auto", *assignments))
+        args = self.make_args.strip()
+        if assignments:
+            keys = {a.split("=", 1)[0] for a in assignments}
+            kept = [a for a in _words(args) if a.split("=", 1)[0] not in keys]
+            args = " ".join([*kept, *assignments])
+        given = f" ARGS='{args}'" if args else ""
+        return f"{self.make_train}{given} RESUME=auto"
+
+    def init_from(self, checkpoint: object) -> str:
+        """How a new run starts from a checkpoint's weights."""
+        return f"INIT_FROM={checkpoint}" if self.by_make else f"--init-from {checkpoint}"
+
+    @property
+    def another_run(self) -> str:
+        return "another SEED= / OUTPUT_DIR=" if self.by_make else "another --seed / --output-dir"
+
+    def process_counts(self, counts: list[int], nodes: int = 1) -> str:
+        """How to launch one of `counts` processes in all: `NPROC=2 or NPROC=4` under make."""
+        spelled = " or ".join(map(str, counts))
+        if nodes > 1:
+            flags = "NNODES x NPROC" if self.by_make else "--nnodes x --nproc_per_node"
+            return f"{flags} = {spelled}"
+        if self.by_make:
+            return " or ".join(f"NPROC={count}" for count in counts)
+        return f"torchrun --nproc_per_node={spelled}"
+
+
+def _words(args: str) -> list[str]:
+    try:
+        return shlex.split(args)
+    except ValueError:  # an unbalanced quote: make passed it on as typed
+        return args.split()
 
 
 def next_commands() -> NextCommands:
-    resume = os.environ.get("TEMPLATE_RESUME_COMMAND")
-    return NextCommands(resume, "another SEED= / OUTPUT_DIR=") if resume else NextCommands()
+    make_train = os.environ.get("TEMPLATE_TRAIN_COMMAND")
+    return NextCommands(
+        make_train=make_train,
+        make_args=os.environ.get("TEMPLATE_TRAIN_ARGS", ""),
+        by_make=make_train is not None or os.environ.get("TEMPLATE_LAUNCHED_BY") == "make",
+    )

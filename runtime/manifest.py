@@ -88,6 +88,7 @@ class RunManifest:
             wall_time_s=round(seconds_since_process_start(), 3),
             final_step=position.step,
             final_epoch=position.epoch,
+            final_batch_in_epoch=position.batch_in_epoch,
             resume_from=None if resume_from is None else str(resume_from),
         )
         self.run_dir.write_manifest(self.content)
@@ -109,6 +110,7 @@ class RunManifest:
             time_to_first_step_s=time_to_first_step_s,
             final_step=position.step,
             final_epoch=position.epoch,
+            final_batch_in_epoch=position.batch_in_epoch,
             final_metrics=final_metrics,
             final_weights_sha256=weights_sha256,
             final_ema_weights_sha256=ema_weights_sha256,

@@ -44,6 +44,46 @@ def library_versions() -> dict[str, Any]:
     }
 
 
+def machine(device: torch.device) -> dict[str, Any]:
+    """The hardware that computed the run's numbers, as far as it changes them: bitwise equality
+    holds for the same hardware and software, and CPU kernels differ by instruction set (the
+    default job's weights differ between an AVX2 and an AVX512 machine), by the intra-op thread
+    count, and on a GPU by the device's architecture."""
+    cuda = device.type == "cuda" and torch.cuda.is_available()
+    return {
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(device) if cuda else None,
+        "cuda_capability": ".".join(map(str, torch.cuda.get_device_capability(device)))
+        if cuda
+        else None,
+        "platform": platform.platform(),
+    }
+
+
+def describe_machine(described: dict[str, Any] | None) -> str:
+    """`machine()` in a few words: "Intel(R) Xeon(R) Processor, AVX512, 2 threads"."""
+    if not described:
+        return "machine not recorded"
+    words = [str(described.get("cpu")), str(described.get("cpu_capability"))]
+    words.append(f"{described.get('threads')} thread(s)")
+    if described.get("cuda_device"):
+        words.append(f"{described['cuda_device']} (compute {described['cuda_capability']})")
+    return ", ".join(words)
+
+
+def _cpu_model() -> str:
+    """/proc/cpuinfo's model name where there is one (Linux on x86), else what Python knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     """A digest of the weights themselves (names, dtypes, shapes, bytes), not of a file format."""
     digest = hashlib.sha256()

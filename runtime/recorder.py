@@ -29,7 +29,7 @@ from runtime.launcher_watch import launcher_gone
 from runtime.manifest import RunManifest
 from runtime.metrics import MetricsLogger
 from runtime.process_group import ProcessGroup
-from runtime.provenance import state_dict_sha256
+from runtime.provenance import machine, state_dict_sha256
 from runtime.rundir import RunDirectory
 from runtime.writer_lock import claim_run_directory
 from runtime.writes import WriteFailures
@@ -93,6 +93,7 @@ class RunRecorder:
             "nodes": group.topology.nodes,
             "device": str(group.device),
             "backend": group.topology.backend,
+            "machine": machine(group.device),
         }
         self.manifest = RunManifest.started(run_dir, identity, self.seeds, topology, resume_step)
         self.console = Console(group.is_main, identity.epochs)
@@ -162,10 +163,8 @@ class RunRecorder:
         where = f"{self.group.world_size} process(es) on {self.group.topology.nodes} node(s), "
         where += f"{self.group.device}"
         if position.step:
-            where += (
-                f", resuming at epoch {position.epoch} step {position.batch_in_epoch} of the "
-                f"epoch (step {position.step})"
-            )
+            at = resumed_at(position, self.identity.epochs)
+            where += f", resuming after step {position.step} ({at})"
         self.console.started(self.run_dir.path, self.identity, where, report["verdict"])
         self._write_augmentation_preview()
 
@@ -245,3 +244,11 @@ class RunRecorder:
             ops,
             self.precision,
         )
+
+
+def resumed_at(position: Position, epochs: int) -> str:
+    """Where a resumed run stands, counting epochs as the training log does (`epoch 1/2`)."""
+    epoch = f"epoch {position.epoch_number}/{epochs}"
+    if position.batch_in_epoch:
+        return f"{epoch}, {position.batch_in_epoch} steps into it"
+    return f"the end of {epoch}"

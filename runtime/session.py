@@ -127,7 +127,7 @@ class RunSession:
     def after_step(self, position: Position, trainer: Stateful, *, epoch_ends: bool) -> None:
         if self.stop_signal:
             self._save(position, trainer)
-            where = f"step {position.step} (epoch {position.epoch})"
+            where = f"step {position.step} (epoch {position.epoch_number})"
             raise Interrupted.by(self.stop_signal, where)
         if self.checkpoints.due(position, epoch_ends):
             self._save(position, trainer)

@@ -60,9 +60,9 @@ class Verdict:
         return min(steps) if steps else None
 
     def non_finite_description(self, epoch: int) -> str:
-        """ "non-finite loss at step 5 (epoch 0) on rank 1": the loss names the rank it came
-        from; gradients and state, shared by all ranks under DDP, are named only without a bad
-        loss."""
+        """ "non-finite loss at step 5 (epoch 1) on rank 1" (`epoch` counted from 1, as the
+        training log counts it): the loss names the rank it came from; gradients and state,
+        shared by all ranks under DDP, are named only without a bad loss."""
         step = self.non_finite_step
         at_step = [
             (rank, v.non_finite_what)
@@ -124,7 +124,7 @@ class HealthVote:
             verdict = Verdict.gather(self.group, mine)
         if read_finite:
             self.read_at_step = position.step
-        verdict.raise_if_non_finite(position.epoch)
+        verdict.raise_if_non_finite(position.epoch_number)
         if verdict.write_failed:
             raise self.writes.first or OutputWriteFailed("rank 0 could not write its outputs")
         return verdict

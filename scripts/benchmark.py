@@ -204,6 +204,12 @@ def variance_report(
         "spread by itself; one near 0 % hardly matters. Shares need not add up to 100 % "
         "(sources interact, and each std comes from few seeds: read the intervals).",
     ]
+    if "all" not in results:
+        lines.append(
+            "- no share of all (`—`): `all` was not among the sources; add it "
+            f'(VARY="{" ".join([*results, "all"])}") for the share of each source; the runs '
+            "already done are reused"
+        )
     for metric, rows in spread.items():
         lines += [
             "",

@@ -31,7 +31,7 @@ from foundation.exit import run_reporting_user_errors
 from foundation.section import field_role, flatten
 from models import MODELS
 from models.config import ModelConfig
-from runtime.provenance import REPO_ROOT
+from runtime.provenance import REPO_ROOT, describe_machine
 
 PAGE = REPO_ROOT / "docs" / "configuration.md"
 PAGE_NAME = "docs/configuration.md"
@@ -156,10 +156,15 @@ MEASURED = REPO_ROOT / "docs" / "measured" / "default-job.json"
 def default_job() -> str:
     """README's sentence on the default job, from its last measurement (make measure-default)."""
     m = json.loads(MEASURED.read_text())
+    if m.get("computed_on"):
+        machine = f"{describe_machine(m['computed_on'])}, torch {m['torch']}"
+    else:
+        machine = f"{m['machine']}; its CPU model and instruction set were not recorded"
     return (
         f"Measured ({m['date']}, `{m['command']}`, {m['cpu_cores']} CPU cores): val_acc "
         f"{m['val_acc']:.4f} after {m['epochs']} epochs, {m['seconds']:.0f} s for the whole "
-        f"command ({m['training_seconds']:.0f} s inside train.py)."
+        f"command ({m['training_seconds']:.0f} s inside train.py), `final_weights_sha256` "
+        f"{m['final_weights_sha256'][:8]}… on {machine}."
     )
 
 

@@ -8,7 +8,8 @@ The run is rebuilt from the checkpoint's own resolved config exactly as train.py
 evaluation runs: for the last checkpoint of a run, on the run's number of processes, the
 metrics equal the manifest's `final_metrics` bit for bit. `key=value` overrides change the
 config first (a moved dataset: `data.root=…`; another validation set), and are said in a line.
-Prints the metrics and writes them to <output-dir>/evaluations/<run>-step<N>.json.
+Prints every metric in one line (the EMA's too, `ema_val_*`) and writes them to
+<output-dir>/evaluations/<run>-step<N>-<W>proc.json (W processes).
 """
 
 from __future__ import annotations
@@ -57,7 +58,12 @@ def main() -> None:
     group.leave()
     if not group.is_main:
         return
-    name = f"{config.name}-{config.profile}-seed{config.seed}-step{checkpoint['step']}"
+    # The process count is in the name: evaluations on 1 and 2 processes may differ in the last
+    # bits (the reduction order), and each is kept.
+    name = (
+        f"{config.name}-{config.profile}-seed{config.seed}-step{checkpoint['step']}"
+        f"-{group.world_size}proc"
+    )
     output = Path(arguments.output_dir) / "evaluations" / f"{name}.json"
     report = {
         "checkpoint": str(path),
@@ -71,7 +77,8 @@ def main() -> None:
         print(f"note: evaluated with {' '.join(arguments.overrides)}", file=sys.stderr)
     print(
         f"{path} (step {checkpoint['step']}, {group.world_size} process(es)): "
-        f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_acc']:.4f}\nwritten: {output}"
+        + "  ".join(f"{key} {value:.4f}" for key, value in metrics.items())
+        + f"\nwritten: {output}"
     )
 
 

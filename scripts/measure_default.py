@@ -4,7 +4,8 @@
 
 Runs `make train SEED=42`'s job (train.py, one process, every core, the config file as it is)
 into a temporary folder and writes docs/measured/default-job.json: the whole command's seconds,
-the training's, the final validation accuracy, the weights' digest, the machine. `make docs`
+the training's, the final validation accuracy, the weights' digest, and the machine that computed
+them (CPU model, instruction set, threads, GPU; digests are per hardware and software). `make docs`
 writes README.md's sentence from that file, and the docs test holds them together: the README's
 numbers are measured, not typed.
 """
@@ -42,6 +43,9 @@ def main() -> None:
         "final_weights_sha256": manifest["final_weights_sha256"],
         "cpu_cores": os.cpu_count(),
         "machine": platform.machine(),
+        # What the digest and the last digits of val_acc depend on (runtime/provenance.py).
+        "computed_on": manifest.get("machine"),
+        "torch": manifest.get("versions", {}).get("torch"),
         "date": now_iso()[:10],
     }
     MEASURED.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,13 @@ class Position:
     batch_in_epoch: int = 0
     step: int = 0
 
+    @property
+    def epoch_number(self) -> int:
+        """The epoch of the last step, counted from 1 as every line the user reads counts it
+        (`epoch 1/2` is the first): `epoch` counts the epochs already ended, so a position at
+        an epoch's end (batch 0) belongs to the epoch that just ended."""
+        return self.epoch + 1 if self.batch_in_epoch or not self.step else self.epoch
+
 
 class EpochLoader(Protocol):
     def epoch(

@@ -120,9 +120,12 @@ def check_schedule(config: OptimConfig, horizon: int, steps_per_epoch: int) -> N
     warmup = config.warmup_in_steps(steps_per_epoch)
     if warmup and warmup >= horizon:
         key = "optim.warmup_steps" if config.warmup_steps else "optim.warmup_epochs"
+        limit = horizon if config.warmup_steps else -(-horizon // steps_per_epoch)
         raise UserError(
             f"{key}: a warmup of {warmup} optimizer steps does not end before the schedule "
-            f"does ({horizon} steps: trainer.epochs x {steps_per_epoch} steps per epoch)"
+            f"does ({horizon} steps: trainer.epochs x {steps_per_epoch} steps per epoch); "
+            f"set {key} below {limit} (0 for none), or train longer (trainer.epochs, "
+            "data.subset)"
         )
 
 

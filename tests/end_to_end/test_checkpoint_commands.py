@@ -31,16 +31,35 @@ def test_evaluate_reproduces_the_final_metrics_of_the_manifest(
 
 
 def test_evaluate_reproduces_the_ema_metrics_too(tmp_path: Path) -> None:
-    """With an EMA: the checkpoint's EMA is evaluated, not a fresh copy of the weights."""
+    """With an EMA: the checkpoint's EMA is evaluated, not a fresh copy of the weights, and
+    printed with the rest in one line; an evaluation on 2 processes is kept beside it."""
     run = run_train(tmp_path / "run", "trainer.ema.enabled=true", "trainer.ema.decay=0.9")
-    done = run_command(
-        ["make", "evaluate", f"CHECKPOINT={run.run.last_checkpoint}", f"OUTPUT_DIR={tmp_path}"]
-    )
+    evaluate = [
+        "make",
+        "evaluate",
+        f"CHECKPOINT={run.run.last_checkpoint}",
+        f"OUTPUT_DIR={tmp_path}",
+    ]
+    done = run_command(evaluate)
     assert done.returncode == 0, done.stderr[-3000:]
     (written,) = (tmp_path / "evaluations").glob("*.json")
     metrics = json.loads(written.read_text())["metrics"]
     assert metrics == run.manifest()["final_metrics"]  # bit for bit, ema_val_* included
     assert {"ema_val_loss", "ema_val_acc"} <= metrics.keys()
+    (line,) = [line for line in done.stdout.splitlines() if "val_acc" in line]
+    assert (
+        line.endswith("  ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
+        and line.count("val_") == 4
+    ), line
+    first = written.read_bytes()
+
+    on_two = run_command([*evaluate, "NPROC=2"])
+    assert on_two.returncode == 0, on_two.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "evaluations").glob("*.json")) == [
+        written.name,
+        written.name.replace("-1proc.json", "-2proc.json"),
+    ]
+    assert written.read_bytes() == first  # the first evaluation is kept
 
 
 def test_predict_writes_one_line_per_image_with_the_folder_names(tmp_path: Path) -> None:

@@ -38,18 +38,59 @@ def test_make_help_lists_every_target(repo_root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_after_make_train_the_next_command_is_make_s_and_pasting_it_works(tmp_path: Path) -> None:
-    """A user who typed make is told what to type next in make's words (ARGS again: they may
-    choose the run folder), and pasting it continues the run."""
-    train = ["make", "train", "SEED=3", f"OUTPUT_DIR={tmp_path}", f"ARGS={' '.join(TINY)}"]
-    assert run_command(train).returncode == 0
-    again = run_command(train)
-    assert again.returncode == 2
-    suggested = f"make train SEED=3 OUTPUT_DIR={tmp_path} ARGS='{' '.join(TINY)}' RESUME=auto"
-    error = next(line for line in again.stderr.splitlines() if line.startswith("error:"))
-    assert error.endswith(
-        f"already holds a run; continue it with {suggested}, or pick another SEED= / OUTPUT_DIR="
-    ), error
-    pasted = run_command(shlex.split(suggested))
+def test_a_finished_run_says_so_and_the_command_it_gives_goes_on(tmp_path: Path) -> None:
+    """docs/faults.md's journey: a run stopped by trainer.max_steps, then its command again and
+    `make train SEED=3 RESUME=auto`. Each says in one line which stop the run reached and the
+    make command that trains on, exits 0 and leaves the run as it was; pasting that command
+    continues the run, and every line counts epochs as the training log does."""
+    args = f"ARGS={' '.join(TINY)} trainer.max_steps=5"
+    train = ["make", "train", "SEED=3", f"OUTPUT_DIR={tmp_path}"]
+    assert run_command([*train, args]).returncode == 0
+    run = tmp_path / "default" / "debug" / "seed3"
+    manifest = (run / "manifest.json").read_bytes()
+    stop = f"done: nothing left to train: {run} reached trainer.max_steps=5 at step 5 (epoch 1/2)"
+    goes_on = {}
+    for again in ([*train, args], [*train, "RESUME=auto"]):
+        done = run_command(again)
+        assert done.returncode == 0, done.stderr[-2000:]
+        (line,) = [line for line in done.stdout.splitlines() if line.startswith("done:")]
+        assert line.startswith(f"{stop}; to train on: make train SEED=3"), line
+        goes_on[again[-1]] = line.split("; to train on: ")[1]
+        assert (run / "manifest.json").read_bytes() == manifest  # its end not written again
+    assert goes_on == {
+        args: f"make train SEED=3 OUTPUT_DIR={tmp_path} ARGS='{' '.join(TINY)} "
+        "trainer.max_steps=null' RESUME=auto",
+        "RESUME=auto": f"make train SEED=3 OUTPUT_DIR={tmp_path} ARGS='trainer.max_steps=null' "
+        "RESUME=auto",
+    }
+    pasted = run_command(shlex.split(goes_on["RESUME=auto"]))
     assert pasted.returncode == 0, pasted.stderr[-2000:]
-    assert pasted.stdout.count("resuming at epoch") == 1
+    assert "resuming after step 5 (epoch 1/2, 5 steps into it)" in pasted.stdout
+    assert "epoch   2/2  step     24" in pasted.stdout
+    assert "done: val_acc" in pasted.stdout
+
+
+@pytest.mark.slow
+def test_a_refusal_under_torchrun_ends_the_output_alone_and_names_nproc(tmp_path: Path) -> None:
+    """`make train NPROC=2`: every rank refuses, and the line is the last thing the run prints
+    (make's own `Error 2` follows it, as for one process): no torchrun traceback after it, the
+    worker's exit code, and the process count in make's words."""
+    done = run_command(
+        [
+            "make",
+            "train",
+            "CONFIG=configs/vit_tiny.yaml",
+            "NPROC=2",
+            f"OUTPUT_DIR={tmp_path}",
+            "ARGS=parallel.tensor=4",
+        ]
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    own = [line for line in done.stderr.strip().splitlines() if not line.startswith("make: ***")]
+    assert own[-1] == (
+        "error: parallel.tensor=4 does not divide the world size 2: launch a multiple of 4 "
+        "processes (NPROC=4)"
+    ), done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "ChildFailedError" not in output and "Traceback" not in output, output[-3000:]
+    assert not any(tmp_path.iterdir())

@@ -83,7 +83,9 @@ def test_verify_catches_a_resume_that_forgets_the_ema() -> None:
         (
             ("optim.warmup_steps=0", "optim.warmup_epochs=2", "trainer.epochs=2"),
             "error: optim.warmup_epochs: a warmup of 24 optimizer steps does not end before the "
-            "schedule does (24 steps: trainer.epochs x 12 steps per epoch)",
+            "schedule does (24 steps: trainer.epochs x 12 steps per epoch); set "
+            "optim.warmup_epochs below 2 (0 for none), or train longer (trainer.epochs, "
+            "data.subset)",
         ),
         (
             ("trainer.accumulate_steps=25",),

@@ -60,6 +60,16 @@ def test_run_directory_layout_and_manifest(single_run) -> None:
     assert manifest["start_time"] and manifest["end_time"]
     assert set(manifest["final_metrics"]) == {"val_acc", "val_loss"}
     assert manifest["final_weights_sha256"] == state_dict_sha256(single_run.weights())
+    # The machine the digest belongs to: the launch environment's one thread, this CPU's kernels.
+    assert manifest["machine"]["threads"] == 1
+    assert manifest["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert manifest["machine"]["cpu"] and manifest["machine"]["platform"]
+    assert manifest["machine"]["cuda_device"] is None and manifest["device"] == "cpu"
+    assert (manifest["final_step"], manifest["final_epoch"], manifest["final_batch_in_epoch"]) == (
+        24,
+        2,
+        0,
+    )
     assert "train.py" in manifest["command_line"][1] and "--profile" in manifest["arguments"]
 
 

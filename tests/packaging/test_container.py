@@ -101,7 +101,8 @@ def test_make_docker_train_shows_the_exact_command() -> None:
     assert re.search(
         rf"docker run --rm --gpus 'all' --ipc=host --user \d+:\d+ (-e OMP_NUM_THREADS=\d+ )?"
         rf"-v {runs}:/workspace/runs -v {data}:/workspace/datasets "
-        r"reproducible-ddp-template:latest torchrun --standalone --nproc_per_node=8 --max-restarts=0 train.py "
+        r"reproducible-ddp-template:latest python tools/torchrun_agent.py --standalone "
+        r"--nproc_per_node=8 --max-restarts=0 train.py "
         r"--config configs/default.yaml --seed 42 --profile eval --output-dir runs",
         command,
     ), command
@@ -170,8 +171,8 @@ def test_make_train_multi_node_static_and_c10d() -> None:
         "SEED=3",
     )
     assert (
-        "torchrun --nnodes=2 --node-rank=1 --nproc_per_node=8 --master-addr=node0 --master-port=29400"
-        in static
+        "tools/torchrun_agent.py --nnodes=2 --node-rank=1 --nproc_per_node=8 "
+        "--master-addr=node0 --master-port=29400" in static
     )
     assert "train.py --config configs/default.yaml --seed 3" in static
     elastic = make_dry_run("train", "NNODES=2", "RDZV=c10d", "MASTER_ADDR=node0", "NPROC=8")
@@ -180,7 +181,9 @@ def test_make_train_multi_node_static_and_c10d() -> None:
 
 def test_make_train_supervises_restarts_with_torchrun() -> None:
     alone = make_dry_run("train", "MAX_RESTARTS=3")
-    assert "torchrun --standalone --nproc_per_node=1 --max-restarts=3 train.py" in alone
+    assert "tools/torchrun_agent.py --standalone --nproc_per_node=1 --max-restarts=3 train.py" in (
+        alone
+    )
     assert "--max-restarts=3 train.py" in make_dry_run("train", "NPROC=2", "MAX_RESTARTS=3")
 
 

@@ -61,11 +61,11 @@ def test_the_state_is_watched_too_and_named_last() -> None:
     watch.record(2, torch.tensor(0.5), [torch.ones(2)], [torch.tensor([math.inf]), torch.ones(0)])
     assert watch.read() == (2, STATE)
     state_only = Verdict((RankHealth(2, STATE), RankHealth(2, STATE)))
-    assert state_only.non_finite_description(0) == (
-        "non-finite state (parameters, buffers or optimizer) at step 2 (epoch 0) on ranks 0, 1"
+    assert state_only.non_finite_description(1) == (
+        "non-finite state (parameters, buffers or optimizer) at step 2 (epoch 1) on ranks 0, 1"
     )
     with pytest.raises(NonFiniteState):
-        state_only.raise_if_non_finite(0)
+        state_only.raise_if_non_finite(1)
 
 
 def test_without_gradients_only_the_loss_counts_as_a_gradscaler_needs() -> None:
@@ -86,11 +86,11 @@ def test_the_verdict_names_the_rank_whose_loss_broke() -> None:
         )
     )
     assert votes.non_finite_step == 5
-    assert votes.non_finite_description(0) == "non-finite loss at step 5 (epoch 0) on rank 1"
+    assert votes.non_finite_description(1) == "non-finite loss at step 5 (epoch 1) on rank 1"
     assert votes.stop_signal == signal.SIGTERM and not votes.write_failed
     only_gradients = Verdict((RankHealth(7, GRADIENTS), RankHealth(7, GRADIENTS)))
-    assert only_gradients.non_finite_description(1) == (
-        "non-finite gradients at step 7 (epoch 1) on ranks 0, 1"
+    assert only_gradients.non_finite_description(2) == (
+        "non-finite gradients at step 7 (epoch 2) on ranks 0, 1"
     )
     assert Verdict.gather(SINGLE, RankHealth(write_failed=True)).write_failed
     assert TrainerConfig().finite_check == "every_step"
@@ -160,7 +160,7 @@ def test_a_nan_stops_training_before_any_later_checkpoint(
     )
     trainer.train_loader = NaNLoader(bad=3)
     _, checkpoints = session_around(trainer, tmp_path, every_steps=2)
-    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step 3 \(epoch 0\) on rank 0"):
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step 3 \(epoch 1\) on rank 0"):
         trainer.fit()
     assert trainer.position.step == stops_after  # log_steps: read before the checkpoint at 4
     assert saved_steps(checkpoints) == [2]
@@ -180,7 +180,7 @@ def test_a_state_that_breaks_while_the_loss_is_finite_is_never_saved(tmp_path: P
             batchnorm.running_var.data.mul_(math.inf)  # .data: autograd saved the buffer
 
     batchnorm.register_forward_hook(overflow_at_step_3)
-    with pytest.raises(NonFiniteState, match=r"non-finite state .* at step 3 \(epoch 0\)"):
+    with pytest.raises(NonFiniteState, match=r"non-finite state .* at step 3 \(epoch 1\)"):
         trainer.fit()
     assert saved_steps(checkpoints) == [1, 2]
     for path in checkpoints.directory.glob("step-*.pt"):
@@ -231,7 +231,7 @@ def test_a_stop_signal_checkpoints_at_the_step_boundary_then_stops(tmp_path: Pat
     trainer = make_trainer(KeptEvents())
     session, checkpoints = session_around(trainer, tmp_path)
     session.signals.received = signal.SIGTERM
-    with pytest.raises(Interrupted, match=r"stopped by SIGTERM after step 1 \(epoch 0\)") as caught:
+    with pytest.raises(Interrupted, match=r"stopped by SIGTERM after step 1 \(epoch 1\)") as caught:
         trainer.fit()
     assert caught.value.exit_code == 128 + signal.SIGTERM
     assert saved_steps(checkpoints) == [1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from foundation.errors import UserError
+from foundation.process import next_commands, process_launch
 from foundation.section import RUNTIME, Section
 
 
@@ -37,8 +38,11 @@ def mesh_coordinates(rank: int, degree: int) -> tuple[int, int]:
 def check_layout(degree: int, world_size: int) -> int:
     """The data-parallel degree, or a one-line UserError for a world size tp cannot divide."""
     if world_size % degree:
+        below = world_size // degree * degree
+        counts = [count for count in (below, below + degree) if count > 0]
+        launch = next_commands().process_counts(counts, process_launch().nodes)
         raise UserError(
             f"parallel.tensor={degree} does not divide the world size {world_size}: launch a "
-            f"multiple of {degree} processes (torchrun --nproc_per_node)"
+            f"multiple of {degree} processes ({launch})"
         )
     return world_size // degree
