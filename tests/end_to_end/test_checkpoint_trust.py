@@ -207,20 +207,29 @@ def test_a_damaged_newer_checkpoint_never_makes_pruning_delete_the_good_one(
     assert load_checkpoint(checkpoints / "step-00000006.pt")["step"] == 6
 
     again = run_train(tmp_path, *flags, "trainer.max_steps=8", "--resume", "auto")
-    assert "resuming at" in again.output and "step 6" in again.output, again.output[-2000:]
+    assert "resuming after step 6" in again.output, again.output[-2000:]
     assert [p.name for p in _numbered(checkpoints)] == ["step-00000008.pt"]
 
 
 def test_a_refused_command_changes_nothing_in_the_run_directory(
     references: ReferenceRuns, tmp_path: Path
 ) -> None:
-    """The same command twice: the second is refused ("already holds a run") and leaves every
-    file as it was, the lock's holder record included."""
+    """A resume refused (it would change what is computed) leaves every file of the run as it
+    was, the lock's holder record included; so does the finished run's own command again,
+    which only says that nothing is left to train."""
     output = tmp_path / "out"
     shutil.copytree(references.tiny(1).run.path.parents[2], output, symlinks=True)
     (run,) = [p.parent for p in output.glob("*/*/seed*/manifest.json")]
-    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
-    refused = run_train(output, "--profile", "debug", check=False)
-    assert refused.returncode != 0 and "already holds a run" in refused.output
-    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
-    assert after == before
+
+    def files() -> dict[Path, tuple[bytes, int]]:
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
+
+    before = files()
+    refused = run_train(
+        output, "--profile", "debug", "optim.lr=0.5", "--resume", "auto", check=False
+    )
+    assert refused.returncode != 0 and "cannot resume: optim.lr differs" in refused.output
+    assert files() == before
+    again = run_train(output, "--profile", "debug", check=False)
+    assert again.returncode == 0 and "nothing left to train" in again.output, again.output
+    assert files() == before
