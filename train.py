@@ -10,20 +10,16 @@ from __future__ import annotations
 import sys
 
 from configs import Config, config_to_yaml, load_config, parse_args
-from configs.finished import finished_run_asked_again, nothing_left
-from configs.resume import config_for_resume, world_size_may_change
+from configs.resume_plan import plan_resume
 from data.loaders import DataBundle
 from foundation.exit import run_reporting_user_errors
 from foundation.faults import TrainingFault
 from foundation.process import process_launch
 from foundation.section import flatten
 from runtime.assembly import build_run, initial_weights, plan_run
-from runtime.checkpoint.contents import reading
-from runtime.checkpoint.fingerprint import computation_defaults, computation_fingerprint
 from runtime.checkpoint.owner import Checkpointer
-from runtime.checkpoint.resume import resume_point
 from runtime.launcher_watch import watch_launcher
-from runtime.process_group import join_process_group
+from runtime.process_group import ProcessGroup, join_process_group
 from runtime.provenance import git_state
 from runtime.recorder import RunIdentity, RunRecorder
 from runtime.rundir import RunDirectory
@@ -44,73 +40,33 @@ def main() -> None:
     run_dir = RunDirectory.of(arguments.output_dir, config.name, config.profile, config.seed)
     if process_launch().rank == 0:
         claim_run_directory(run_dir, before_writing=True)
-    fresh = arguments.resume is None and process_launch().restart_attempt == 0
-    if fresh and (done := finished_run_asked_again(run_dir, config, arguments.overrides)):
-        return say_done(done)  # the same command again: nothing to train, nothing written
-    resume = resume_point(run_dir, arguments.resume)
-    resume_notes: list[str] = []
-    if resume.continuing:  # the run that was started: its own config.yaml, not the file's
-        with reading(resume.path):
-            config, resume_notes = config_for_resume(
-                run_dir.read_config(), config, arguments.overrides, resume.checkpoint
-            )
-        if resume.checkpoint is not None and (
-            done := nothing_left(
-                run_dir, config, run_dir.read_manifest(), int(resume.checkpoint["step"])
-            )
-        ):
-            return say_done(done)  # completed at its stop: the manifest's end stays as it was
+    resume = plan_resume(run_dir, arguments, config)
+    if resume.done is not None:
+        return say_done(resume.done)  # nothing to train, nothing written
+    config = resume.config
 
     # 2. Plan: join the process group, then fix every seed and determinism switch before any
-    #    draw; a checkpoint of another computation is refused here.
+    #    draw; the parallel layout decides what a checkpoint holds; a checkpoint of another
+    #    computation is refused here.
     group = join_process_group(config.trainer.device, config.distributed.collective_timeout_s)
-    topology = group.topology
-    planned = plan_run(config, topology)
+    planned = plan_run(config, group.topology)
     checkpoints = Checkpointer(run_dir, config.checkpoint, planned.mode.state_layout)
-    world_size = planned.mode.fingerprint_world_size(topology.world_size)
-    fingerprint = computation_fingerprint(config, world_size, topology.device.type)
-    resume_notes += checkpoints.expect(
-        fingerprint,
-        resume,
-        defaults=computation_defaults(config),
-        world_size_may_change=world_size_may_change(config, resume.checkpoint),
-    )
+    resume.check(checkpoints, planned.mode, group.topology)
 
     # 3. Build (runtime/assembly.py, which make gpu-check builds too): data, the model from the
-    #    init stream shared by all ranks, per-rank dropout; the recorder and the session around
-    #    the trainer, once the data they describe is known.
-    watch = NonFiniteWatch(topology.device)
-
-    def recorder_and_session(data: DataBundle) -> tuple[RunRecorder, RunSession]:
-        git = git_state() if group.is_main else None
-        identity = run_identity(config, arguments.argv, git, planned.mode, data, resume_notes)
-        recorder = RunRecorder(
-            run_dir,
-            identity,
-            group,
-            planned.plan,
-            planned.precision,
-            planned.determinism_notes,
-            resume.step,
-            WriteFailures(),
-        )
-        recorder.show_augmentation(data.preview)
-        session = RunSession(config.trainer, config.profile, group, recorder, checkpoints, watch)
-        return recorder, session
-
+    #    init stream shared by all ranks, per-rank dropout, the trainer; then the recorder and
+    #    the session around it, and the checkpoint's state.
+    watch = NonFiniteWatch(group.topology.device)
     built = build_run(
-        config,
-        topology,
-        planned,
-        watch=watch,
-        guard=group.guard,
-        observers=recorder_and_session,
-        resuming=resume.checkpoint is not None,
+        config, group.topology, planned, watch=watch, guard=group.guard, resuming=resume.loads
     )
-    trainer, (_, session) = built.trainer, built.observers
-    if resume.checkpoint is not None:
-        with reading(resume.path):
-            trainer.load_state_dict(resume.checkpoint)
+    trainer = built.trainer
+    identity = run_identity(config, arguments.argv, group, planned.mode, built.data, resume.notes)
+    recorder = RunRecorder(run_dir, identity, group, planned, resume.step, WriteFailures())
+    recorder.show_augmentation(built.data.preview)
+    session = RunSession(config.trainer, config.profile, group, recorder, checkpoints, watch)
+    trainer.observe(recorder, session)
+    resume.restore(trainer)
 
     # 4. Loop: train until trainer.epochs or trainer.max_steps, checkpointing on the way. A
     #    fault (foundation/faults.py) ends every rank with one line and the fault's exit code;
@@ -135,13 +91,15 @@ def say_done(line: str) -> None:
 def run_identity(
     config: Config,
     argv: tuple[str, ...],
-    git: dict | None,
+    group: ProcessGroup,
     mode: ParallelMode,
     data: DataBundle,
     resume_notes: list[str],
 ) -> RunIdentity:
-    """The run as the recorder writes it: names, the resolved config, TensorBoard hparams."""
+    """The run as the recorder writes it: names, the resolved config, TensorBoard hparams, the
+    commit (rank 0 asks git)."""
     resolved = config.model_dump(mode="json")
+    git = git_state() if group.is_main else None
     return RunIdentity(
         config_name=config.name,
         profile=config.profile,

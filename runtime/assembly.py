@@ -19,9 +19,8 @@ The order, and why:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -37,7 +36,6 @@ from runtime.checkpoint.contents import load_checkpoint, reading
 from runtime.checkpoint.files import checkpoint_digest
 from seeding import SeedPlan
 from training.determinism import DeterminismConfig, Precision, apply_determinism, precision_for
-from training.events import StepBoundary, TrainingEvents
 from training.health import NonFiniteWatch
 from training.objective import Objective
 from training.optim import OptimConfig
@@ -76,16 +74,11 @@ class RunPlan:
     determinism_notes: list[str]
 
 
-# What observes the trainer: its events (the recorder) and its step boundary (the session).
-Observed = TypeVar("Observed", bound=tuple[TrainingEvents, StepBoundary])
-
-
 @dataclasses.dataclass(frozen=True)
-class BuiltRun(Generic[Observed]):
+class BuiltRun:
     data: DataBundle
     model: nn.Module
     trainer: Trainer
-    observers: Observed | None  # what `observers` made from the data, as it made it
 
 
 def plan_run(config: RunConfig, topology: Topology) -> RunPlan:
@@ -112,11 +105,12 @@ def build_run(
     *,
     watch: NonFiniteWatch | None = None,
     guard: CollectiveGuard = unguarded,
-    observers: Callable[[DataBundle], Observed] | None = None,
     resuming: bool = False,
-) -> BuiltRun[Observed]:
+) -> BuiltRun:
     """Step 2: data, model (init stream; `init_from`'s weights unless `resuming`, whose
-    weights come from its checkpoint), dropout stream, observers, trainer."""
+    weights come from its checkpoint), dropout stream, trainer. What observes the trainer (the
+    recorder, the session) is built after it and attached (`Trainer.observe`): building it draws
+    nothing from any stream."""
     plan, precision = planned.plan, planned.precision
     replicas, replica = planned.mode.data_replicas(topology)
     data = build_data(
@@ -137,8 +131,6 @@ def build_run(
     if config.init_from is not None and not resuming:
         load_initial_weights(model, config.init_from)
     seeding.enter_dropout_stream(plan)
-    made = observers(data) if observers is not None else None
-    events, boundary = made if made is not None else (None, None)
     mix = config.data.mix
     objective = Objective(
         config.optim.label_smoothing,
@@ -154,12 +146,10 @@ def build_run(
         mode=planned.mode,
         train_loader=data.train,
         val_loader=data.val,
-        events=events,
-        boundary=boundary,
         watch=watch,
         guard=guard,
     )
-    return BuiltRun(data, model, trainer, made)
+    return BuiltRun(data, model, trainer)
 
 
 def load_initial_weights(model: nn.Module, path: str) -> None:

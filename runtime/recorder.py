@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -61,23 +61,30 @@ class RunIdentity:
     resume_notes: tuple[str, ...] = ()  # a resumed run's config against the command and file
 
 
+class Planned(Protocol):
+    """What the recorder reports of the run's plan (runtime/assembly.py's RunPlan)."""
+
+    plan: SeedPlan
+    precision: Precision
+    determinism_notes: list[str]
+
+
 class RunRecorder:
     def __init__(
         self,
         run_dir: RunDirectory,
         identity: RunIdentity,
         group: ProcessGroup,
-        plan: SeedPlan,
-        precision: Precision,
-        determinism_notes: list[str],
+        planned: Planned,
         resume_step: int | None,
         writes: WriteFailures,
     ) -> None:
+        plan = planned.plan
         self.run_dir = run_dir
         self.identity = identity
         self.group = group
-        self.precision = precision
-        self.determinism_notes = list(determinism_notes)
+        self.precision = planned.precision
+        self.determinism_notes = list(planned.determinism_notes)
         self.writes = writes
         self.first_step_at: float | None = None  # seconds since process start
         self.seeds = {

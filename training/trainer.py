@@ -392,6 +392,11 @@ class Trainer:
             f"{prefix}_acc": correct / max(count, 1.0),
         }
 
+    def observe(self, events: TrainingEvents, boundary: StepBoundary) -> None:
+        """Who hears of every step (the recorder) and who acts between steps (the session):
+        attached once the run around the trainer is built, before `fit`."""
+        self.events, self.boundary = events, boundary
+
     def close(self) -> None:
         """Drop the step strategy: the DDP wrapper's reducer in it holds the process group,
         which can only be left after it is gone (runtime/process_group.py)."""

@@ -197,7 +197,7 @@ def _shown(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def reading(path: Path | str) -> Iterator[None]:
+def reading(path: Path | str | None) -> Iterator[None]:
     """Around code that puts a checkpoint's contents to use (loading a state dict, restoring RNG
     states): a value of the wrong shape or kind deep inside it is one line naming the checkpoint,
     not a traceback."""

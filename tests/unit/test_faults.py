@@ -23,6 +23,7 @@ from foundation.faults import (
     NonFiniteState,
     OutputWriteFailed,
 )
+from runtime.assembly import RunPlan
 from runtime.checkpoint.contents import load_checkpoint
 from runtime.checkpoint.files import newest_complete
 from runtime.checkpoint.owner import CheckpointConfig, Checkpointer
@@ -38,6 +39,7 @@ from tests.helpers.in_memory import InMemoryLoader, KeptEvents, make_trainer
 from training.determinism import DeterminismConfig, Precision
 from training.events import Position
 from training.health import GRADIENTS, LOSS, NOT_SEEN, STATE, NonFiniteWatch
+from training.parallel.data_parallel import DataParallelMode
 from training.topology import Topology
 from training.trainer import Trainer, TrainerConfig
 
@@ -136,11 +138,12 @@ def session_around(
     )
     precision = Precision(amp=None, channels_last=False, pin_memory=False)
     plan = seeding.data_parallel(0, 0)
-    recorder = RunRecorder(run_dir, identity, SINGLE, plan, precision, [], None, WriteFailures())
+    planned = RunPlan(plan, DataParallelMode(plan), precision, [])
+    recorder = RunRecorder(run_dir, identity, SINGLE, planned, None, WriteFailures())
     checkpoints = checkpoints or Checkpointer(run_dir, CheckpointConfig(every_steps=every_steps))
     checkpoints.expect({"unit": True}, ResumePoint(None, continuing=False))
     session = RunSession(config, "debug", SINGLE, recorder, checkpoints, trainer.watch)
-    trainer.events, trainer.boundary = recorder, session
+    trainer.observe(recorder, session)
     return session, checkpoints
 
 
