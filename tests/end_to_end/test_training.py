@@ -117,14 +117,20 @@ def test_tensorboard_events_read_back(single_run) -> None:
 
 
 def test_existing_run_is_refused_and_left_untouched(single_run) -> None:
+    """Another computation into a run's folder is refused, naming how to continue or where else
+    to go; the finished run's own command again only says that nothing is left to train. Either
+    way every file stays as it was."""
     run_dir = single_run.run_dir
     before = {path: path.read_bytes() for path in run_dir.rglob("*") if written_by_a_run(path)}
-    again = run_train(single_run.output_dir, "--seed", "42", check=False)
-    assert again.returncode == 2
+    other = run_train(single_run.output_dir, "--seed", "42", "optim.lr=0.5", check=False)
+    assert other.returncode == 2
     assert (
-        again.process.stderr.strip().splitlines()[-1].startswith("error: ")
-        and "--resume auto" in again.process.stderr
+        other.process.stderr.strip().splitlines()[-1].startswith("error: ")
+        and "already holds a run" in other.process.stderr
+        and "--resume auto" in other.process.stderr
     )
+    again = run_train(single_run.output_dir, "--seed", "42", check=False)
+    assert again.returncode == 0 and "nothing left to train" in again.output, again.output
     assert {
         path: path.read_bytes() for path in run_dir.rglob("*") if written_by_a_run(path)
     } == before
