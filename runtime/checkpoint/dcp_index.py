@@ -264,6 +264,7 @@ def _check(index: Any) -> None:
         _is(entry, TensorStorageMetadata, f"{key}'s entry")
         _fields_set(entry, "properties", "size", "chunks")
         _is(entry.properties, TensorProperties, f"{key}'s properties")
+        _fields_set(entry.properties, "dtype", "layout", "memory_format")
         size = _sizes(entry.size, f"{key}'s size")
         for chunk in _is(entry.chunks, list, f"{key}'s chunks"):
             _is(chunk, ChunkStorageMetadata, f"a chunk of {key}")

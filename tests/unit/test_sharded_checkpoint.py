@@ -208,3 +208,29 @@ def test_conversion_to_a_directory_and_back_keeps_every_bit(
     with pytest.raises(UserError, match=r"c\.pt already exists"):
         convert(monkeypatch, single, tmp_path / "c.pt")
     assert (tmp_path / "c.pt").read_bytes() == before
+
+
+def test_an_index_object_created_but_never_filled_is_refused_in_one_line(tmp_path: Path) -> None:
+    """NEWOBJ without BUILD leaves a TensorProperties without its fields: refused as the index,
+    not an AttributeError later."""
+    import copyreg
+    import io
+
+    from torch.distributed.checkpoint.metadata import TensorProperties
+
+    from runtime.checkpoint.dcp_index import IndexRefused, load_index
+
+    _, _, state = trained_state()
+    final = save_checkpoint_directory(tmp_path, 2, state, keep=3, is_main=True)
+    index = pickle.loads((final / INDEX).read_bytes())
+    original = TensorProperties.__reduce_ex__
+    TensorProperties.__reduce_ex__ = lambda self, protocol: (  # type: ignore[method-assign]
+        copyreg.__newobj__,
+        (TensorProperties,),
+    )
+    try:
+        crafted = pickle.dumps(index, protocol=4)
+    finally:
+        TensorProperties.__reduce_ex__ = original  # type: ignore[method-assign]
+    with pytest.raises(IndexRefused, match="TensorProperties lacks its field 'dtype'"):
+        load_index(io.BytesIO(crafted))
