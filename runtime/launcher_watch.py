@@ -53,11 +53,12 @@ class LauncherWatch:
     def __init__(self, rank: int) -> None:
         self.rank = rank
         self.launcher = os.getppid()
-        # Orphaned already, while Python was still importing: the parent is no torch launcher
-        # but whoever adopted the orphan, init or a subreaper (systemd --user, a container's
-        # init, `prctl(PR_SET_CHILD_SUBREAPER)`); a container whose PID 1 is torchrun itself is
-        # not an orphan.
-        self.orphaned_at_start = not _is_torch_launcher(self.launcher)
+        # Orphaned already, while Python was still importing: the parent is init (a container
+        # whose PID 1 is torchrun itself is not an orphan). An orphan adopted by a subreaper
+        # (systemd --user, `prctl(PR_SET_CHILD_SUBREAPER)`) is not seen here: its parent cannot
+        # be told from the launchers other than torchrun (torch.distributed.launch, accelerate,
+        # elastic_launch) that legitimately start workers.
+        self.orphaned_at_start = self.launcher == 1 and not _is_torch_launcher(1)
         self._deadlines: dict[int, tuple[float, str]] = {}
         self._keys = itertools.count()
         self._lock = threading.Lock()

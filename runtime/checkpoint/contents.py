@@ -23,6 +23,7 @@ from runtime.checkpoint.directory import (
 )
 from runtime.checkpoint.files import recorded_checksum
 from runtime.checkpoint.names import FORMAT, STEP_NAME, checksum_path
+from runtime.checkpoint.pickle_depth import torch_file_problem
 from runtime.plain_files import NotAPlainFile, open_for_reading
 from runtime.rundir import (
     RunDirectory,
@@ -81,8 +82,11 @@ def _load_file(path: Path, checksums_checked: bool) -> dict[str, Any]:
             )
     try:
         with open_for_reading(path) as stream:
+            problem = torch_file_problem(stream)
+            if problem is not None:
+                raise UserError(f"cannot load checkpoint {path}: {problem}")
             payload = torch.load(stream, map_location="cpu", weights_only=True)
-    except NotAPlainFile:
+    except (NotAPlainFile, UserError):
         raise
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
         raise UserError(f"cannot load checkpoint {path}: {_load_failure(error)}") from None
@@ -119,7 +123,7 @@ def _load_directory(path: Path, whole_tensors: bool, checksums_checked: bool) ->
         raise UserError(f"checkpoint {path} is incomplete or damaged: {problem}")
     try:
         rest = read_state(path)
-    except NotAPlainFile:
+    except (NotAPlainFile, UserError):
         raise
     except Exception as error:  # as in load_checkpoint
         raise UserError(f"cannot load checkpoint {path}: {first_line(error)[:200]}") from None

@@ -17,6 +17,7 @@ module only when a sharded checkpoint is written or read.
 from __future__ import annotations
 
 import contextlib
+import io
 import warnings
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -35,7 +36,9 @@ from torch.distributed.checkpoint.metadata import (
 )
 
 from foundation.errors import UserError, first_line
-from runtime.checkpoint.dcp_index import files_named, load_index
+from runtime.checkpoint.dcp_index import IndexRefused, files_named, load_index
+from runtime.checkpoint.pickle_depth import MAX_DEPTH, pickle_depth
+from runtime.plain_files import open_for_reading
 
 
 def read_index(directory: Path, listed: Collection[str]) -> Metadata:
@@ -43,8 +46,11 @@ def read_index(directory: Path, listed: Collection[str]) -> Metadata:
     names must be one of `listed` (the checkpoint's SHA256SUMS), so no read leaves the
     directory or touches a file the checksums do not cover."""
     try:
-        with (directory / INDEX).open("rb") as stream:
-            index = load_index(stream)
+        with open_for_reading(directory / INDEX) as stream:
+            data = stream.read()
+        if pickle_depth(data) > MAX_DEPTH:
+            raise IndexRefused(f"it nests deeper than {MAX_DEPTH} levels")
+        index = load_index(io.BytesIO(data))
     except Exception as error:  # a torn or crafted file: any exception of the unpickler's
         raise UserError(
             f"cannot load checkpoint {directory}: its index {INDEX} is refused "
@@ -143,10 +149,20 @@ def load_shards(
     directory: Path, listed: Collection[str], targets: dict[str, torch.Tensor], *, alone: bool
 ) -> None:
     """Collective unless `alone`: fill `targets` (plain tensors or DTensor shards) in place."""
-    with _quiet():
-        dcp.load(
-            targets,
-            storage_reader=_SafeReader(directory, listed),
-            planner=_TensorsOnlyPlanner(),
-            no_dist=alone,
-        )
+    try:
+        with _quiet():
+            dcp.load(
+                targets,
+                storage_reader=_SafeReader(directory, listed),
+                planner=_TensorsOnlyPlanner(),
+                no_dist=alone,
+            )
+    except UserError:
+        raise
+    except BaseException as error:  # DCP wraps every read error in CheckpointException
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise UserError(
+            f"cannot load checkpoint {directory}: its shards do not read back as its index says "
+            f"({type(error).__name__}: {first_line(error)[:160]})"
+        ) from None

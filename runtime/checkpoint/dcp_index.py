@@ -28,6 +28,7 @@ declares, every count is a non-negative integer. Every failure is one line (`Ind
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 from collections.abc import Callable
 from pathlib import PosixPath
@@ -46,6 +47,8 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
+_MAX_ELEMENTS = 1 << 40  # a tensor past this cannot be allocated to be read into
+
 
 class IndexRefused(Exception):
     """The index is not one this reader accepts; the message says why, in a few words."""
@@ -56,6 +59,12 @@ class IndexRefused(Exception):
 DTYPES: dict[str, torch.dtype] = {
     name: value for name, value in vars(torch).items() if isinstance(value, torch.dtype)
 }
+# What a training state's tensors are (weights, buffers, optimizer state, counters): anything
+# else (quantized, bit-packed, float8) is refused rather than handed to DCP's reader.
+_STORED_DTYPES = {
+    torch.float64, torch.float32, torch.float16, torch.bfloat16,
+    torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
+}  # fmt: skip
 _DATACLASSES = (
     Metadata,
     TensorStorageMetadata,
@@ -205,7 +214,7 @@ def _set_tensor_properties(target: TensorProperties, state: Any) -> None:
     if not isinstance(state, tuple) or len(state) != 5:
         raise IndexRefused("TensorProperties' state is not its 5 values")
     dtype, layout, requires_grad, memory_format, pin_memory = state
-    if dtype not in DTYPES.values() or layout is not torch.strided:
+    if dtype not in _STORED_DTYPES or layout is not torch.strided:
         raise IndexRefused("a tensor of a dtype or layout this template never writes")
     if type(requires_grad) is not bool or type(pin_memory) is not bool:
         raise IndexRefused("TensorProperties' flags are not booleans")
@@ -266,6 +275,9 @@ def _check(index: Any) -> None:
         _is(entry.properties, TensorProperties, f"{key}'s properties")
         _fields_set(entry.properties, "dtype", "layout", "memory_format")
         size = _sizes(entry.size, f"{key}'s size")
+        if math.prod(size) > _MAX_ELEMENTS:
+            raise IndexRefused(f"{key} is larger than any tensor a reader can hold")
+        covered = 0
         for chunk in _is(entry.chunks, list, f"{key}'s chunks"):
             _is(chunk, ChunkStorageMetadata, f"a chunk of {key}")
             _fields_set(chunk, "offsets", "sizes")
@@ -275,6 +287,9 @@ def _check(index: Any) -> None:
                 for start, length, whole in zip(offsets, sizes, size, strict=True)
             ):
                 raise IndexRefused(f"a chunk of {key} lies outside the tensor")
+            covered += math.prod(sizes)
+        if covered != math.prod(size):  # what no chunk covers would be read as garbage
+            raise IndexRefused(f"the chunks of {key} do not cover the tensor exactly once")
     if index.planner_data is not None:
         for key, path in _is(index.planner_data, dict, "planner_data").items():
             _is(key, str, "a planner key")
@@ -295,6 +310,11 @@ def _check(index: Any) -> None:
         _count(stored.length, f"{where.fqn}'s length")
         if stored.transform_descriptors:
             raise IndexRefused(f"{where.fqn} is stored through transforms this template never uses")
+    stored_keys = {(where.fqn, tuple(where.offset or ())) for where in index.storage_data}
+    for key, entry in index.state_dict_metadata.items():
+        for chunk in getattr(entry, "chunks", []):
+            if (key, tuple(chunk.offsets)) not in stored_keys:
+                raise IndexRefused(f"a chunk of {key} has no storage entry")
     meta = index.storage_meta
     if meta is not None:
         _is(meta, StorageMeta, "storage_meta")

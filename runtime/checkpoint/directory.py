@@ -35,6 +35,7 @@ import torch.distributed as dist
 
 from foundation.errors import UserError
 from runtime.atomic import atomic_write, atomic_write_text, fsync_directory
+from runtime.checkpoint.pickle_depth import torch_file_problem
 from runtime.plain_files import is_regular_file, open_for_reading
 
 STATE = "state.pt"
@@ -168,6 +169,9 @@ class StoredShards:
 
 def read_state(directory: Path) -> Any:
     with open_for_reading(directory / STATE) as stream:
+        problem = torch_file_problem(stream)
+        if problem is not None:
+            raise UserError(f"cannot load checkpoint {directory}: {STATE}: {problem}")
         return torch.load(stream, map_location="cpu", weights_only=True)
 
 

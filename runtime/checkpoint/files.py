@@ -119,7 +119,7 @@ def _save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: 
     atomic_write_text(checksum_path(directory / LAST), f"{checksum}  {LAST}\n")
     (directory / LAST_SHARDED).unlink(missing_ok=True)  # a sharded run's, continued here
     fsync_directory(directory)
-    _prune(directory, keep, step)
+    _prune(directory, keep, step, per_rank=False)
     return final
 
 
@@ -145,7 +145,7 @@ def save_checkpoint_directory(
             for pointer in (directory / LAST, checksum_path(directory / LAST)):
                 pointer.unlink(missing_ok=True)  # a single-file run's, continued sharded
             fsync_directory(directory)
-            _prune(directory, keep, step)
+            _prune(directory, keep, step, per_rank=True)
     return final
 
 
@@ -154,25 +154,35 @@ def _numbered_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     found = []
     for path in directory.glob("step-*"):
         match = STEP_NAME.match(path.name)
-        if match and (path.is_symlink() or path.is_dir() != bool(match.group(2))):
+        if not match or path.name != f"step-{int(match.group(1)):08d}{match.group(2) or ''}":
+            continue  # only the names this template writes: `step-8` is not step 8's
+        if path.is_symlink() or path.is_dir() != bool(match.group(2)):
             found.append((int(match.group(1)), path))
     return sorted(found)
 
 
-def _prune(directory: Path, keep: int, saved_step: int) -> None:
+def _prune(directory: Path, keep: int, saved_step: int, per_rank: bool) -> None:
     """Keep the newest `keep` checkpoints at or below `saved_step`, the one just written among
     them. A checkpoint above it (a resume from an earlier one) is not counted and not removed:
     pruning by step number alone would keep a damaged newer checkpoint and delete the only good
     one. Counted: whole checkpoints (a file with its .sha256, a directory with its SHA256SUMS);
     a damaged one was moved aside when the resume skipped it (`set_aside`)."""
+    saved = [path for step, path in _numbered_checkpoints(directory) if step == saved_step]
+    just_written = _just_written(saved, per_rank)
     below = [
         path
         for step, path in _numbered_checkpoints(directory)
-        if step <= saved_step and _looks_whole(path)
-    ]
+        if step <= saved_step and _looks_whole(path) and path != just_written
+    ] + [just_written]  # the one just written is the newest, whatever its name sorts as
     for path in below[:-keep]:
         _remove(path)
         checksum_path(path).unlink(missing_ok=True)
+
+
+def _just_written(paths: list[Path], per_rank: bool) -> Path:
+    """Of the entries of one step (a file and a directory, when a run switched formats), the
+    one in the format just written."""
+    return next(path for path in paths if path.is_dir() == per_rank and not path.is_symlink())
 
 
 def _looks_whole(path: Path) -> bool:

@@ -70,6 +70,12 @@ def prefixed(body: bytes, prefix: bytes) -> bytes:
     return prefix + pickle.POP + body
 
 
+# {(((…),),): 0}: hashing the key recurses in C past the stack (CPython segfaults).
+DEEP_KEY = (
+    pickle.EMPTY_DICT + pickle.EMPTY_TUPLE + pickle.TUPLE1 * 300_000 + b"K\x00" + pickle.SETITEM
+)
+
+
 def class_build(module: str, name: str, attribute: str, value: str) -> bytes:
     """GLOBAL module.name, state (None, {attribute: value}), BUILD: setattr on the class."""
     state = pickle.dumps((None, {attribute: value}), protocol=2)[2:-1]  # no PROTO, no STOP
@@ -271,6 +277,12 @@ CASES: list[Case] = [
         ),
     ),
     Case(
+        "index: a tuple nested 300,000 deep as a dict key (SIGSEGV when hashed)",
+        "directory",
+        lambda d, _: edit_index(d, lambda b: prefixed(b, DEEP_KEY)),
+        reason="nests deeper than",
+    ),
+    Case(
         "SHA256SUMS names ../state.pt",
         "directory",
         lambda d, _: (d / SUMS).write_text((d / SUMS).read_text() + f"{'0' * 64}  ../state.pt\n"),
@@ -336,6 +348,12 @@ CASES: list[Case] = [
     ),
     Case(
         "file: no fingerprint", "file", lambda f, _: edit_payload(f, lambda p: p.pop("fingerprint"))
+    ),
+    Case(
+        "file: a tuple nested 300,000 deep as a dict key",
+        "file",
+        lambda f, _: edit_file_pickle(f, lambda b: prefixed(b, DEEP_KEY)),
+        reason="nests deeper than",
     ),
     Case("file: torn", "file", lambda f, _: torn(f), damaged=True),
     Case("file: a FIFO", "file", lambda f, _: fifo_instead(f), damaged=True),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 from pathlib import Path, PosixPath
 
 import pytest
@@ -234,3 +235,30 @@ def test_an_index_object_created_but_never_filled_is_refused_in_one_line(tmp_pat
         TensorProperties.__reduce_ex__ = original  # type: ignore[method-assign]
     with pytest.raises(IndexRefused, match="TensorProperties lacks its field 'dtype'"):
         load_index(io.BytesIO(crafted))
+
+
+def test_pruning_keeps_the_checkpoint_just_written_and_ignores_names_it_never_writes(
+    tmp_path: Path,
+) -> None:
+    """keep=1: a single-file run's step 8 continued sharded from step 4 keeps the new step-8
+    directory (not the old branch's file), and a planted `step-8` is no step 8."""
+    _, _, state = trained_state()
+    for step in (4, 8):
+        save_checkpoint(tmp_path, step, {**state, "step": step}, keep=3)
+    shutil.copyfile(tmp_path / "step-00000004.pt", tmp_path / "step-8")  # planted
+    final = save_checkpoint_directory(tmp_path, 8, {**state, "step": 8}, keep=1, is_main=True)
+    assert final.is_dir() and (tmp_path / "last").resolve() == final.resolve()
+    assert not (tmp_path / "step-00000008.pt").exists()
+    assert newest_complete(tmp_path)[0] == final
+
+
+def test_an_index_whose_chunks_leave_part_of_a_tensor_unread_is_refused(tmp_path: Path) -> None:
+    """An entry with no chunks would be 'read' as whatever memory held: refused instead."""
+    _, _, state = trained_state()
+    final = save_checkpoint_directory(tmp_path, 2, state, keep=3, is_main=True)
+    index = pickle.loads((final / INDEX).read_bytes())
+    next(iter(index.state_dict_metadata.values())).chunks = []
+    (final / INDEX).write_bytes(pickle.dumps(index))
+    rewrite_sums(final)
+    with pytest.raises(UserError, match="do not cover the tensor exactly once"):
+        load_checkpoint(final)
