@@ -25,9 +25,7 @@ from runtime.checkpoint.files import recorded_checksum
 from runtime.checkpoint.names import FORMAT, STEP_NAME, checksum_path
 from runtime.checkpoint.pickle_depth import torch_file_problem
 from runtime.plain_files import NotAPlainFile, open_for_reading
-from runtime.rundir import (
-    RunDirectory,
-)
+from runtime.rundir import RunDirectory
 
 
 def load_checkpoint(

@@ -22,10 +22,7 @@ from runtime.checkpoint.directory import (
 )
 from runtime.checkpoint.names import FORMAT, LAST, STEP_NAME, checksum_path
 from runtime.plain_files import is_regular_file, open_for_reading
-from runtime.rundir import (
-    DAMAGED_CHECKPOINTS,
-    LAST_SHARDED,
-)
+from runtime.rundir import DAMAGED_CHECKPOINTS, LAST_SHARDED
 
 
 def checkpoint_digest(path: Path) -> str:

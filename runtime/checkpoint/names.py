@@ -6,9 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from runtime.rundir import (
-    LAST_CHECKPOINT,
-)
+from runtime.rundir import LAST_CHECKPOINT
 
 FORMAT = "reproducible-ddp-template/checkpoint/v1"
 

@@ -40,9 +40,7 @@ from runtime.checkpoint.files import (
 )
 from runtime.checkpoint.fingerprint import first_difference
 from runtime.checkpoint.resume import ResumePoint
-from runtime.rundir import (
-    RunDirectory,
-)
+from runtime.rundir import RunDirectory
 from training.events import Position
 from training.health import first_non_finite
 from training.parallel.layout import StateLayout

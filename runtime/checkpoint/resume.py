@@ -12,11 +12,7 @@ from foundation.errors import UserError
 from foundation.process import process_launch
 from runtime.checkpoint.contents import load_checkpoint
 from runtime.checkpoint.files import newest_complete
-from runtime.rundir import (
-    CHECKPOINTS,
-    DAMAGED_CHECKPOINTS,
-    RunDirectory,
-)
+from runtime.rundir import CHECKPOINTS, DAMAGED_CHECKPOINTS, RunDirectory
 
 
 @dataclass(frozen=True)
