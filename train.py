@@ -16,18 +16,17 @@ from foundation.exit import run_reporting_user_errors
 from foundation.faults import TrainingFault
 from foundation.process import process_launch
 from foundation.section import flatten
-from runtime.assembly import build_run, initial_weights, plan_run
+from runtime.assembly import RunPlan, build_run, initial_weights, plan_run
 from runtime.checkpoint.owner import Checkpointer
 from runtime.launcher_watch import watch_launcher
 from runtime.process_group import ProcessGroup, join_process_group
 from runtime.provenance import git_state
-from runtime.recorder import RunIdentity, RunRecorder
+from runtime.recorder import RunIdentity, RunRecorder, seed_table
 from runtime.rundir import RunDirectory
 from runtime.session import RunSession
 from runtime.writer_lock import claim_run_directory
 from runtime.writes import WriteFailures
 from training.health import NonFiniteWatch
-from training.parallel.protocol import ParallelMode
 
 
 def main() -> None:
@@ -61,7 +60,8 @@ def main() -> None:
         config, group.topology, planned, watch=watch, guard=group.guard, resuming=resume.loads
     )
     trainer = built.trainer
-    identity = run_identity(config, arguments.argv, group, planned.mode, built.data, resume.notes)
+    identity = run_identity(config, arguments.argv, group, planned, built.data, resume.notes)
+    start_writing(run_dir, group, identity)
     recorder = RunRecorder(run_dir, identity, group, planned, resume.step, WriteFailures())
     recorder.show_augmentation(built.data.preview)
     session = RunSession(config.trainer, config.profile, group, recorder, checkpoints, watch)
@@ -88,16 +88,24 @@ def say_done(line: str) -> None:
         print(line, flush=True)
 
 
+def start_writing(run_dir: RunDirectory, group: ProcessGroup, identity: RunIdentity) -> None:
+    """From here on this training is the run directory's one writer (rank 0): the directory is
+    created, the lock names this process, config.yaml is the run's."""
+    if group.is_main:
+        claim_run_directory(run_dir)
+        run_dir.write_config(identity.config_yaml)
+
+
 def run_identity(
     config: Config,
     argv: tuple[str, ...],
     group: ProcessGroup,
-    mode: ParallelMode,
+    planned: RunPlan,
     data: DataBundle,
-    resume_notes: list[str],
+    resume_notes: tuple[str, ...],
 ) -> RunIdentity:
     """The run as the recorder writes it: names, the resolved config, TensorBoard hparams, the
-    commit (rank 0 asks git)."""
+    commit (rank 0 asks git), every rank's seeds (a collective)."""
     resolved = config.model_dump(mode="json")
     git = git_state() if group.is_main else None
     return RunIdentity(
@@ -112,11 +120,12 @@ def run_identity(
         hyperparameters=flatten(resolved),
         epochs=config.trainer.epochs,
         git=git,
-        world_size_invariance=mode.describe(),
+        seeds=seed_table(group, planned.plan, config.seed),
+        world_size_invariance=planned.mode.describe(),
         augmentation=data.describe_pipelines(),
         data_subset=data.subset,
         init_from=initial_weights(config.init_from),
-        resume_notes=tuple(resume_notes),
+        resume_notes=resume_notes,
     )
 
 

@@ -5,7 +5,8 @@ Why one object: deciding a resume took six names in two packages across train.py
 phases (the resume point, the run's own config, the finished-run check, the fingerprint and its
 defaults, whether the world size may change), with a list of notes built in one phase and
 extended in the next. Here phase 1 makes the plan (`plan_resume`), phase 2 checks it against the
-computation (`check`), phase 3 restores the trainer from it (`restore`).
+computation (`check`), phase 3 restores the trainer from it (`restore`). Each phase's notes are
+its own field, read together as `notes`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,14 @@ from training.trainer import Trainer
 class ResumePlan:
     config: Config  # the run's: its own config.yaml when it continues
     point: ResumePoint = field(default_factory=lambda: ResumePoint(None, continuing=False))
-    notes: list[str] = field(default_factory=list)  # what continues differently, said at start
+    config_notes: tuple[str, ...] = ()  # the run's config against the command (phase 1)
     done: str | None = None  # the run has nothing left to train: the line that says so
+    layout_notes: tuple[str, ...] = ()  # the checkpoint against the computation (phase 2)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What continues differently, said at the start and kept in the manifest."""
+        return self.config_notes + self.layout_notes
 
     @property
     def checkpoint(self) -> dict[str, Any] | None:
@@ -54,11 +61,13 @@ class ResumePlan:
         checkpoint of another computation is refused in one line (before anything is written)."""
         world_size = mode.fingerprint_world_size(topology.world_size)
         fingerprint = computation_fingerprint(self.config, world_size, topology.device.type)
-        self.notes += checkpoints.expect(
-            fingerprint,
-            self.point,
-            defaults=computation_defaults(self.config),
-            world_size_may_change=world_size_may_change(self.config, self.checkpoint),
+        self.layout_notes = tuple(
+            checkpoints.expect(
+                fingerprint,
+                self.point,
+                defaults=computation_defaults(self.config),
+                world_size_may_change=world_size_may_change(self.config, self.checkpoint),
+            )
         )
 
     def restore(self, trainer: Trainer) -> None:
@@ -84,4 +93,4 @@ def plan_resume(run_dir: RunDirectory, arguments: Arguments, config: Config) -> 
     done = None
     if point.checkpoint is not None:  # completed at its stop: the manifest's end stays as it was
         done = nothing_left(run_dir, config, run_dir.read_manifest(), int(point.checkpoint["step"]))
-    return ResumePlan(config, point, notes, done)
+    return ResumePlan(config, point, tuple(notes), done)

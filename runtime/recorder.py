@@ -1,8 +1,7 @@
 """The run recorder: the trainer's events turned into what a run records and prints.
 
-It owns the run directory's creation and config.yaml, the metrics (metrics.jsonl, TensorBoard,
-runtime/metrics.py) and the collective parts (gathering the seed plans, the op counts, which
-involve every rank); it hands the manifest to its owner (runtime/manifest.py) and the console to
+It owns the metrics (metrics.jsonl, TensorBoard, runtime/metrics.py) and the collective parts of
+the run's events (the op counts, which involve every rank); it hands the manifest to its owner (runtime/manifest.py) and the console to
 its own (runtime/console.py). Only rank 0 writes or prints. It knows the run only as plain values
 (`RunIdentity`) and the trainer only through its events. A failed write is kept in the shared
 `WriteFailures` for the next vote, not raised (runtime/writes.py). Checkpoints are the
@@ -31,7 +30,6 @@ from runtime.metrics import MetricsLogger
 from runtime.process_group import ProcessGroup
 from runtime.provenance import machine, state_dict_sha256
 from runtime.rundir import RunDirectory
-from runtime.writer_lock import claim_run_directory
 from runtime.writes import WriteFailures
 from seeding import SeedPlan
 from seeding.hashseed import hash_seed_warning
@@ -54,6 +52,7 @@ class RunIdentity:
     hyperparameters: dict[str, Any]  # for TensorBoard's HParams tab
     epochs: int
     git: dict[str, Any] | None
+    seeds: dict[str, Any]  # every rank's seed plan (`seed_table`), in the manifest and checkpoints
     world_size_invariance: dict[str, Any] | None = None  # the mode's layout, when it is on
     augmentation: dict[str, Any] | None = None  # the train and eval pipelines, as run
     data_subset: dict[str, Any] | None = None  # data.subset's draw (data/subset.py)
@@ -64,9 +63,23 @@ class RunIdentity:
 class Planned(Protocol):
     """What the recorder reports of the run's plan (runtime/assembly.py's RunPlan)."""
 
-    plan: SeedPlan
     precision: Precision
     determinism_notes: list[str]
+
+
+def seed_table(group: ProcessGroup, plan: SeedPlan, base_seed: int) -> dict[str, Any]:
+    """Every rank's seed plan with its host, as the manifest and each checkpoint record it.
+    A collective: every rank calls it, at the same point."""
+    with group.guard("gathering the seed plans"):
+        ranks = all_gather_objects(group.topology, (socket.gethostname(), plan.describe()))
+    return {
+        "base": base_seed,
+        "strategy": plan.strategy,
+        "ranks": [
+            {"rank": rank, "host": host, **description}
+            for rank, (host, description) in enumerate(ranks)
+        ],
+    }
 
 
 class RunRecorder:
@@ -79,7 +92,8 @@ class RunRecorder:
         resume_step: int | None,
         writes: WriteFailures,
     ) -> None:
-        plan = planned.plan
+        """Rank 0 must be the run directory's writer already (`claim_run_directory`): the
+        metrics of a resumed run are cut back to its checkpoint here."""
         self.run_dir = run_dir
         self.identity = identity
         self.group = group
@@ -87,14 +101,7 @@ class RunRecorder:
         self.determinism_notes = list(planned.determinism_notes)
         self.writes = writes
         self.first_step_at: float | None = None  # seconds since process start
-        self.seeds = {
-            "base": identity.seed,
-            "strategy": plan.strategy,
-            "ranks": [
-                {"rank": rank, "host": host, **description}
-                for rank, (host, description) in enumerate(self._gather_plans(group, plan))
-            ],
-        }
+        self.seeds = identity.seeds
         topology = {
             "world_size": group.world_size,
             "nodes": group.topology.nodes,
@@ -106,20 +113,10 @@ class RunRecorder:
         self.console = Console(group.is_main, identity.epochs)
         self.resumed = resume_step is not None
         self._preview: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
-        if group.is_main:
-            claim_run_directory(run_dir)  # creates it; refused if another training holds it
         self.logger = MetricsLogger(run_dir, enabled=group.is_main, resume_step=resume_step)
-        if group.is_main:
-            run_dir.write_config(identity.config_yaml)
-            warning = hash_seed_warning()
-            if warning:
-                self.determinism_notes.append(warning)
-                self.console.warn(warning)
-
-    @staticmethod
-    def _gather_plans(group: ProcessGroup, plan: SeedPlan) -> list[Any]:
-        with group.guard("gathering the seed plans"):
-            return all_gather_objects(group.topology, (socket.gethostname(), plan.describe()))
+        if group.is_main and (warning := hash_seed_warning()):
+            self.determinism_notes.append(warning)
+            self.console.warn(warning)
 
     def checkpoint_provenance(self) -> dict[str, Any]:
         """What every checkpoint records beside the state: the seeds, the resolved config and

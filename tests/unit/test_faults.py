@@ -33,6 +33,7 @@ from runtime.recorder import RunIdentity, RunRecorder
 from runtime.rundir import RunDirectory
 from runtime.session import RunSession
 from runtime.vote import RankHealth, Verdict
+from runtime.writer_lock import claim_run_directory
 from runtime.writes import WriteFailures
 from tests.helpers.dataset_files import write_image_tree
 from tests.helpers.in_memory import InMemoryLoader, KeptEvents, make_trainer
@@ -135,10 +136,12 @@ def session_around(
         hyperparameters={},
         epochs=config.epochs,
         git=None,
+        seeds={},
     )
     precision = Precision(amp=None, channels_last=False, pin_memory=False)
     plan = seeding.data_parallel(0, 0)
     planned = RunPlan(plan, DataParallelMode(plan), precision, [])
+    claim_run_directory(run_dir)
     recorder = RunRecorder(run_dir, identity, SINGLE, planned, None, WriteFailures())
     checkpoints = checkpoints or Checkpointer(run_dir, CheckpointConfig(every_steps=every_steps))
     checkpoints.expect({"unit": True}, ResumePoint(None, continuing=False))
