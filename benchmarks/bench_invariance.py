@@ -47,7 +47,8 @@ from tools.processes import run_process
 from tools.report import bench_folder, write_report
 from training.objective import Objective
 from training.parallel.exchange import GatherExchange
-from training.parallel.invariant import InvariantMode, InvariantStep, MicroBatchLayout
+from training.parallel.invariant import InvariantMode, InvariantStep
+from training.parallel.micro_batches import MicroBatchLayout
 from training.topology import Topology
 
 TRAFFIC_STEPS = 5

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from foundation.errors import UserError
-from training.parallel.invariant import BatchNormReplay, MicroBatchLayout, parameter_groups
+from training.parallel.batchnorm_replay import BatchNormReplay
+from training.parallel.invariant import parameter_groups
+from training.parallel.micro_batches import MicroBatchLayout
 from training.parallel.reduction_tree import rank_block, serving_world_sizes, tree_sum
 
 

@@ -20,8 +20,9 @@ import seeding
 from training.parallel.config import ParallelConfig, check_layout, mesh_coordinates
 from training.parallel.data_parallel import DataParallelMode
 from training.parallel.fully_sharded import FullyShardedMode
-from training.parallel.invariant import InvariantMode, MicroBatchLayout
+from training.parallel.invariant import InvariantMode
 from training.parallel.layout import StateLayout
+from training.parallel.micro_batches import MicroBatchLayout
 from training.parallel.protocol import ParallelMode
 from training.parallel.tensor import TensorParallelMode
 from training.topology import Topology

@@ -26,6 +26,9 @@ mode does instead (each piece was measured to be necessary):
 - Threads: on CPU the intra-op thread count changes the result of convolutions and matmuls, so
   it is pinned (`INTRA_OP_THREADS`) whatever W.
 
+The layout of the micro-batches is training/parallel/micro_batches.py, the BatchNorm replay
+training/parallel/batchnorm_replay.py; this module is the mode and its step.
+
 The W that can be served are those dividing M whose rank blocks are all nodes of the tree
 (every power of two up to M when M is one); others are refused, naming those that work.
 """
@@ -33,155 +36,24 @@ The W that can be served are those dividing M whose rank blocks are all nodes of
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from foundation.errors import UserError
 from seeding import SeedPlan
 from seeding.regions import reseed_sharded_stream
 from training.determinism import Precision
 from training.objective import Objective
+from training.parallel.batchnorm_replay import BatchNormReplay
 from training.parallel.data_parallel import restore_own_rng
 from training.parallel.exchange import Exchange, NoExchange, ReduceScatterExchange
 from training.parallel.layout import StateLayout
+from training.parallel.micro_batches import MicroBatchLayout, pin_threads
 from training.parallel.optimizer_partition import OptimizerPartition
 from training.parallel.protocol import Backward, Batch, StepResult
-from training.parallel.reduction_tree import Node, rank_block, serving_world_sizes, tree_sum
+from training.parallel.reduction_tree import tree_sum
 from training.topology import Topology, all_gather_objects
-
-INTRA_OP_THREADS = 1  # what torchrun gives every worker; the same for a single process here
-
-
-@dataclass(frozen=True)
-class MicroBatchLayout:
-    """Where this rank's micro-batches sit in the global batch."""
-
-    global_batch: int  # B
-    micro_batch: int  # b
-    world_size: int
-    rank: int
-
-    @property
-    def micro_batches(self) -> int:  # M
-        return self.global_batch // self.micro_batch
-
-    @property
-    def block(self) -> Node:
-        return rank_block(self.micro_batches, self.world_size, self.rank)
-
-    @classmethod
-    def checked(
-        cls, global_batch: int, micro_batch: int, world_size: int, rank: int
-    ) -> MicroBatchLayout:
-        """The layout, or a one-line UserError naming the world sizes that work for B and b."""
-        micro_batches = global_batch // micro_batch
-        serving = serving_world_sizes(micro_batches)
-        if world_size not in serving:
-            raise UserError(
-                f"trainer.world_size_invariant: {world_size} processes cannot share "
-                f"data.global_batch_size={global_batch} in micro-batches of "
-                f"trainer.micro_batch_size={micro_batch} ({micro_batches} micro-batches, each "
-                f"rank a subtree of one summation tree); world sizes that work: "
-                f"{', '.join(map(str, serving))}"
-            )
-        return cls(global_batch, micro_batch, world_size, rank)
-
-    def note(self) -> str:
-        """For the determinism report."""
-        serving = ", ".join(map(str, serving_world_sizes(self.micro_batches)))
-        return (
-            f"world-size invariant: {self.micro_batches} micro-batches of {self.micro_batch}; "
-            f"the same weights and metrics for world sizes {serving} on the same hardware type "
-            f"and library versions; intra-op threads pinned to {INTRA_OP_THREADS} on CPU; on GPU "
-            "the debug/eval determinism flags apply (no cudnn.benchmark, TF32 or AMP)"
-        )
-
-    def describe(self) -> dict[str, int | list[int]]:
-        return {
-            "global_batch_size": self.global_batch,
-            "micro_batch_size": self.micro_batch,
-            "micro_batches": self.micro_batches,
-            "serving_world_sizes": serving_world_sizes(self.micro_batches),
-            "intra_op_threads": INTRA_OP_THREADS,
-        }
-
-
-def pin_threads(device: torch.device) -> None:
-    """On CPU the intra-op thread count changes results; on GPU it does not matter."""
-    if device.type == "cpu":
-        torch.set_num_threads(INTRA_OP_THREADS)
-
-
-class BatchNormReplay:
-    """Running statistics as if one process had seen the micro-batches in global order."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.layers = [
-            module
-            for module in model.modules()
-            if isinstance(module, _BatchNorm) and module.track_running_stats
-        ]
-        self._device = next(model.parameters()).device
-        self._snapshot: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self._momentum: list[float | None] = []
-
-    @property
-    def stats_size(self) -> int:
-        """Values captured per micro-batch: mean and variance of every layer."""
-        return sum(2 * layer.num_features for layer in self.layers)
-
-    def begin_step(self) -> None:
-        self._snapshot = [
-            (
-                layer.running_mean.clone(),
-                layer.running_var.clone(),
-                layer.num_batches_tracked.clone(),
-            )  # type: ignore[union-attr]
-            for layer in self.layers
-        ]
-        self._momentum = [layer.momentum for layer in self.layers]
-        for layer in self.layers:
-            layer.momentum = 1.0  # the buffers become exactly this micro-batch's statistics
-
-    def capture(self) -> torch.Tensor:
-        """After a micro-batch's forward: its mean and (unbiased) variance of every layer."""
-        parts = [
-            torch.cat([layer.running_mean, layer.running_var])  # type: ignore[list-item]
-            for layer in self.layers
-        ]
-        if not parts:  # a model without BatchNorm: nothing to capture, on the model's device
-            return torch.zeros(0, device=self._device)
-        return torch.cat(parts).float()
-
-    def finish_step(self, stats: list[torch.Tensor]) -> None:
-        """Restore the snapshot, then apply each micro-batch's update in global order."""
-        for layer, (mean, var, tracked), momentum in zip(
-            self.layers, self._snapshot, self._momentum, strict=True
-        ):
-            layer.momentum = momentum
-            layer.running_mean.copy_(mean)  # type: ignore[union-attr]
-            layer.running_var.copy_(var)  # type: ignore[union-attr]
-            layer.num_batches_tracked.copy_(tracked)  # type: ignore[union-attr]
-        for captured in stats:
-            offset = 0
-            for layer in self.layers:
-                width = layer.num_features
-                batch_mean = captured[offset : offset + width]
-                batch_var = captured[offset + width : offset + 2 * width]
-                offset += 2 * width
-                layer.num_batches_tracked.add_(1)  # type: ignore[union-attr]
-                factor = (
-                    layer.momentum
-                    if layer.momentum is not None
-                    else 1.0 / float(layer.num_batches_tracked)  # type: ignore[arg-type]
-                )
-                running_mean, running_var = layer.running_mean, layer.running_var
-                running_mean.mul_(1 - factor).add_(batch_mean.to(running_mean), alpha=factor)  # type: ignore[union-attr]
-                running_var.mul_(1 - factor).add_(batch_var.to(running_var), alpha=factor)  # type: ignore[union-attr]
 
 
 class InvariantMode:
