@@ -45,10 +45,12 @@ from tools.launch import launch_environment, local_launcher
 from tools.measure import timed
 from tools.processes import run_process
 from tools.report import bench_folder, write_report
+from training.determinism import Precision
 from training.objective import Objective
 from training.parallel.exchange import GatherExchange
 from training.parallel.invariant import InvariantMode, InvariantStep
 from training.parallel.micro_batches import MicroBatchLayout
+from training.parallel.protocol import StepParts
 from training.topology import Topology
 
 TRAFFIC_STEPS = 5
@@ -104,7 +106,9 @@ def invariant_variant(
     layout = MicroBatchLayout.checked(per_rank * world, per_rank, world, rank)
     topology = Topology(rank, world, rank, 1, device, "gloo" if world > 1 else None)
     mode = InvariantMode(layout, seeding.data_parallel(0, 0))
-    invariant = InvariantStep(model, mode, topology, Objective())
+    invariant = InvariantStep(
+        mode, StepParts(model, topology, Precision(None, False, False), Objective())
+    )
     if gather and world > 1:
         invariant.exchange = GatherExchange(layout.micro_batches, world, rank)
     steps = iter(range(1 << 62))

@@ -51,7 +51,7 @@ from training.optim import OptimConfig, build_optimizer, build_scheduler, check_
 from training.parallel.dtensor import (
     clip_grad_norm,
 )
-from training.parallel.protocol import Batch, ParallelMode
+from training.parallel.protocol import Batch, ParallelMode, StepParts
 from training.topology import (
     CollectiveGuard,
     Topology,
@@ -200,7 +200,9 @@ class Trainer:
         )
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.step = mode.training_step(
-            self.model, topology, precision, objective or Objective(), config.accumulate_steps
+            StepParts(
+                self.model, topology, precision, objective or Objective(), config.accumulate_steps
+            )
         )
         self.replicas = mode.data_replicas(topology)[0]
         # Where the mode keeps the state: whole tensors gathered and re-cut for checkpoints.

@@ -24,11 +24,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 import seeding
 from seeding import SeedPlan, restore_rng_state
-from training.determinism import Precision
-from training.objective import Objective
 from training.parallel.layout import StateLayout
 from training.parallel.optimizer_partition import OptimizerPartition
-from training.parallel.protocol import Backward, Batch, StepResult, TrainingStep
+from training.parallel.protocol import Backward, Batch, StepParts, StepResult, TrainingStep
 from training.topology import Topology, all_reduce_sum
 
 
@@ -63,15 +61,8 @@ class DataParallelMode:
     ) -> OptimizerPartition | None:
         return None
 
-    def training_step(
-        self,
-        model: nn.Module,
-        topology: Topology,
-        precision: Precision,
-        objective: Objective,
-        accumulate_steps: int,
-    ) -> TrainingStep:
-        return DataParallelStep(model, topology, precision, objective, accumulate_steps)
+    def training_step(self, parts: StepParts) -> TrainingStep:
+        return DataParallelStep(parts)
 
 
 class ReplicaTotals:
@@ -115,18 +106,10 @@ class ReplicaTotals:
 
 
 class DataParallelStep(ReplicaTotals):
-    def __init__(
-        self,
-        model: nn.Module,
-        topology: Topology,
-        precision: Precision,
-        objective: Objective,
-        accumulate_steps: int = 1,
-    ) -> None:
+    def __init__(self, parts: StepParts) -> None:
+        topology, model = parts.topology, parts.model
+        self.parts = parts
         self.topology = topology
-        self.precision = precision
-        self.objective = objective
-        self.accumulate_steps = accumulate_steps
         self.forward: nn.Module = model
         self.ddp: DistributedDataParallel | None = None
         if topology.distributed:
@@ -139,16 +122,9 @@ class DataParallelStep(ReplicaTotals):
         def reduces_after(micro: int, last: bool) -> contextlib.AbstractContextManager[None]:
             return self.ddp.no_sync() if self.ddp is not None and not last else _nothing()
 
+        slot_of = self.parts.slot_of(self.topology.rank)
         return weighted_batches(
-            step,
-            batches,
-            backward,
-            forward=self.forward,
-            objective=self.objective,
-            precision=self.precision,
-            device_type=self.topology.device.type,
-            slot_of=lambda micro: self.topology.rank * self.accumulate_steps + micro,
-            around=reduces_after,
+            step, batches, backward, self.parts, self.forward, slot_of, reduces_after
         )
 
 
@@ -160,11 +136,8 @@ def weighted_batches(
     step: int,
     batches: list[Batch],
     backward: Backward,
-    *,
+    parts: StepParts,
     forward: Callable[[torch.Tensor], torch.Tensor],
-    objective: Objective,
-    precision: Precision,
-    device_type: str,
     slot_of: Callable[[int], int],
     around: Callable[[int, bool], contextlib.AbstractContextManager[None]] = lambda m, last: (
         _nothing()
@@ -174,7 +147,7 @@ def weighted_batches(
     the step's samples (a short last batch of an epoch counts for what it holds), backwards,
     inside `around(micro, last)` (where a strategy holds back or lets its gradient exchange
     run); its MixUp/CutMix draws keyed by `slot_of(micro)`."""
-    amp = precision.amp
+    objective, amp, device_type = parts.objective, parts.precision.amp, parts.topology.device.type
     total = sum(labels.numel() for _, labels in batches)
     losses, corrects, samples = [], [], 0
     for micro, (images, labels) in enumerate(batches):

@@ -29,11 +29,9 @@ import torch.distributed as dist
 from torch import nn
 
 from seeding import SeedPlan
-from training.determinism import Precision
-from training.objective import Objective
 from training.parallel.data_parallel import DataParallelMode, ReplicaTotals, weighted_batches
 from training.parallel.layout import StateLayout
-from training.parallel.protocol import Backward, Batch, StepResult
+from training.parallel.protocol import Backward, Batch, StepParts, StepResult
 from training.topology import Topology, local_tensor
 
 
@@ -61,15 +59,8 @@ class FullyShardedMode(DataParallelMode):
             )
         return [note]
 
-    def training_step(  # type: ignore[override]
-        self,
-        model: nn.Module,
-        topology: Topology,
-        precision: Precision,
-        objective: Objective,
-        accumulate_steps: int,
-    ) -> FullyShardedStep:
-        return FullyShardedStep(self, model, topology, precision, objective, accumulate_steps)
+    def training_step(self, parts: StepParts) -> FullyShardedStep:  # type: ignore[override]
+        return FullyShardedStep(self, parts)
 
 
 def gradient_scale(mesh: Any, device: torch.device) -> float:
@@ -90,23 +81,13 @@ def gradient_scale(mesh: Any, device: torch.device) -> float:
 
 
 class FullyShardedStep(ReplicaTotals):
-    def __init__(
-        self,
-        mode: FullyShardedMode,
-        model: nn.Module,
-        topology: Topology,
-        precision: Precision,
-        objective: Objective,
-        accumulate_steps: int,
-    ) -> None:
+    def __init__(self, mode: FullyShardedMode, parts: StepParts) -> None:
         from torch.distributed.fsdp import fully_shard
 
-        self.model = fully_shard(model, mesh=mode.mesh)
+        self.model = fully_shard(parts.model, mesh=mode.mesh)
         self.scale = mode.scale
-        self.topology = topology
-        self.precision = precision
-        self.objective = objective
-        self.accumulate_steps = accumulate_steps
+        self.parts = parts
+        self.topology = parts.topology
 
     def gradients(self, step: int, batches: list[Batch], backward: Backward) -> StepResult:
         """As DDP's step; the gradients are reduce-scattered after the last batch only, then
@@ -117,16 +98,9 @@ class FullyShardedStep(ReplicaTotals):
             self.model.set_requires_gradient_sync(last)  # type: ignore[operator]
             yield
 
+        slot_of = self.parts.slot_of(self.topology.rank)
         result = weighted_batches(
-            step,
-            batches,
-            backward,
-            forward=self.model,
-            objective=self.objective,
-            precision=self.precision,
-            device_type=self.topology.device.type,
-            slot_of=lambda micro: self.topology.rank * self.accumulate_steps + micro,
-            around=reduces_after,
+            step, batches, backward, self.parts, self.model, slot_of, reduces_after
         )
         if self.scale != 1.0:
             with torch.no_grad():

@@ -43,15 +43,13 @@ from torch import nn
 
 from seeding import SeedPlan
 from seeding.regions import reseed_sharded_stream
-from training.determinism import Precision
-from training.objective import Objective
 from training.parallel.batchnorm_replay import BatchNormReplay
 from training.parallel.data_parallel import restore_own_rng
 from training.parallel.exchange import Exchange, NoExchange, ReduceScatterExchange
 from training.parallel.layout import StateLayout
 from training.parallel.micro_batches import MicroBatchLayout, pin_threads
 from training.parallel.optimizer_partition import OptimizerPartition
-from training.parallel.protocol import Backward, Batch, StepResult
+from training.parallel.protocol import Backward, Batch, StepParts, StepResult
 from training.parallel.reduction_tree import tree_sum
 from training.topology import Topology, all_gather_objects
 
@@ -94,28 +92,22 @@ class InvariantMode:
     def prepare(self, device: torch.device) -> None:
         pin_threads(device)
 
-    def training_step(
-        self,
-        model: nn.Module,
-        topology: Topology,
-        precision: Precision,
-        objective: Objective,
-        accumulate_steps: int,
-    ) -> InvariantStep:
-        return InvariantStep(model, self, topology, objective)
+    def training_step(self, parts: StepParts) -> InvariantStep:
+        return InvariantStep(self, parts)
 
 
 class InvariantStep:
     """One optimizer step over the global batch, identical for every world size it serves."""
 
-    def __init__(
-        self, model: nn.Module, mode: InvariantMode, topology: Topology, objective: Objective
-    ) -> None:
+    def __init__(self, mode: InvariantMode, parts: StepParts) -> None:
+        """`parts.precision` and `parts.accumulate_steps` are the mode's to refuse (no AMP) or
+        fold into the micro-batches (a step is A global batches)."""
+        model = parts.model
         self.model = model
-        self.objective = objective
+        self.objective = parts.objective
         self.layout = mode.layout
         self.micro_batch_seed = mode.micro_batch_seed
-        self.topology = topology
+        self.topology = parts.topology
         self.groups = parameter_groups(model)
         self.batchnorm = BatchNormReplay(model)
         layout = mode.layout

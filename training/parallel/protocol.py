@@ -4,6 +4,7 @@ the step it builds (`TrainingStep`), and the batch and result types between them
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -56,6 +57,22 @@ class TrainingStep(Protocol):
 Backward = Callable[[torch.Tensor], None]
 
 
+@dataclass(frozen=True)
+class StepParts:
+    """What a mode builds its training step from: the trainer's model and step settings."""
+
+    model: nn.Module
+    topology: Topology
+    precision: Precision
+    objective: Objective
+    accumulate_steps: int = 1
+
+    def slot_of(self, replica: int) -> Callable[[int], int]:
+        """The MixUp/CutMix slot of batch `micro` of `replica`'s step: each accumulated batch
+        of each replica has its own."""
+        return lambda micro: replica * self.accumulate_steps + micro
+
+
 class ParallelMode(Protocol):
     """What depends on the mode outside the step itself (chosen once, in train.py)."""
 
@@ -90,11 +107,4 @@ class ParallelMode(Protocol):
         the optimizer updates every parameter it was given."""
         ...
 
-    def training_step(
-        self,
-        model: nn.Module,
-        topology: Topology,
-        precision: Precision,
-        objective: Objective,
-        accumulate_steps: int,
-    ) -> TrainingStep: ...
+    def training_step(self, parts: StepParts) -> TrainingStep: ...

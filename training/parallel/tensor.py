@@ -33,8 +33,6 @@ from torch import nn
 from foundation.errors import UserError
 from seeding import SeedPlan, enter_sharded_stream
 from seeding.state import restore_rng_state
-from training.determinism import Precision
-from training.objective import Objective
 from training.parallel.config import check_layout, mesh_coordinates
 from training.parallel.data_parallel import (
     DataParallelMode,
@@ -43,7 +41,7 @@ from training.parallel.data_parallel import (
     weighted_batches,
 )
 from training.parallel.layout import StateLayout
-from training.parallel.protocol import Backward, Batch, StepResult
+from training.parallel.protocol import Backward, Batch, StepParts, StepResult
 from training.topology import Topology, local_tensor
 
 
@@ -75,15 +73,8 @@ class TensorParallelMode(DataParallelMode):
     def data_replicas(self, topology: Topology) -> tuple[int, int]:
         return self.replicas, self.dp_rank
 
-    def training_step(  # type: ignore[override]
-        self,
-        model: nn.Module,
-        topology: Topology,
-        precision: Precision,
-        objective: Objective,
-        accumulate_steps: int,
-    ) -> TensorParallelStep:
-        return TensorParallelStep(self, model, topology, precision, objective, accumulate_steps)
+    def training_step(self, parts: StepParts) -> TensorParallelStep:  # type: ignore[override]
+        return TensorParallelStep(self, parts)
 
 
 def split_model(model: nn.Module, mode: TensorParallelMode) -> None:
@@ -99,38 +90,20 @@ def split_model(model: nn.Module, mode: TensorParallelMode) -> None:
 
 
 class TensorParallelStep:
-    def __init__(
-        self,
-        mode: TensorParallelMode,
-        model: nn.Module,
-        topology: Topology,
-        precision: Precision,
-        objective: Objective,
-        accumulate_steps: int,
-    ) -> None:
-        split_model(model, mode)
+    def __init__(self, mode: TensorParallelMode, parts: StepParts) -> None:
+        split_model(parts.model, mode)
         self.mode = mode
-        self.model = model
-        self.topology = topology
-        self.precision = precision
-        self.objective = objective
-        self.accumulate_steps = accumulate_steps
+        self.model = parts.model
+        self.parts = parts
+        self.topology = parts.topology
         self.dp_group = mode.mesh["dp"].get_group()
 
     def gradients(self, step: int, batches: list[Batch], backward: Backward) -> StepResult:
         """As DDP's step (the tp collectives run inside the passes), then the gradients
         averaged over the dp axis. The MixUp/CutMix slot is the replica's: every tp rank of it
         mixes alike."""
-        result = weighted_batches(
-            step,
-            batches,
-            backward,
-            forward=self.model,
-            objective=self.objective,
-            precision=self.precision,
-            device_type=self.topology.device.type,
-            slot_of=lambda micro: self.mode.dp_rank * self.accumulate_steps + micro,
-        )
+        slot_of = self.parts.slot_of(self.mode.dp_rank)
+        result = weighted_batches(step, batches, backward, self.parts, self.model, slot_of)
         self._average_over_replicas()
         return result
 
