@@ -60,11 +60,13 @@ class Console:
         final_metrics: dict[str, float],
         wall_time_s: float,
         verdict: str,
+        compile_s: float | None = None,
     ) -> None:
+        compiling = "" if compile_s is None else f" (compiling {compile_s:.1f}s)"
         self.say(
             f"done: val_acc {final_metrics['val_acc']:.4f}  "
             f"val_loss {final_metrics['val_loss']:.4f}  {_ema(final_metrics)}step {position.step}  "
-            f"{wall_time_s:.1f}s\n"
+            f"{wall_time_s:.1f}s{compiling}\n"
             f"determinism: {verdict}\noutputs: {run_dir}"
         )
 

@@ -100,14 +100,16 @@ class RunManifest:
         weights_sha256: str,
         ema_weights_sha256: str | None,
         determinism: dict[str, Any],
-        time_to_first_step_s: float | None,
+        timings: dict[str, float | None],
     ) -> None:
+        """`timings`: time_to_first_step_s, and compile_s (seconds spent compiling, None for an
+        eager run), apart from the steps'."""
         self.content.update(
             status="completed",
             error=None,
             end_time=now_iso(),
             wall_time_s=round(seconds_since_process_start(), 3),
-            time_to_first_step_s=time_to_first_step_s,
+            **timings,
             final_step=position.step,
             final_epoch=position.epoch,
             final_batch_in_epoch=position.batch_in_epoch,

@@ -33,6 +33,7 @@ from runtime.rundir import RunDirectory
 from runtime.writes import WriteFailures
 from seeding import SeedPlan
 from seeding.hashseed import hash_seed_warning
+from training.compile import compile_seconds
 from training.determinism import DeterminismConfig, Precision, determinism_report
 from training.events import Position
 from training.topology import all_gather_objects
@@ -101,6 +102,7 @@ class RunRecorder:
         self.determinism_notes = list(planned.determinism_notes)
         self.writes = writes
         self.first_step_at: float | None = None  # seconds since process start
+        self.compiles = bool(identity.resolved.get("trainer", {}).get("compile", {}).get("enabled"))
         self.seeds = identity.seeds
         topology = {
             "world_size": group.world_size,
@@ -176,6 +178,8 @@ class RunRecorder:
     def step_finished(self, position: Position, batches_per_epoch: int, samples: int) -> None:
         if self.first_step_at is None:
             self.first_step_at = round(seconds_since_process_start(), 3)
+            if self.compiles:
+                self.console.say(f"compiled the training step in {compile_seconds():.1f}s")
         self.console.step(position, batches_per_epoch, samples)
 
     def step_logged(self, position: Position, values: dict[str, float]) -> None:
@@ -221,15 +225,28 @@ class RunRecorder:
             state_dict_sha256(weights),
             None if ema_weights is None else state_dict_sha256(ema_weights),
             report,
-            self.first_step_at,
+            {"time_to_first_step_s": self.first_step_at, "compile_s": self.compile_s},
         )
+        if self.compile_s is not None:
+            self.logger.log_timing("compile_s", self.compile_s, position.step)
         hyperparameters = {**self.identity.hyperparameters, "world_size": self.group.world_size}
         self.logger.log_hparams(hyperparameters, final_metrics)
         wall_time_s = self.manifest.content["wall_time_s"]
         self.console.finished(
-            self.run_dir.path, position, final_metrics, wall_time_s, report["verdict"]
+            self.run_dir.path,
+            position,
+            final_metrics,
+            wall_time_s,
+            report["verdict"],
+            self.compile_s,
         )
         self.logger.close()
+
+    @property
+    def compile_s(self) -> float | None:
+        """Seconds this process spent compiling (recompiles for a new batch shape included), or
+        None for an eager run."""
+        return round(compile_seconds(), 3) if self.compiles else None
 
     def _gathered(self, op_counts: dict[str, int]) -> dict[str, int]:
         total: Counter[str] = Counter()

@@ -34,6 +34,7 @@ from torch import nn
 from foundation.errors import UserError
 from foundation.section import RUNTIME, STOPPING, Section
 from seeding import capture_rng_state
+from training.compile import CompileConfig
 from training.determinism import Precision
 from training.ema import EmaConfig, WeightAverage
 from training.events import (
@@ -93,6 +94,9 @@ class TrainerConfig(Section):
         "optimizer steps; an epoch's last batches that fill no whole step are skipped",
     )
     ema: EmaConfig = Field(EmaConfig(), description="an EMA of the weights (training/ema.py)")
+    compile: CompileConfig = Field(
+        CompileConfig(), description="torch.compile of the training passes (training/compile.py)"
+    )
     micro_batch_size: int | None = Field(
         None, ge=1, description="samples per forward/backward in the world-size-invariant mode"
     )
@@ -201,7 +205,12 @@ class Trainer:
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.step = mode.training_step(
             StepParts(
-                self.model, topology, precision, objective or Objective(), config.accumulate_steps
+                self.model,
+                topology,
+                precision,
+                objective or Objective(),
+                config.accumulate_steps,
+                config.compile,
             )
         )
         self.replicas = mode.data_replicas(topology)[0]

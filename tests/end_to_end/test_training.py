@@ -202,6 +202,9 @@ def test_ranks_share_init_and_differ_in_dropout_and_worker_streams(tmp_path: Pat
     rank0, rank1 = json.loads(report.read_text())
     assert rank0["init_sha"] == rank1["init_sha"]
     assert rank0["mask"] != rank1["mask"]
+    # Compiled dropout (Inductor's Philox masks, seeded from the same stream): per rank, per call.
+    assert rank0["compiled_masks"][0] != rank1["compiled_masks"][0]
+    assert rank0["compiled_masks"][0] != rank0["compiled_masks"][1]
     assert rank0["workers"] != rank1["workers"]
     assert rank0["workers"][0] != rank0["workers"][1]  # two workers of one rank differ too
 

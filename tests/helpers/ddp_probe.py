@@ -1,8 +1,9 @@
 """Run under torchrun: what each rank gets from the seed plan, gathered to rank 0 as JSON.
 
 Model weights right after `enter_init_stream` (must match on all ranks, before DDP's broadcast
-could hide a difference), a dropout mask after `enter_dropout_stream` (must differ), and global
-RNG draws inside DataLoader workers (must differ across ranks).
+could hide a difference), a dropout mask after `enter_dropout_stream` (must differ), two masks of
+a dropout compiled the way the training step compiles (`StepParts.compiled`: must differ across
+ranks and calls), and global RNG draws inside DataLoader workers (must differ across ranks).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import json
 import os
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import seeding
@@ -23,6 +26,7 @@ from models import build_model
 from models.smallcnn import SmallCNNConfig
 from runtime.process_group import leave_process_group
 from runtime.provenance import state_dict_sha256
+from training.compile import CompileConfig, compiled
 
 
 class GlobalDraws(Dataset):
@@ -51,6 +55,9 @@ def main() -> None:
     model = build_model(SmallCNNConfig(width=8), 10, 32)
     seeding.enter_dropout_stream(plan)
     mask = F.dropout(torch.ones(64), p=0.5).tolist()
+    settings = CompileConfig(enabled=True, cache_dir=str(Path(sys.argv[1]).parent / "inductor"))
+    dropout = compiled(nn.Dropout(0.5), settings, torch.device("cpu"))
+    compiled_masks = [dropout(torch.ones(64)).tolist() for _ in range(2)]
     seeder = seeding.WorkerSeeder(plan)
     dataset = GlobalDraws(seeder)
     sampler = seeding.SeededDistributedSampler(dataset, plan, num_replicas=1, rank=0, shuffle=False)
@@ -68,6 +75,7 @@ def main() -> None:
         "rank": rank,
         "init_sha": state_dict_sha256(model.state_dict()),
         "mask": mask,
+        "compiled_masks": compiled_masks,
         "workers": worker_draws,
     }
     everyone = [None] * world

@@ -110,11 +110,11 @@ class DataParallelStep(ReplicaTotals):
         topology, model = parts.topology, parts.model
         self.parts = parts
         self.topology = topology
-        self.forward: nn.Module = model
+        self.forward: nn.Module = parts.compiled(model)
         self.ddp: DistributedDataParallel | None = None
-        if topology.distributed:
+        if topology.distributed:  # around the compiled module: eager DDP's buckets and order
             device_ids = [topology.device.index] if topology.device.type == "cuda" else None
-            self.forward = self.ddp = DistributedDataParallel(model, device_ids=device_ids)
+            self.forward = self.ddp = DistributedDataParallel(self.forward, device_ids=device_ids)
 
     def gradients(self, step: int, batches: list[Batch], backward: Backward) -> StepResult:
         """DDP reduces after the last batch (`no_sync` on the others)."""

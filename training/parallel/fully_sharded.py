@@ -85,6 +85,7 @@ class FullyShardedStep(ReplicaTotals):
         from torch.distributed.fsdp import fully_shard
 
         self.model = fully_shard(parts.model, mesh=mode.mesh)
+        self.forward = parts.compiled(self.model)  # fully_shard, then compile
         self.scale = mode.scale
         self.parts = parts
         self.topology = parts.topology
@@ -100,7 +101,7 @@ class FullyShardedStep(ReplicaTotals):
 
         slot_of = self.parts.slot_of(self.topology.rank)
         result = weighted_batches(
-            step, batches, backward, self.parts, self.model, slot_of, reduces_after
+            step, batches, backward, self.parts, self.forward, slot_of, reduces_after
         )
         if self.scale != 1.0:
             with torch.no_grad():

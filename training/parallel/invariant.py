@@ -104,6 +104,7 @@ class InvariantStep:
         fold into the micro-batches (a step is A global batches)."""
         model = parts.model
         self.model = model
+        self.forward = parts.compiled(model)
         self.objective = parts.objective
         self.layout = mode.layout
         self.micro_batch_seed = mode.micro_batch_seed
@@ -169,7 +170,7 @@ class InvariantStep:
                     parameter.grad = None
             inputs, targets = self.objective.inputs(step, slot, images[local], labels[local])
             with torch.enable_grad():
-                logits = self.model(inputs)
+                logits = self.forward(inputs)
                 loss = self.objective.loss(logits, targets)
                 loss.backward()
             captured.append(self.batchnorm.capture())

@@ -4,13 +4,14 @@ the step it builds (`TrainingStep`), and the batch and result types between them
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
 
 from seeding import SeedPlan
+from training.compile import CompileConfig, compiled
 from training.determinism import Precision
 from training.objective import Objective
 from training.parallel.layout import StateLayout
@@ -66,11 +67,18 @@ class StepParts:
     precision: Precision
     objective: Objective
     accumulate_steps: int = 1
+    # The mode compiles its passes after wrapping or splitting the model.
+    compile: CompileConfig = field(default_factory=CompileConfig)
 
     def slot_of(self, replica: int) -> Callable[[int], int]:
         """The MixUp/CutMix slot of batch `micro` of `replica`'s step: each accumulated batch
         of each replica has its own."""
         return lambda micro: replica * self.accumulate_steps + micro
+
+    def compiled(self, module: nn.Module) -> nn.Module:
+        """`module` as the step runs its passes through it: compiled when `trainer.compile`
+        asks (training/compile.py), else itself."""
+        return compiled(module, self.compile, self.topology.device)
 
 
 class ParallelMode(Protocol):

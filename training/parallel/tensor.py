@@ -94,6 +94,7 @@ class TensorParallelStep:
         split_model(parts.model, mode)
         self.mode = mode
         self.model = parts.model
+        self.forward = parts.compiled(parts.model)  # split, then compile
         self.parts = parts
         self.topology = parts.topology
         self.dp_group = mode.mesh["dp"].get_group()
@@ -103,7 +104,7 @@ class TensorParallelStep:
         averaged over the dp axis. The MixUp/CutMix slot is the replica's: every tp rank of it
         mixes alike."""
         slot_of = self.parts.slot_of(self.mode.dp_rank)
-        result = weighted_batches(step, batches, backward, self.parts, self.model, slot_of)
+        result = weighted_batches(step, batches, backward, self.parts, self.forward, slot_of)
         self._average_over_replicas()
         return result
 

@@ -1,0 +1,107 @@
+"""Compiled training: `trainer.compile`, torch.compile (Dynamo + Inductor) of the training forward.
+
+What is compiled: the module each parallel mode runs its training passes through, after the
+mode has wrapped or split it (FSDP2's `fully_shard`, tensor parallelism's `parallelize_module`,
+then compile, the order torch documents; DDP wraps the compiled module, so its gradient buckets
+and their order are eager DDP's). AOTAutograd compiles the backward with it. Evaluation runs
+eager: it is a small share of a run's time, and one graph fewer to compile. The loss and the
+optimizer step stay eager (small next to the model; the optimizer's kernels are foreach-fused).
+
+Why `dynamic=False`: with automatic dynamic shapes, the graph recompiled for an epoch's short
+last batch is symbolically sized and then serves the full batches of the next epoch too, so which
+kernels compute a batch would depend on what the process compiled before, and a run resumed at
+an epoch boundary (it starts with a full batch) would not retrace the uninterrupted run's path.
+On this CPU both graphs gave the same bits (tests/end_to_end/test_compile.py resumes there),
+but nothing in torch promises it; with static shapes each batch shape has its own graph,
+whatever came before.
+
+Randomness: Inductor's compiled dropout does not draw eager's masks; each call of a compiled
+graph draws one seed from torch's default generator (the plan's `dropout` stream, or the
+micro-batch's stream in the world-size-invariant mode) and derives its Philox masks from it. So
+the plan still governs it: the same plan draws the same masks, another rank or micro-batch other
+ones, and a resume that restores the generator continues them. docs/determinism.md has the
+contract.
+
+The cache: Inductor keeps compiled graphs in a cache keyed by the graph, the inputs' shapes and
+the library versions; a hit gives the same code, so the same bits. One cache per user
+(`~/.cache/reproducible-ddp-template/inductor`, `trainer.compile.cache_dir` to share one between
+the nodes of a cluster) lets the second seed of a benchmark compile from it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from foundation.section import RUNTIME, Section
+
+CACHE_ENVIRONMENT = "TORCHINDUCTOR_CACHE_DIR"
+
+
+class CompileConfig(Section):
+    """`trainer.compile`: torch.compile of the training passes (this module's docstring)."""
+
+    enabled: bool = Field(False, description="compile the training forward and backward")
+    mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
+        "default",
+        description="torch.compile's mode: reduce-overhead adds CUDA graphs (GPU only); "
+        "max-autotune-no-cudagraphs benchmarks kernel choices",
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Inductor's cache; null: $TORCHINDUCTOR_CACHE_DIR, else "
+        "~/.cache/reproducible-ddp-template/inductor (one per user)",
+        json_schema_extra=RUNTIME,
+    )
+
+
+def compiled(module: nn.Module, settings: CompileConfig, device: torch.device) -> nn.Module:
+    """`module` compiled as `settings` ask (it shares its parameters and buffers), or itself."""
+    if not settings.enabled:
+        return module
+    use_cache(settings)
+    if device.type == "cpu":
+        cpu_kernels()
+    return torch.compile(module, mode=settings.mode, dynamic=False)  # type: ignore[return-value]
+
+
+def cpu_kernels() -> None:
+    """Inductor's C++ kernels as this template runs them.
+
+    The thread count is written into the generated code (a parallel reduction splits its sum
+    over that many threads, so it changes the result, as it does eager): it is set explicitly,
+    so a graph cached under another count is never reused. Vectorization is off: in torch 2.7
+    a parallel reduction inside a vectorized loop generates C++ that does not compile
+    (`conflicting declaration 'float tmp_acc0_arr'`, pytorch#151290, fixed in 2.8) as soon as
+    more than one thread runs; measured on the default job's CNN, the unvectorized kernels are
+    as fast as eager (the convolutions are oneDNN's either way)."""
+    import torch._inductor.config as inductor
+
+    inductor.cpp.threads = torch.get_num_threads()
+    inductor.cpp.vec_isa_ok = False
+
+
+def use_cache(settings: CompileConfig) -> Path:
+    """Point Inductor at the cache (before its first compile; it reads the variable then)."""
+    chosen = settings.cache_dir or os.environ.get(CACHE_ENVIRONMENT)
+    folder = Path(chosen) if chosen else default_cache()
+    os.environ[CACHE_ENVIRONMENT] = str(folder)
+    return folder
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "reproducible-ddp-template" / "inductor"
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling so far (Dynamo's tracing and Inductor's code
+    generation, cache hits included), as torch measures them."""
+    from torch._dynamo.utils import compilation_time_metrics
+
+    return float(sum(compilation_time_metrics.get("_compile.compile_inner", [])))
