@@ -38,6 +38,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from foundation.errors import UserError
 from foundation.section import RUNTIME, Section
 
 CACHE_ENVIRONMENT = "TORCHINDUCTOR_CACHE_DIR"
@@ -64,10 +65,26 @@ def compiled(module: nn.Module, settings: CompileConfig, device: torch.device) -
     """`module` compiled as `settings` ask (it shares its parameters and buffers), or itself."""
     if not settings.enabled:
         return module
+    check_mode(settings.mode, device)
     use_cache(settings)
     if device.type == "cpu":
         cpu_kernels()
     return torch.compile(module, mode=settings.mode, dynamic=False)  # type: ignore[return-value]
+
+
+def check_mode(mode: str, device: torch.device) -> None:
+    """Refuse, in one line, a compile mode that cannot keep the run's guarantees."""
+    if mode == "reduce-overhead" and device.type != "cuda":
+        raise UserError(
+            "trainer.compile.mode=reduce-overhead replays CUDA graphs: a GPU run only; "
+            "use trainer.compile.mode=default"
+        )
+    if mode == "max-autotune-no-cudagraphs" and torch.are_deterministic_algorithms_enabled():
+        raise UserError(
+            "trainer.compile.mode=max-autotune-no-cudagraphs picks kernels by timing them, so "
+            "two runs may compute with different kernels: not with the deterministic algorithms "
+            "of the debug and eval profiles; use --profile production, or mode=default"
+        )
 
 
 def cpu_kernels() -> None:

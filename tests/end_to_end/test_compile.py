@@ -177,3 +177,19 @@ def test_compiled_sharded_dropout_follows_each_tensor_parallel_rank_s_stream(
     (first, sharded_0, last), (first_1, sharded_1, last_1) = masks
     assert (first, last) == (first_1, last_1)
     assert sharded_0 != sharded_1
+
+
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [("reduce-overhead", "a GPU run only"), ("max-autotune-no-cudagraphs", "picks kernels by")],
+)
+def test_a_compile_mode_that_cannot_keep_the_guarantees_is_refused_in_one_line(
+    mode: str, why: str, tmp_path: Path
+) -> None:
+    refused = run_train(
+        tmp_path, "trainer.compile.enabled=true", f"trainer.compile.mode={mode}", check=False
+    )
+    assert refused.returncode == 2
+    assert refused.process.stderr.strip().splitlines() == [refused.process.stderr.strip()]
+    assert f"trainer.compile.mode={mode}" in refused.process.stderr and why in refused.output
+    assert not any(path.is_file() for path in tmp_path.rglob("*"))
