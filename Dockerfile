@@ -1,5 +1,5 @@
 # The training image: the official PyTorch-CUDA 2.7 image plus exactly the packages of the lock.
-# Pick another CUDA (cuda11.8 / cuda12.8) or -devel (needed for torch.compile) with
+# Pick another CUDA (cuda11.8 / cuda12.8) or the -devel image with
 #   make docker-build BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.8-cudnn9-devel
 # Without a registry, `make docker-base-standin` builds a CPU stand-in base to pass instead.
 ARG BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
@@ -20,6 +20,14 @@ ENV PYTHONHASHSEED=0 \
     HOME=/home/trainer
 
 WORKDIR /workspace
+
+# torch.compile (trainer.compile) needs a C++ compiler: Inductor builds its CPU kernels with it,
+# Triton its GPU launcher. The -runtime image has none; -devel images and the stand-in base do,
+# and then nothing is installed (an air-gapped build needs one of those).
+# hadolint ignore=DL3008
+RUN if ! command -v g++ >/dev/null; then \
+        apt-get update && apt-get install -y --no-install-recommends g++ \
+        && rm -rf /var/lib/apt/lists/*; fi
 
 # Requirements before code: editing the code does not reinstall packages. wheelhouse/ holds the
 # lock's wheels when `make wheelhouse` fetched them on the host (behind a proxy, air-gapped

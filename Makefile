@@ -193,8 +193,9 @@ lint: $(STAMP) ## ruff, import-linter (the layer contracts) and hadolint
 # ----------------------------------------------------------------------------- container
 IMAGE       ?= reproducible-ddp-template:latest
 BASE_IMAGE  ?= pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
-# The stand-in base is named after the lock it was built from: a new lock, a new stand-in.
-STANDIN_IMAGE ?= reproducible-ddp-template-base:standin-$(shell sha256sum requirements.lock | cut -c1-12)
+# The stand-in base is named after the lock and the script it was built from: a new lock or
+# script, a new stand-in.
+STANDIN_IMAGE ?= reproducible-ddp-template-base:standin-$(shell cat requirements.lock scripts/docker/standin_base.sh | sha256sum | cut -c1-12)
 HOST_RUNS   ?= $(abspath $(or $(OUTPUT_DIR),runs))
 HOST_DATA   ?= $(abspath datasets)
 # auto: GPUs when the NVIDIA container runtime and a GPU are there; none; all; '"device=0,1"'.
@@ -207,8 +208,11 @@ CONTAINER_GID ?= $(if $(filter 0,$(shell id -u)),1000,$(shell id -g))
 # --ipc=host: DataLoader workers share batches through /dev/shm, which is 64 MB by default.
 # --user: files written to the mounted run and dataset folders belong to the calling user (a
 # root caller gets them back after the run). OMP_NUM_THREADS passes through when you set it.
+# Inductor's cache (trainer.compile) lives in the mounted runs folder, so the next container's
+# compile of the same graphs reads it instead of starting over.
 DOCKER_RUN = docker run --rm $(shell $(DOCKER_CHECK) gpus '$(GPUS)') --ipc=host \
 	--user $(CONTAINER_UID):$(CONTAINER_GID) $(if $(OMP_NUM_THREADS),-e OMP_NUM_THREADS=$(OMP_NUM_THREADS)) \
+	-e TORCHINDUCTOR_CACHE_DIR=/workspace/runs/.inductor-cache \
 	-v $(HOST_RUNS):/workspace/runs -v $(HOST_DATA):/workspace/datasets
 # The same launcher as `make train` (a plain interpreter for one process), so the same job
 # computes the same bits in the container and on the host.

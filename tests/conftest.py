@@ -4,6 +4,7 @@ reading its outputs)."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,13 @@ import pytest
 from seeding import regions
 from tests.helpers.runs import (
     REPO_ROOT,
+    SHORT_LAST_BATCH,
     ReferenceRuns,
+    RunResult,
     benchmark_command,
     built_once,
     run_command,
+    run_train,
     shared_directory,
 )
 
@@ -55,3 +59,24 @@ def no_sharded_stream_left_by_another_test(monkeypatch: pytest.MonkeyPatch) -> N
     an earlier test in the same worker entered would make `torch.manual_seed` alone no longer
     fix a model's dropout (vit_tiny's sharded sites draw from it)."""
     monkeypatch.setattr(regions, "_stream", None)
+
+
+@pytest.fixture(scope="session")
+def compiling(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
+    """The overrides of a compiled run, with the session's Inductor cache."""
+    cache = shared_directory(tmp_path_factory, "inductor-cache")
+    return ("trainer.compile.enabled=true", f"trainer.compile.cache_dir={cache}")
+
+
+@pytest.fixture(scope="session")
+def compiled_run(tmp_path_factory: pytest.TempPathFactory, compiling: tuple[str, ...]) -> RunResult:
+    """The tiny job compiled, uninterrupted: what test_compile.py and the container's compiled
+    run are held to."""
+
+    def train(folder: Path) -> None:
+        run = run_train(folder / "run", *SHORT_LAST_BATCH, *compiling)
+        (folder / "stdout.txt").write_text(run.process.stdout)
+
+    folder = built_once(shared_directory(tmp_path_factory, "compiled-reference"), train)
+    process = subprocess.CompletedProcess([], 0, (folder / "stdout.txt").read_text(), "")
+    return RunResult(process, folder / "run")

@@ -7,9 +7,11 @@
 #
 # Debian bookworm from Debian's packages (debootstrap), Python 3.11 in a venv at /opt/conda (the
 # official image's interpreter path), torch, torchvision and what they require at the lock's pins
-# (downloaded with the host's pip configuration), `docker import`-ed as TAG. Nothing is built if
-# TAG exists already; the Makefile puts the lock's hash into TAG, so it is rebuilt only when the
-# lock changes. Needs root (debootstrap, chroot, mount) and about 15 GB of free disk while it runs.
+# (downloaded with the host's pip configuration), g++ (torch.compile's Inductor builds its CPU
+# kernels with it; the official -runtime image has none, the Dockerfile adds it there),
+# `docker import`-ed as TAG. Nothing is built if
+# TAG exists already; the Makefile puts the hash of the lock and of this script into TAG, so
+# it is rebuilt only when either changes. Needs root (debootstrap, chroot, mount) and about 15 GB of free disk while it runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tag="${1:?usage: scripts/docker/standin_base.sh TAG}"
@@ -42,7 +44,7 @@ debootstrap --variant=minbase --include=python3.11,ca-certificates bookworm "$ro
     >"$work/debootstrap.log" 2>&1 || keep_log debootstrap
 cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
 chroot "$rootfs" sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
-    --no-install-recommends python3.11-venv make git procps && apt-get clean' \
+    --no-install-recommends python3.11-venv make git procps g++ && apt-get clean' \
     >"$work/apt.log" 2>&1 || keep_log apt
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs/etc/resolv.conf"
 echo "[3/4] a venv at /opt/conda with the wheels, installed offline"

@@ -32,42 +32,18 @@ from seeding.regions import enter_sharded_stream, sharded_randomness
 from tests.end_to_end.test_world_size_invariance import INVARIANT
 from tests.helpers.runs import (
     REPO_ROOT,
+    SHORT_LAST_BATCH,
     TINY,
     RunResult,
     assert_same_weights,
-    built_once,
     launch_env,
     run_train,
-    shared_directory,
     weights_differ,
 )
 from training.compile import CompileConfig, compiled
 
 pytestmark = pytest.mark.slow
 CPU = torch.device("cpu")
-# 392 samples in batches of 32: every epoch ends with a batch of 8, a second graph shape. A graph
-# re-used with dynamic shapes after it would make an epoch-boundary resume compute otherwise.
-SHORT_LAST_BATCH = ("data.synthetic.train_size=392", "checkpoint.every_steps=13")
-
-
-@pytest.fixture(scope="module")
-def compiling(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
-    """The overrides of a compiled run, with the session's Inductor cache."""
-    cache = shared_directory(tmp_path_factory, "inductor-cache")
-    return ("trainer.compile.enabled=true", f"trainer.compile.cache_dir={cache}")
-
-
-@pytest.fixture(scope="module")
-def compiled_run(tmp_path_factory: pytest.TempPathFactory, compiling: tuple[str, ...]) -> RunResult:
-    """The tiny job compiled, uninterrupted: the reference of this file's tests."""
-
-    def train(folder: Path) -> None:
-        run = run_train(folder / "run", *SHORT_LAST_BATCH, *compiling)
-        (folder / "stdout.txt").write_text(run.process.stdout)
-
-    folder = built_once(shared_directory(tmp_path_factory, "compiled-reference"), train)
-    process = subprocess.CompletedProcess([], 0, (folder / "stdout.txt").read_text(), "")
-    return RunResult(process, folder / "run")
 
 
 def test_compiled_training_repeats_bitwise_and_is_not_eager_s(

@@ -36,6 +36,9 @@ TINY_RUN = ("data.batch_size=32", "trainer.epochs=2", "trainer.log_every_steps=1
 TINY_DATA = ("data.synthetic.train_size=384", "data.synthetic.val_size=128")
 TINY_MODEL = ("model.width=8",)
 TINY = (*TINY_DATA, *TINY_RUN, *TINY_MODEL)
+# The tiny job with 392 samples: every epoch ends with a batch of 8, a second graph shape for a
+# compiled run (training/compile.py: why static shapes), and a checkpoint at each epoch's end.
+SHORT_LAST_BATCH = ("data.synthetic.train_size=392", "checkpoint.every_steps=13")
 
 
 def launch_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -100,6 +100,7 @@ def test_make_docker_train_shows_the_exact_command() -> None:
     runs, data = REPO_ROOT / "runs", REPO_ROOT / "datasets"
     assert re.search(
         rf"docker run --rm --gpus 'all' --ipc=host --user \d+:\d+ (-e OMP_NUM_THREADS=\d+ )?"
+        r"-e TORCHINDUCTOR_CACHE_DIR=/workspace/runs/.inductor-cache "
         rf"-v {runs}:/workspace/runs -v {data}:/workspace/datasets "
         r"reproducible-ddp-template:latest python tools/torchrun_agent.py --standalone "
         r"--nproc_per_node=8 --max-restarts=0 train.py "

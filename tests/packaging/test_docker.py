@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from runtime.rundir import find_one_run
-from tests.helpers.runs import REPO_ROOT, TINY, ReferenceRuns, copy_of_repository
+from tests.helpers.runs import (
+    REPO_ROOT,
+    SHORT_LAST_BATCH,
+    TINY,
+    ReferenceRuns,
+    RunResult,
+    copy_of_repository,
+)
 
 IMAGE = "reproducible-ddp-template:test"
 
@@ -146,6 +153,30 @@ def test_docker_train_reproduces_the_host_bit_for_bit(
     assert manifest["git"]["commit"] == head.stdout.strip()  # baked into the image
     for path in [run.path, *run.path.rglob("*")]:
         assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid()), path
+
+
+def test_a_compiled_job_in_the_container_reproduces_the_host_s_bit_for_bit(
+    image: str, compiled_run: RunResult, tmp_path: Path
+) -> None:
+    """torch.compile in the image: Inductor builds its kernels with the image's g++ (the
+    stand-in's is the host's Debian g++ 12), into the cache in the mounted runs folder."""
+    overrides = [*TINY, *SHORT_LAST_BATCH, "trainer.compile.enabled=true"]
+    done = succeeded(
+        make(
+            "docker-train",
+            f"IMAGE={image}",
+            "SEED=42",
+            "PROFILE=debug",
+            "GPUS=none",
+            f"OUTPUT_DIR={tmp_path}",
+            f"ARGS={' '.join(overrides)}",
+        )
+    )
+    assert "compiled the training step in" in done.stdout
+    manifest = find_one_run(tmp_path).read_manifest()
+    assert manifest is not None and manifest["compile_s"] > 0
+    assert manifest["final_weights_sha256"] == compiled_run.manifest()["final_weights_sha256"]
+    assert any((tmp_path / ".inductor-cache").rglob("*.py"))  # kept for the next container
 
 
 def test_the_fast_tests_pass_inside_the_image(image: str, tmp_path: Path) -> None:
