@@ -126,6 +126,8 @@ def run_identity(
         data_subset=data.subset,
         init_from=initial_weights(config.init_from),
         resume_notes=resume_notes,
+        compiles=config.trainer.compile.enabled,
+        trace_steps=config.trainer.trace_steps,
     )
 
 

@@ -33,11 +33,12 @@ class MetricsLogger:
         for name, value in values.items():
             self.writer.add_scalar(f"{kind}/{name}", value, step)
 
-    def log_timing(self, name: str, seconds: float, step: int) -> None:
-        """A duration in TensorBoard only (`time/<name>`): metrics.jsonl holds what the run
-        computed, which a resumed or repeated run must reproduce row for row; timings never do."""
+    def log_measure(self, tag: str, value: float, step: int) -> None:
+        """A measurement of the machine (a duration, memory) in TensorBoard only: metrics.jsonl
+        holds what the run computed, which a resumed or repeated run must reproduce row for
+        row; measurements never do."""
         if self.writer is not None:
-            self.writer.add_scalar(f"time/{name}", seconds, step)
+            self.writer.add_scalar(tag, value, step)
 
     def log_hparams(self, hyperparameters: dict[str, Any], final_metrics: dict[str, float]) -> None:
         """Hyperparameters with the final metrics, in the run's own event file (HParams tab)."""

@@ -30,6 +30,7 @@ from runtime.metrics import MetricsLogger
 from runtime.process_group import ProcessGroup
 from runtime.provenance import machine, state_dict_sha256
 from runtime.rundir import RunDirectory
+from runtime.step_trace import StepTrace, peak_memory_mb
 from runtime.writes import WriteFailures
 from seeding import SeedPlan
 from seeding.hashseed import hash_seed_warning
@@ -59,6 +60,8 @@ class RunIdentity:
     data_subset: dict[str, Any] | None = None  # data.subset's draw (data/subset.py)
     init_from: dict[str, Any] | None = None  # the checkpoint a fine-tuning run started from
     resume_notes: tuple[str, ...] = ()  # a resumed run's config against the command and file
+    compiles: bool = False  # trainer.compile.enabled: the compile time is reported apart
+    trace_steps: int = 0  # trainer.trace_steps (runtime/step_trace.py)
 
 
 class Planned(Protocol):
@@ -102,7 +105,13 @@ class RunRecorder:
         self.determinism_notes = list(planned.determinism_notes)
         self.writes = writes
         self.first_step_at: float | None = None  # seconds since process start
-        self.compiles = bool(identity.resolved.get("trainer", {}).get("compile", {}).get("enabled"))
+        self.compiles = identity.compiles
+        self.trace = StepTrace(
+            run_dir.tensorboard_dir,
+            identity.trace_steps if group.is_main else 0,
+            group.device,
+            worker=f"rank{group.rank}",
+        )
         self.seeds = identity.seeds
         topology = {
             "world_size": group.world_size,
@@ -173,6 +182,7 @@ class RunRecorder:
             where += f", resuming after step {position.step} ({at})"
         self.console.started(self.run_dir.path, self.identity, where, report["verdict"])
         self._write_augmentation_preview()
+        self.trace.begin()
 
     # ----------------------------------------------------------------- events (TrainingEvents)
     def step_finished(self, position: Position, batches_per_epoch: int, samples: int) -> None:
@@ -180,11 +190,14 @@ class RunRecorder:
             self.first_step_at = round(seconds_since_process_start(), 3)
             if self.compiles:
                 self.console.say(f"compiled the training step in {compile_seconds():.1f}s")
+        self.trace.step()
         self.console.step(position, batches_per_epoch, samples)
 
     def step_logged(self, position: Position, values: dict[str, float]) -> None:
         with self.writes.guarded(self.run_dir.metrics_file):
             self.logger.log("step", position.step, values, epoch=position.epoch)
+        memory = peak_memory_mb(self.group.device)
+        self.logger.log_measure("memory/peak_mb", memory, position.step)
 
     def epoch_finished(self, position: Position, metrics: dict[str, float]) -> None:
         with self.writes.guarded(self.run_dir.metrics_file):
@@ -197,6 +210,7 @@ class RunRecorder:
     ) -> None:
         """The rank that reports the fault writes the manifest: what happened, and where to
         continue from. Nothing else is written: no checkpoint, no final metrics."""
+        self.trace.end()
         if self.group.rank != fault.reporting_rank or launcher_gone():
             return  # an orphan writes nothing more (runtime/launcher_watch.py)
         try:
@@ -216,6 +230,7 @@ class RunRecorder:
         op_counts: dict[str, int],
     ) -> None:
         """Collective (op counts are gathered); rank 0 writes the manifest and prints the end."""
+        self.trace.end()
         report = self._determinism(self._gathered(op_counts))
         if not self.group.is_main:
             return
@@ -228,7 +243,7 @@ class RunRecorder:
             {"time_to_first_step_s": self.first_step_at, "compile_s": self.compile_s},
         )
         if self.compile_s is not None:
-            self.logger.log_timing("compile_s", self.compile_s, position.step)
+            self.logger.log_measure("time/compile_s", self.compile_s, position.step)
         hyperparameters = {**self.identity.hyperparameters, "world_size": self.group.world_size}
         self.logger.log_hparams(hyperparameters, final_metrics)
         wall_time_s = self.manifest.content["wall_time_s"]

@@ -97,6 +97,13 @@ class TrainerConfig(Section):
     compile: CompileConfig = Field(
         CompileConfig(), description="torch.compile of the training passes (training/compile.py)"
     )
+    trace_steps: int = Field(
+        0,
+        ge=0,
+        description="torch.profiler over this many steps after the first two, a trace in the "
+        "run's tb/ folder (runtime/step_trace.py); 0: none",
+        json_schema_extra=RUNTIME,
+    )
     micro_batch_size: int | None = Field(
         None, ge=1, description="samples per forward/backward in the world-size-invariant mode"
     )

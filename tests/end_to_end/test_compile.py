@@ -169,3 +169,18 @@ def test_a_compile_mode_that_cannot_keep_the_guarantees_is_refused_in_one_line(
     assert refused.process.stderr.strip().splitlines() == [refused.process.stderr.strip()]
     assert f"trainer.compile.mode={mode}" in refused.process.stderr and why in refused.output
     assert not any(path.is_file() for path in tmp_path.rglob("*"))
+
+
+def test_a_traced_run_writes_a_profile_and_computes_what_an_untraced_one_does(
+    compiled_run: RunResult, compiling: tuple[str, ...], tmp_path: Path
+) -> None:
+    traced = run_train(tmp_path, *SHORT_LAST_BATCH, *compiling, "trainer.trace_steps=3")
+    assert_same_weights(compiled_run.weights(), traced.weights())
+    traces = list((traced.run_dir / "tb").glob("rank0.*.pt.trace.json"))
+    assert len(traces) == 1
+    events = json.loads(traces[0].read_text())["traceEvents"]
+    assert sum(event.get("name") == "ProfilerStep#4" for event in events) == 1  # after 2 + 1
+    scalars = EventAccumulator(str(traced.run_dir / "tb"))
+    scalars.Reload()
+    memory = scalars.Scalars("memory/peak_mb")
+    assert len(memory) == len(traced.metrics("step")) and all(m.value > 0 for m in memory)
