@@ -69,7 +69,7 @@ endif
 # make's variables, not torchrun's flags.
 MAKE_LAUNCH = TEMPLATE_LAUNCHED_BY=make $(LAUNCH)
 
-.PHONY: help setup measure-default train evaluate convert-checkpoint predict tensorboard docs verify benchmark compare bench-speed bench-invariance bench-recipe bench-tensor-parallel bench-sharding bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
+.PHONY: help setup measure-default train evaluate convert-checkpoint predict tensorboard docs verify benchmark compare bench-speed bench-compile bench-invariance bench-recipe bench-tensor-parallel bench-sharding bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -148,6 +148,9 @@ bench-seeding: $(STAMP) ## Measure per-sample augmentation seeding (us/sample, s
 
 bench-speed: $(STAMP) ## Template vs a plain PyTorch loop, per profile (samples/s, first step): writes runs/bench/speed/
 	$(PY) -m benchmarks.bench_speed $(ARGS)
+
+bench-compile: $(STAMP) ## Compiled vs eager vs the plain loop, per model and layout (samples/s, compile time apart): writes runs/bench/compile/
+	$(PY) -m benchmarks.bench_compile $(ARGS)
 
 bench-invariance: $(STAMP) ## World-size-invariant mode vs DDP: bytes per rank per step at W=2,4,8; ms/step at W=1,2,4
 	$(PY) -m benchmarks.bench_invariance $(ARGS)

@@ -44,6 +44,21 @@ def test_speed_benchmark_compares_profiles_with_the_plain_loop(tmp_path: Path) -
     assert "vs plain" in (tmp_path / "bench-speed.md").read_text()
 
 
+def test_compile_benchmark_compares_compiled_eager_and_the_plain_loop(tmp_path: Path) -> None:
+    small = ["--repeats", "1", "--epochs", "1", "--models", "smallcnn", "--layouts", "1 process"]
+    small += ["--output-dir", str(tmp_path), "data.synthetic.train_size=128"]
+    small += ["data.synthetic.val_size=64", "model.width=8"]
+    done = bench("compile", *small, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = json.loads((tmp_path / "bench-compile.json").read_text())["runs"]
+    assert set(rows) == {
+        f"smallcnn | 1 process | {run}" for run in ("plain loop", "eager", "compiled")
+    }
+    assert rows["smallcnn | 1 process | compiled"]["compile_cold_s"] > 0
+    assert rows["smallcnn | 1 process | eager"]["compile_cold_s"] is None
+    assert "| compile cold (s) |" in (tmp_path / "bench-compile.md").read_text()
+
+
 def test_fault_check_benchmark_reports_its_numbers(tmp_path: Path) -> None:
     small = ["--steps", "2", "--repeats", "1", "--batch", "8", "--width", "4"]
     done = bench("health", *small, "--output-dir", str(tmp_path))
