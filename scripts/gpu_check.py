@@ -109,6 +109,7 @@ class TrainRun:
     weights_sha256: str
     samples_per_s: float
     determinism: dict[str, Any]
+    compile_s: float | None = None
 
 
 class Check:
@@ -132,7 +133,12 @@ class Check:
         run = done.run
         manifest = run.read_manifest() or {}
         rates = [record["samples_per_s"] for record in run.read_metrics("epoch")]
-        return TrainRun(manifest["final_weights_sha256"], steady(rates), manifest["determinism"])
+        return TrainRun(
+            manifest["final_weights_sha256"],
+            steady(rates),
+            manifest["determinism"],
+            manifest.get("compile_s"),
+        )
 
     def plain(self) -> float:
         return run_plain_loop("configs/default.yaml", self.job)["samples_per_s"]
@@ -275,6 +281,28 @@ def invariant(check: Check, debug: list[TrainRun]) -> Line:
     return Line("invariant W=1", "pass" if same else "fail", detail, numbers)
 
 
+def compiled_twice(check: Check, debug: list[TrainRun]) -> Line:
+    """The determinism contract's GPU rows (docs/determinism.md): compiled twice is bitwise
+    (Inductor's Triton kernels under the debug profile's deterministic algorithms); compiled
+    against eager is not, and the speed-up of the steady steps beside the compile time."""
+    cache = f"trainer.compile.cache_dir={check.workdir / 'inductor'}"  # cold, then warm
+    runs = [check.train("debug", "trainer.compile.enabled=true", cache) for _ in range(2)]
+    same = runs[0].weights_sha256 == runs[1].weights_sha256
+    eager = max(r.samples_per_s for r in debug)
+    speedup = max(r.samples_per_s for r in runs) / eager
+    numbers = {
+        "weights_sha256": [r.weights_sha256 for r in runs],
+        "same_as_eager": runs[0].weights_sha256 == debug[0].weights_sha256,
+        "compile_s": [r.compile_s for r in runs],
+        "speedup_vs_eager_debug_best": speedup,
+    }
+    detail = (
+        f"{'identical' if same else 'different'} weights; {speedup:.2f}x eager's samples/s; "
+        f"compile {runs[0].compile_s:.1f} s cold, {runs[1].compile_s:.1f} s from the cache"
+    )
+    return Line("compiled twice", "pass" if same else "fail", detail, numbers)
+
+
 def fp16_grad_scaler(check: Check) -> Line:
     config = check.config("production")
     device = torch.device(check.device)
@@ -398,6 +426,10 @@ def run_lines(check: Check) -> list[Line]:
         attempt("invariant W=1", lambda: invariant(check, results["debug twice"]))
     else:
         lines.append(Line("invariant W=1", "skipped", "needs the debug runs"))
+    if results.get("debug twice"):
+        attempt("compiled twice", lambda: compiled_twice(check, results["debug twice"]))
+    else:
+        lines.append(Line("compiled twice", "skipped", "needs the debug runs"))
     attempt("fp16 GradScaler", lambda: fp16_grad_scaler(check))
     return lines
 

@@ -37,6 +37,7 @@ def test_the_cpu_rehearsal_runs_every_line_and_writes_the_report(tmp_path: Path)
         "speed": "info",
         "no host sync": "skipped",  # CUDA only; the epoch itself ran
         "invariant W=1": "pass",
+        "compiled twice": "pass",
         "fp16 GradScaler": "pass",
     }
     lines = {line["name"]: line for line in report["lines"]}
@@ -47,6 +48,8 @@ def test_the_cpu_rehearsal_runs_every_line_and_writes_the_report(tmp_path: Path)
     assert debug["weights_sha256"][0] == debug["weights_sha256"][1]
     assert debug["effective"]["deterministic_algorithms"] is True
     assert 0 < lines["fp16 GradScaler"]["numbers"]["skipped_steps"] < 16
+    compiled = lines["compiled twice"]["numbers"]
+    assert compiled["same_as_eager"] is False and all(s > 0 for s in compiled["compile_s"])
     assert "| fp16 GradScaler | pass |" in done.stdout
     assert "Traceback" not in done.stderr and "lr_scheduler.step()" not in done.stderr
 
