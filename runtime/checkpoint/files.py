@@ -199,7 +199,8 @@ def set_aside(directory: Path, damaged: list[Path]) -> list[Path]:
     for path in damaged:
         if not (path.exists() or path.is_symlink()):
             continue
-        aside.mkdir(exist_ok=True)
+        if not (aside.exists() or aside.is_symlink()):
+            aside.mkdir()
         if aside.is_symlink() or not aside.is_dir():
             raise UserError(f"{aside} is not a plain directory; move it away and resume again")
         for part in (path, checksum_path(path)):

@@ -13,7 +13,7 @@ import torch
 from configs import load_config
 from foundation.errors import UserError
 from runtime.checkpoint.contents import load_checkpoint
-from runtime.checkpoint.files import save_checkpoint
+from runtime.checkpoint.files import save_checkpoint, set_aside
 from runtime.checkpoint.fingerprint import computation_defaults, computation_fingerprint
 from runtime.checkpoint.owner import Checkpointer
 from runtime.checkpoint.resume import ResumePoint, resume_point
@@ -176,3 +176,20 @@ def test_pruning_never_removes_the_checkpoint_just_saved(tmp_path: Path) -> None
     a_checkpoint(tmp_path, 6, keep=1)
     names = sorted(p.name for p in tmp_path.glob("step-*.pt"))
     assert names == ["step-00000006.pt", "step-00000012.pt"]
+
+
+@pytest.mark.parametrize("in_the_way", ["file", "link"])
+def test_setting_a_damaged_checkpoint_aside_refuses_a_non_directory_in_one_line(
+    tmp_path: Path, in_the_way: str
+) -> None:
+    damaged = tmp_path / "step-00000004.pt"
+    damaged.write_bytes(b"torn")
+    aside = tmp_path / "damaged"
+    if in_the_way == "file":
+        aside.write_text("not a folder")
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        aside.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="is not a plain directory"):
+        set_aside(tmp_path, [damaged])
+    assert damaged.read_bytes() == b"torn"  # left where it was
