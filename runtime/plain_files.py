@@ -38,6 +38,8 @@ def open_descriptor(path: Path, flags: int, mode: int = 0o644) -> int:
     except OSError as error:
         if path.is_symlink():
             raise NotAPlainFile(f"{path} is a symbolic link") from None
+        if path.is_dir():
+            raise NotAPlainFile(f"{path} is a directory") from None
         raise error
     if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)

@@ -120,8 +120,9 @@ class RunDirectory:
 
     def refuse_links(self) -> None:
         """A run directory from someone else may hold symbolic links where the template writes
-        (`metrics.jsonl -> ~/.bashrc`, `checkpoints -> /elsewhere`): refused in one line before
-        anything is written, rather than written through. `checkpoints/last`, the template's
+        (`metrics.jsonl -> ~/.bashrc`, `checkpoints -> /elsewhere`), or a directory or a FIFO
+        where it writes a file: refused in one line before anything is written, rather than
+        written through or tripped over. `checkpoints/last`, the template's
         own pointer, may only name a checkpoint beside it."""
         links = [self.path] if self.path.is_symlink() else []
         links += [self.path / name for name in _WRITTEN if (self.path / name).is_symlink()]
@@ -137,6 +138,13 @@ class RunDirectory:
                 f"{self.path}: {links[0]} is a symbolic link; the template writes a run "
                 "directory's files where they are, never through a link (remove the link)"
             )
+        for name in (CONFIG, MANIFEST, DETERMINISM, METRICS, LOCK_FILE):
+            path = self.path / name
+            if path.exists() and not path.is_file():
+                raise UserError(
+                    f"{self.path}: {path} is not a plain file; the template writes its {name} "
+                    "there (move it away)"
+                )
 
     def is_completed(self) -> bool:
         manifest = self.read_manifest()

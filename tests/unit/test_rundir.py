@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,19 @@ def test_an_existing_run_is_refused(tmp_path: Path) -> None:
 def test_find_one_run_names_what_it_found(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"expected one run under .*, found 0"):
         find_one_run(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", ".writer.lock", "manifest.json"])
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_run_directory_with_no_plain_file_where_the_template_writes_one_is_refused(
+    tmp_path: Path, name: str, kind: str
+) -> None:
+    run_dir = RunDirectory(tmp_path / "run")
+    run_dir.create()
+    in_the_way = run_dir.path / name
+    if kind == "directory":
+        in_the_way.mkdir()
+    else:
+        os.mkfifo(in_the_way)
+    with pytest.raises(UserError, match=f"{name} is not a plain file"):
+        run_dir.refuse_links()
