@@ -110,8 +110,10 @@ class Config(Section):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:
-        if not value or "/" in value or value.startswith("."):
+        if not value or "/" in value or value.startswith(".") or not value.isprintable():
             raise ValueError("must be a plain directory name")
+        if len(value.encode()) > 100:  # room for -<profile>-seed<N>-step<N>-<W>proc.json in 255 bytes
+            raise ValueError("must be a plain directory name of at most 100 bytes")
         return value
 
     @model_validator(mode="after")

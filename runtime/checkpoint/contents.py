@@ -136,9 +136,10 @@ def _load_directory(path: Path, whole_tensors: bool, checksums_checked: bool) ->
 # What every checkpoint of this format holds beside the tensors, and what each value must be:
 # the contract a reader relies on, checked before any field is used (a step becomes a file
 # name in evaluate and predict; an epoch, a loop bound).
-_COUNT = "a whole number >= 0"
+_COUNT = "a whole number from 0 to 2**63 - 1"
 
-_POSITIVE = "a whole number >= 1"
+_POSITIVE = "a whole number from 1 to 2**63 - 1"
+_COUNT_LIMIT = 2**63  # what torch counts steps in (int64); a larger one is no run's
 
 _REQUIRED_FIELDS: dict[str, Any] = {
     "config": dict,
@@ -175,7 +176,8 @@ def check_fields(path: Path, payload: dict[str, Any]) -> None:
         if isinstance(kind, type):
             fits = isinstance(value, kind)
         else:
-            fits = type(value) is int and value >= (1 if kind is _POSITIVE else 0)
+            low = 1 if kind is _POSITIVE else 0
+            fits = type(value) is int and low <= value < _COUNT_LIMIT
         if not fits:
             wanted = kind.__name__ if isinstance(kind, type) else kind
             raise UserError(

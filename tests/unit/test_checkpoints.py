@@ -193,3 +193,18 @@ def test_setting_a_damaged_checkpoint_aside_refuses_a_non_directory_in_one_line(
     with pytest.raises(UserError, match="is not a plain directory"):
         set_aside(tmp_path, [damaged])
     assert damaged.read_bytes() == b"torn"  # left where it was
+
+
+@pytest.mark.parametrize("field", ["step", "epoch", "schedule_horizon"])
+def test_a_count_beyond_int64_is_refused_in_one_line(tmp_path: Path, field: str) -> None:
+    """A step becomes a file name in evaluate and predict: 10**300 would be a name too long."""
+    payload = {**checkpoint_fields(1), "model": {"w": torch.arange(4.0)}, field: 10**300}
+    path = save_checkpoint(tmp_path, 1, payload, 3)
+    with pytest.raises(UserError, match=f"its {field!r} is int .*, not a whole number from 0"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "tab\there", "x" * 101, "é" * 51])
+def test_a_run_name_that_cannot_be_a_file_name_is_refused(name: str) -> None:
+    with pytest.raises(UserError, match="name"):
+        load_config("configs/default.yaml", None, None, [f"name={name}"])
