@@ -69,7 +69,7 @@ endif
 # make's variables, not torchrun's flags.
 MAKE_LAUNCH = TEMPLATE_LAUNCHED_BY=make $(LAUNCH)
 
-.PHONY: help setup measure-default train evaluate convert-checkpoint predict tensorboard docs verify benchmark compare bench-speed bench-invariance bench-recipe bench-tensor-parallel bench-sharding bench-health gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
+.PHONY: help setup measure-default train evaluate convert-checkpoint predict tensorboard docs verify benchmark compare bench-speed bench-invariance bench-recipe bench-tensor-parallel bench-sharding bench-health bench-sequential sweep sweep-dashboard gpu-check diagnose wheelhouse docker-base-standin docker-build docker-train docker-test docker-shell hadolint bench-seeding test test-fast lint lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -151,6 +151,9 @@ bench-speed: $(STAMP) ## Template vs a plain PyTorch loop, per profile (samples/
 
 bench-invariance: $(STAMP) ## World-size-invariant mode vs DDP: bytes per rank per step at W=2,4,8; ms/step at W=1,2,4
 	$(PY) -m benchmarks.bench_invariance $(ARGS)
+
+bench-sequential: $(STAMP) ## The sequential comparison's false "different" rate [95 % CI] and power, 20,000 simulated comparisons (2 s)
+	$(PY) -m benchmarks.bench_sequential $(ARGS)
 
 DEVICE      ?= cuda
 gpu-check: $(STAMP) ## Every GPU check in one call (<= 8 min), writes runs/gpu-check/gpu-check.json: make gpu-check [DEVICE=cpu QUICK=1]

@@ -260,13 +260,21 @@ class Progress:
 
 
 def run_variants(
-    variants: list[Variant], seeds: list[int], launch: Launch, log_dir: Path
+    variants: list[Variant],
+    seeds: list[int],
+    launch: Launch,
+    log_dir: Path,
+    progress: Progress | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every (variant, seed) that is not already complete; results per variant label, in seed
-    order. Logs go to `log_dir/<label>seed<k>.log`."""
+    order. Logs go to `log_dir/<label>seed<k>.log`. A caller that runs several rounds (the
+    sequential comparison, a sweep) passes one `progress` for all of them: its count grows by
+    this round's runs."""
     refuse_other_configurations(variants, seeds, launch.profile)
     log_dir.mkdir(parents=True, exist_ok=True)
-    progress = Progress(len(variants) * len(seeds))
+    if progress is None:
+        progress = Progress(0)
+    progress.total += len(variants) * len(seeds)
     results: dict[tuple[str, int], dict[str, Any]] = {}
     pending: list[SeedJob] = []
     for variant in variants:
