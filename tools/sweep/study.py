@@ -1,0 +1,91 @@
+"""The sweep's Optuna study: where it lives, how it samples and prunes, how it resumes.
+
+The study is a file in the sweep's folder: SQLite (`study.db`) for one sweep process, or
+Optuna's journal file (`study.journal`) where several SLURM workers share one study over a
+shared filesystem (the journal appends under a file lock; SQLite over NFS does not lock
+reliably). Either way it is the record of every trial, so the same command run again goes on
+where it stopped:
+- a COMPLETE, PRUNED or FAIL trial is never run again; it counts toward TRIALS;
+- a trial left RUNNING by a killed sweep (this process holds the folder's lock, so nobody else
+  runs it) is marked FAIL with the user attribute `interrupted` (not counted) and enqueued
+  again with the same parameters; its seed runs live in a folder named after those
+  parameters, so the runner resumes them from their checkpoints.
+
+The sampler (TPE) is re-seeded before each trial from the number of trials counted so far:
+the same sweep at JOBS=1 (whose runs are bitwise reproducible) proposes the same trials, also
+across a kill and a rerun, where a sampler seeded once per process would draw anew.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+STUDY_NAME = "sweep"
+SAMPLER_SEED = 0
+STARTUP_TRIALS = 3  # random proposals before TPE models the results
+INTERRUPTED = "interrupted"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def storage_path(folder: Path, journal: bool) -> Path:
+    return folder / ("study.journal" if journal else "study.db")
+
+
+def storage_url(folder: Path) -> str:
+    """What optuna-dashboard opens: the study file of this folder (SQLite or journal)."""
+    database = folder / "study.db"
+    return f"sqlite:///{database.resolve()}" if database.exists() else str(folder / "study.journal")
+
+
+def open_study(folder: Path, direction: str, journal: bool) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = storage_path(folder, journal)
+    storage: optuna.storages.BaseStorage
+    if journal:
+        storage = JournalStorage(JournalFileBackend(str(path)))
+    else:
+        storage = RDBStorage(f"sqlite:///{path.resolve()}")
+    return optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=storage,
+        direction=direction,
+        load_if_exists=True,
+        sampler=sampler_for(0),
+        # a trial is pruned when its epoch's seed mean is worse than the median of earlier
+        # trials at that epoch, once two trials finished
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
+
+
+def sampler_for(counted: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=SAMPLER_SEED + counted, n_startup_trials=STARTUP_TRIALS)
+
+
+def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials that count toward TRIALS: finished, and not failed by an interruption."""
+    return [
+        trial
+        for trial in study.get_trials(deepcopy=False, states=FINISHED)
+        if not trial.user_attrs.get(INTERRUPTED)
+    ]
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Trials a killed sweep left RUNNING: marked failed-by-interruption and enqueued again
+    with their parameters (the caller holds the folder, so none is really running). Their
+    numbers."""
+    left = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in left:
+        study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if set(trial.params) == set(trial.distributions) and trial.params:
+            study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
+        # else: killed between the trial's creation and its parameters: nothing ran yet,
+        # and the next proposal is drawn as it would have been (the sampler's seed counts
+        # finished trials only)
+    return [trial.number for trial in left]
