@@ -36,12 +36,6 @@ def storage_path(folder: Path, journal: bool) -> Path:
     return folder / ("study.journal" if journal else "study.db")
 
 
-def storage_url(folder: Path) -> str:
-    """What optuna-dashboard opens: the study file of this folder (SQLite or journal)."""
-    database = folder / "study.db"
-    return f"sqlite:///{database.resolve()}" if database.exists() else str(folder / "study.journal")
-
-
 def open_study(folder: Path, direction: str, journal: bool) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = storage_path(folder, journal)
