@@ -33,8 +33,13 @@ from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
 from runtime.rundir import RunDirectory
 from runtime.writer_lock import claim_run_directory
-from tools.seed_runs import Launch, first_completed_manifest, parse_seeds, run_variants
-from tools.slurm_array import check_reachable
+from tools.seed_runs import (
+    add_seed_run_arguments,
+    first_completed_manifest,
+    parse_seeds,
+    run_variants,
+    seeds_and_launch,
+)
 from tools.sweep import report
 from tools.sweep.confirm import confirm
 from tools.sweep.objective import Sweep, direction, run_trial
@@ -46,7 +51,6 @@ from tools.sweep.study import (
     sampler_for,
     storage_path,
 )
-from training.determinism import PROFILES
 
 DEFAULT_HELD_OUT = ["1000", "1001", "1002", "1003", "1004"]
 
@@ -57,31 +61,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--space", required=True, help="configs/sweeps/NAME.yaml")
     parser.add_argument("--trials", type=int, required=True)
-    parser.add_argument("--seeds", nargs="*", default=[], help="the tuning seeds")
     parser.add_argument("--held-out-seeds", nargs="*", default=DEFAULT_HELD_OUT)
-    parser.add_argument("--profile", choices=PROFILES, default="eval")
-    parser.add_argument("--config", default="configs/default.yaml")
-    parser.add_argument("--output-dir", default="runs/sweeps")
     parser.add_argument("--name", default="", help="the sweep's folder (default: the space's name)")
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--nproc", type=int, default=1)
-    parser.add_argument("--entry", default="train.py", help=argparse.SUPPRESS)
-    parser.add_argument("--launcher", choices=("local", "slurm"), default="local")
-    parser.add_argument("--sbatch", default="")
     parser.add_argument("--journal", action="store_true", help="the study in a journal file")
     parser.add_argument("--worker", action="store_true", help="a SLURM worker sharing the journal")
     parser.add_argument("--sequential", action="store_true", help="held-out: SEQUENTIAL=1")
     parser.add_argument("--no-confirm", dest="confirm", action="store_false")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="key=value for every run")
+    add_seed_run_arguments(parser, output_dir="runs/sweeps")  # --seeds: the tuning seeds
     return parser.parse_args(argv)
 
 
 def checked(arguments: argparse.Namespace) -> tuple[Sweep, list[int]]:
     """Everything checked before anything is written: the space against the config, the seeds,
     the folder's name."""
-    if arguments.trials < 1 or arguments.jobs < 1 or arguments.nproc < 1:
-        raise UserError("TRIALS, JOBS and NPROC must be at least 1")
-    seeds = parse_seeds(" ".join(arguments.seeds).split())
+    if arguments.trials < 1:
+        raise UserError("TRIALS must be at least 1")
+    seeds, launch, common = seeds_and_launch(arguments)
     held_out = parse_seeds(" ".join(arguments.held_out_seeds).split())
     overlap = sorted(set(seeds) & set(held_out))
     if overlap:
@@ -97,17 +92,6 @@ def checked(arguments: argparse.Namespace) -> tuple[Sweep, list[int]]:
     if not NAME_PATTERN.fullmatch(name):
         raise UserError(f"sweep name {name!r}: use letters, digits and . _ - only")
     space = load_space(arguments.space, arguments.config, arguments.profile)
-    launch = Launch(
-        arguments.profile,
-        arguments.jobs,
-        arguments.nproc,
-        arguments.entry,
-        arguments.launcher,
-        arguments.sbatch,
-    )
-    if launch.launcher == "slurm":
-        check_reachable()
-    common = tuple(item for item in arguments.overrides if item != "--")
     folder = Path(arguments.output_dir) / name
     sweep = Sweep(space, arguments.config, seeds, launch, folder, common)
     try:

@@ -122,7 +122,7 @@ def _plots(folder: Path, summary: dict[str, Any], study: optuna.Study) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     maximize = summary["direction"] == "maximize"
     metric = summary["metric"]
 
@@ -133,7 +133,7 @@ def _plots(folder: Path, summary: dict[str, Any], study: optuna.Study) -> None:
     for value in values:
         running = value if running is None else (max if maximize else min)(running, value)
         best.append(running)
-    axis.plot(numbers, values, "o", label="trial (mean over tuning seeds)")
+    axis.plot(numbers, values, "o", label="complete trial (mean over tuning seeds)")
     axis.step(numbers, best, where="post", label="best so far")
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
         if t.intermediate_values:
