@@ -229,19 +229,14 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
 def decision(
     metric: str, result: dict[str, Any], sequential: dict[str, Any] | None
 ) -> tuple[str, str, str]:
-    """(headline, the test that decides it, a sentence on why a printed check says otherwise
+    """(headline, the test that decides it, a sentence on why a printed check says otherwise,
     or "").
 
     One test decides each metric, so the headline never contradicts itself: the sequential
     test for its metric, the paired t 95 % interval otherwise. The bootstrap interval and the
-    sign-flip p are checks printed beside it; where one of them says "different" and the
-    deciding test does not (or the other way round), the report says why in one sentence."""
-    bootstrap_excludes = _excludes_zero(result.get("bootstrap_ci95"))
-    flip_small = (result.get("sign_flip_p") or 1.0) < 0.05
-    checks = [  # (says "different", how to say it, how to say the opposite)
-        (bootstrap_excludes, "the paired bootstrap 95 % CI excludes 0", "its bootstrap CI holds 0"),
-        (flip_small, "the sign-flip p is below 0.05", "the sign-flip p is 0.05 or more"),
-    ]
+    sign-flip p are checks printed beside it; where one says otherwise, the report says why in
+    one sentence, the reason belonging to that check and that direction."""
+    n = result["n_pairs"]
     if sequential and sequential["metric"] == metric:
         different = sequential["decision"].startswith("different")
         last = sequential["looks"][-1]
@@ -250,10 +245,10 @@ def decision(
             f"the group-sequential paired t-test (at most {sequential['max_seeds']} pairs); "
             "the intervals below are fixed-design, not adjusted for the sequential stop"
         )
-        why = (
+        stricter = (
             f"the sequential test's levels are stricter than a fixed 95 % test's (its look at "
-            f"{last['pairs']} pairs needed p ≤ {last['level']:.4g}), which keeps its error rate "
-            "over every look at α"
+            f"{last['pairs']} pairs needed p ≤ {last['level']:.4g}), which keeps its error "
+            "rate over every look at α"
         )
     else:
         different = _excludes_zero(result.get("paired_ci95"))
@@ -261,19 +256,33 @@ def decision(
         decided_by = "the paired t 95 % CI" + (
             " (fixed design, not adjusted for the sequential stop)" if sequential else ""
         )
-        why = (
-            "with few pairs the BCa bootstrap interval is too narrow and the permutation test "
-            "has coarse p-values; the t interval decides"
+        stricter = (
+            "with few pairs the BCa bootstrap interval is too narrow (it cannot reach past the "
+            "observed differences), and the t interval, which widens for the unknown spread, "
+            "decides"
         )
-    disagreeing = [yes if says else no for says, yes, no in checks if says != different]
-    if not disagreeing or result["n_pairs"] < 2:
+    reasons = []
+    if _excludes_zero(result.get("bootstrap_ci95")) != different:
+        reasons.append(
+            f"the paired bootstrap 95 % CI excludes 0 but {stricter}"
+            if not different
+            else "the paired bootstrap 95 % CI holds 0: it is a check that assumes no "
+            "normality, and the deciding test's difference stands"
+        )
+    flip = result.get("sign_flip_p")
+    if flip is not None and (flip < 0.05) != different:
+        reasons.append(
+            f"the sign-flip p is {flip:.3g} but {stricter}"
+            if not different
+            else f"the sign-flip p is {flip:.3g}: with {n} pairs it cannot go below "
+            f"2/2^{n} = {2 / 2**n:.3g}, so it cannot confirm at 0.05"
+            if 2 / 2**n >= 0.05
+            else f"the sign-flip p is {flip:.3g}: it assumes no normality and sees less"
+        )
+    if not reasons or n < 2:
         return headline, decided_by, ""
     shows = "shows a difference" if different else "shows no difference"
-    return (
-        headline,
-        decided_by,
-        f"{' and '.join(disagreeing)}, yet the deciding test {shows}: {why}",
-    )
+    return headline, decided_by, f"the deciding test {shows}; " + "; ".join(reasons)
 
 
 def _excludes_zero(interval: list[float] | None) -> bool:

@@ -186,9 +186,11 @@ def test_the_headline_names_its_test_and_says_why_a_check_disagrees() -> None:
     assert headline == "sequential: no difference shown with 6 pairs"
     assert decided_by.startswith("the group-sequential paired t-test")
     assert why.startswith(
-        "the paired bootstrap 95 % CI excludes 0 and the sign-flip p is below 0.05"
+        "the deciding test shows no difference; the paired bootstrap 95 % CI excludes 0 but "
+        "the sequential test's levels are stricter than a fixed 95 % test's (its look at 6 "
+        "pairs needed p ≤ 0.03)"
     )
-    assert "yet the deciding test shows no difference" in why and "stricter" in why
+    assert "; the sign-flip p is 0.031 but the sequential test's levels are stricter" in why
     loss = {
         "n_pairs": 6,
         "bootstrap_ci95": [0.01, 0.05],
@@ -199,3 +201,9 @@ def test_the_headline_names_its_test_and_says_why_a_check_disagrees() -> None:
     headline, decided_by, why = decision("val_loss", loss, SEQUENTIAL_6)
     assert headline.startswith("B higher (worse)") and why == ""
     assert decided_by == "the paired t 95 % CI (fixed design, not adjusted for the sequential stop)"
+    # 5 pairs, all one way: the sign-flip p cannot go below 2/32, and the report says so
+    five = {**loss, "n_pairs": 5, "sign_flip_p": 0.0625}
+    assert decision("val_loss", five, None)[2] == (
+        "the deciding test shows a difference; the sign-flip p is 0.0625: with 5 pairs it "
+        "cannot go below 2/2^5 = 0.0625, so it cannot confirm at 0.05"
+    )
