@@ -168,7 +168,9 @@ def main() -> int:
     sweep, held_out = checked(arguments)
     claim(sweep, arguments)
     started = time.perf_counter()
-    study = open_study(sweep.folder, direction(sweep.space.metric), arguments.journal)
+    study = open_study(
+        sweep.folder, direction(sweep.space.metric), arguments.journal, sweep.space.prune_from_epoch
+    )
     tune(sweep, study, arguments.trials)
     tuning_s = time.perf_counter() - started
     if arguments.worker:

@@ -53,6 +53,7 @@ def check(tmp_path: Path, space: str, *more: str) -> None:
         (GOOD.replace("model.dropout", "../../etc"), (), "../../etc: not a dotted config key"),
         (GOOD.replace("{choices: [0.1, 0.3]}", "{choices: [0.1, 2.0]}"), (), "model.dropout=2.0"),
         (GOOD, ("--name", "../escape"), "sweep name '../escape'"),
+        (GOOD + "prune_from_epoch: 0\n", (), "prune_from_epoch must be an epoch"),
     ],
 )
 def test_bad_input_is_one_error_naming_it_and_nothing_is_written(

@@ -14,6 +14,7 @@ kill finds its runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -102,7 +103,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, params: dict[str, Any]) -> Tria
 
     worker = threading.Thread(target=work, name=f"trial{trial.number}", daemon=True)
     worker.start()
-    reported, stopped = 0, 0
+    reported = 0
     pruned = False
     try:
         while worker.is_alive():
@@ -114,7 +115,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, params: dict[str, Any]) -> Tria
                 reported = epoch
                 if trial.should_prune():
                     pruned = True
-                    stopped = _stop_runs(sweep, variant, progress)
+                    _stop_runs(sweep, variant, progress)
                     break
     except BaseException:
         # Ctrl-C reached the runs too (one process group): they checkpoint and end; no seed
@@ -124,6 +125,8 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, params: dict[str, Any]) -> Tria
     results = box.get("results", {}).get(variant.label, [])
     completed = [r for r in results if r["status"] == "completed"]
     not_started = sum(r["status"] == "cancelled" for r in results)
+    # counted from how the runs ended: a SIGTERM that came as a run finished saved nothing
+    stopped = sum(r["status"] == "failed" for r in results) if pruned else 0
     outcome = TrialOutcome(
         optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE,
         None,
@@ -164,22 +167,17 @@ def _new_reports(
         epoch += 1
 
 
-def _stop_runs(sweep: Sweep, variant: Variant, progress: Progress) -> int:
+def _stop_runs(sweep: Sweep, variant: Variant, progress: Progress) -> None:
     """Start no further seed; SIGTERM each run under way (it checkpoints: resumable)."""
     progress.cancel()
     with progress.lock:
         running = [seed for label, seed in progress.running if label == variant.label]
-    stopped = 0
     for seed in running:
         writer = current_writer(variant.run_dir(sweep.launch.profile, seed)) or {}
         pid = int(writer.get("pid", "0") or 0) if str(writer.get("pid", "")).isdigit() else 0
         if pid > 0:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-                stopped += 1
-            except ProcessLookupError:
-                pass
-    return stopped
 
 
 def direction(metric: str) -> str:

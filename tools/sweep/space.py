@@ -6,6 +6,7 @@
       model.width: {low: 8, high: 32, step: 8}        # integers when low, high, step are
       model.dropout: {choices: [0.1, 0.3]}
     overrides: [trainer.epochs=2]   # fixed for every run of the sweep (optional)
+    prune_from_epoch: 2        # the first epoch whose report may prune (null: no pruning)
 
 Why checked this hard: the file is input that may come from someone else. It is read with
 `yaml.safe_load` (no object construction), every field is checked before anything is written,
@@ -41,6 +42,8 @@ class Space:
     metric: str
     params: dict[str, optuna.distributions.BaseDistribution]
     overrides: tuple[str, ...]
+    prune_from_epoch: int | None = 2  # why 2: the first epoch's score is the noisiest (a
+    # high learning rate that ends best can start worst); measured in docs/sweep.md
 
     def overrides_for(self, params: dict[str, Any]) -> tuple[str, ...]:
         """The key=value overrides of one point of the space, in the space's key order."""
@@ -64,7 +67,7 @@ def load_space(path: str | Path, config_path: str, profile: str) -> Space:
         raise UserError(f"space {path}: cannot read it ({type(error).__name__})") from None
     if not isinstance(tree, dict):
         raise UserError(f"space {path}: expected a mapping with 'metric' and 'params'")
-    unknown = sorted(set(map(str, tree)) - {"metric", "params", "overrides"})
+    unknown = sorted(set(map(str, tree)) - {"metric", "params", "overrides", "prune_from_epoch"})
     if unknown:
         raise UserError(f"space {path}: unknown field(s) {', '.join(unknown)}")
     metric = tree.get("metric", "val_acc")
@@ -78,11 +81,16 @@ def load_space(path: str | Path, config_path: str, profile: str) -> Space:
         isinstance(item, str) and "=" in item for item in overrides
     ):
         raise UserError(f"space {path}: overrides must be a list of 'key=value' strings")
+    prune_from = tree.get("prune_from_epoch", 2)
+    if prune_from is not None and (
+        not isinstance(prune_from, int) or isinstance(prune_from, bool) or prune_from < 1
+    ):
+        raise UserError(f"space {path}: prune_from_epoch must be an epoch (1, 2, ...) or null")
     params = tree.get("params")
     if not isinstance(params, dict) or not params:
         raise UserError(f"space {path}: 'params' must map config keys to ranges or choices")
     distributions = {str(key): _distribution(path, str(key), spec) for key, spec in params.items()}
-    space = Space(path.stem, metric, distributions, tuple(overrides))
+    space = Space(path.stem, metric, distributions, tuple(overrides), prune_from)
     _check_against_the_config(path, space, config_path, profile)
     return space
 

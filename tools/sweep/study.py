@@ -36,7 +36,9 @@ def storage_path(folder: Path, journal: bool) -> Path:
     return folder / ("study.journal" if journal else "study.db")
 
 
-def open_study(folder: Path, direction: str, journal: bool) -> optuna.Study:
+def open_study(
+    folder: Path, direction: str, journal: bool, prune_from_epoch: int | None = 2
+) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = storage_path(folder, journal)
     storage: optuna.storages.BaseStorage
@@ -50,10 +52,17 @@ def open_study(folder: Path, direction: str, journal: bool) -> optuna.Study:
         direction=direction,
         load_if_exists=True,
         sampler=sampler_for(0),
-        # a trial is pruned when its epoch's seed mean is worse than the median of earlier
-        # trials at that epoch, once two trials finished
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+        pruner=pruner(prune_from_epoch),
     )
+
+
+def pruner(prune_from_epoch: int | None) -> optuna.pruners.BasePruner:
+    """A trial is pruned when its epoch's seed mean is worse than the median of the earlier
+    trials at that epoch, once two trials finished, from epoch `prune_from_epoch` on (the
+    reports are steps 1, 2, ...; Optuna skips steps below n_warmup_steps)."""
+    if prune_from_epoch is None:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_from_epoch)
 
 
 def sampler_for(counted: int) -> optuna.samplers.BaseSampler:
