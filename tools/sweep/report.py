@@ -151,8 +151,9 @@ def _plots(folder: Path, summary: dict[str, Any], study: optuna.Study) -> None:
     keys = summary["params"]
     figure, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 4), dpi=110)
     for axis, key in zip(axes if len(keys) > 1 else [axes], keys, strict=True):
-        xs = [t.params[key] for t in done if key in t.params]
-        axis.plot([str(x) if isinstance(x, str) else x for x in xs], values[: len(xs)], "o")
+        categorical = "Categorical" in summary["space_kinds"].get(key, "")
+        xs = [str(t.params[key]) if categorical else t.params[key] for t in done]
+        axis.plot(xs, values, "o")
         if "log" in summary["space_kinds"].get(key, ""):
             axis.set_xscale("log")
         axis.set_xlabel(key)
