@@ -43,8 +43,8 @@ SLOW_STEPS = {"PLANTED_SLEEP_PER_STEP": "0.03"}
 def sweep_command(output: Path, space: Path, *more: str) -> list[str]:
     return [
         sys.executable, "-m", "scripts.sweep", "--space", str(space), "--trials", "6",
-        "--seeds", "0", "1", "--held-out-seeds", "100", "101", "--output-dir", str(output),
-        "--entry", PLANTED, *more, "--", *TINY,
+        "--seeds", "0", "1", "--held-out-seeds", "100", "101", "102", "--sequential",
+        "--output-dir", str(output), "--entry", PLANTED, *more, "--", *TINY,
     ]  # fmt: skip
 
 
@@ -182,7 +182,9 @@ def test_the_report_sets_the_tuning_score_beside_the_held_out_score(
     side = summary["side_by_side"]
     assert None not in (side["best"]["tuning"], side["best"]["held_out"], side["base"]["held_out"])
     confirm = read_json(folder / "confirm" / "compare.json")
-    assert confirm["seeds"] == [100, 101]
+    assert confirm["seeds"] == [100, 101, 102]  # SEQUENTIAL=1: one look at 3 pairs
+    assert confirm["sequential"]["planned_looks"] == [3]
+    assert side["sequential"]["decision"] == confirm["sequential"]["decision"]
     assert side["best"]["held_out"] == confirm["metrics"]["val_acc"]["b_mean"]
     assert confirm["b"]["overrides"][-2:] == summary["best"]["overrides"]
     markdown = (folder / "sweep.md").read_text()

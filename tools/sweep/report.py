@@ -99,7 +99,9 @@ def _markdown(summary: dict[str, Any]) -> list[str]:
         "",
         "## Trials",
         "",
-        "| trial | state | score (pruned: its last report) | epochs reported | " + " | ".join(summary["params"]) + " |",
+        "| trial | state | score (pruned: its last report) | epochs reported | "
+        + " | ".join(summary["params"])
+        + " |",
         "|---|---|---|---|" + "---|" * len(summary["params"]),
     ]
     for row in summary["trials"]:
