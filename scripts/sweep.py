@@ -46,6 +46,7 @@ from tools.sweep.objective import Sweep, direction, run_trial
 from tools.sweep.space import NAME_PATTERN, load_space
 from tools.sweep.study import (
     counted,
+    hold_to,
     open_study,
     requeue_interrupted,
     sampler_for,
@@ -122,6 +123,7 @@ def claim(sweep: Sweep, arguments: argparse.Namespace) -> None:
 
 def tune(sweep: Sweep, study: optuna.Study, trials: int) -> None:
     """Trials until TRIALS count (finished ones are never run again)."""
+    hold_to(study, sweep.signature(), sweep.folder)
     again = requeue_interrupted(study)
     if again:
         print(f"sweep: trial(s) {', '.join(map(str, again))} were interrupted: run again, resuming")

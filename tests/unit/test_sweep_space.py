@@ -68,11 +68,13 @@ def test_a_good_space_passes(tmp_path: Path) -> None:
     check(tmp_path, GOOD)
 
 
-def fake_sweep(tmp_path: Path, trials: int, monkeypatch: pytest.MonkeyPatch) -> optuna.Study:
+def fake_sweep(
+    tmp_path: Path, trials: int, monkeypatch: pytest.MonkeyPatch, space_text: str = GOOD
+) -> optuna.Study:
     """tune() with a deterministic stand-in for the runs (a function of the parameters)."""
     tmp_path.mkdir(exist_ok=True)
     space = tmp_path / "space.yaml"
-    space.write_text(GOOD)
+    space.write_text(space_text)
     arguments = sweep_script.parse(
         ["--space", str(space), "--trials", str(trials), "--seeds", "0", "--output-dir",
          str(tmp_path / "out")]
@@ -108,3 +110,13 @@ def test_the_seeded_sampler_proposes_the_same_trials_also_across_a_kill(
     assert trials[4].state == optuna.trial.TrialState.FAIL and trials[4].user_attrs["interrupted"]
     assert trials[5].user_attrs["resumes_trial"] == 4 and trials[5].params == whole[4]
     assert [t.params for t in counted(study)] == whole
+
+
+def test_a_folder_holding_a_sweep_of_another_space_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_sweep(tmp_path, 2, monkeypatch)
+    before = (tmp_path / "out" / "space" / "study.db").read_bytes()
+    with pytest.raises(UserError, match="holds a sweep with another params"):
+        fake_sweep(tmp_path, 2, monkeypatch, GOOD.replace("high: 0.2", "high: 0.3"))
+    assert (tmp_path / "out" / "space" / "study.db").read_bytes() == before

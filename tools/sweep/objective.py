@@ -61,6 +61,17 @@ class Sweep:
         digest = hashlib.sha256("\0".join(own).encode()).hexdigest()[:12]
         return self.variant(label, (*self.fixed, *own), self.folder / "points" / digest)
 
+    def signature(self) -> dict[str, Any]:
+        """What makes two trials' scores comparable: a study holds trials of one of these."""
+        return {
+            "metric": self.space.metric,
+            "params": {key: repr(value) for key, value in self.space.params.items()},
+            "fixed_overrides": list(self.fixed),
+            "config": self.config_path,
+            "profile": self.launch.profile,
+            "tuning_seeds": self.seeds,
+        }
+
     def base(self) -> Variant:
         """The config as it is (the space's fixed overrides only), on the tuning seeds."""
         return self.variant("base", self.fixed, self.folder / "base")

@@ -19,16 +19,20 @@ across a kill and a rerun, where a sampler seeded once per process would draw an
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from foundation.errors import UserError
+
 STUDY_NAME = "sweep"
 SAMPLER_SEED = 0
 STARTUP_TRIALS = 3  # random proposals before TPE models the results
 INTERRUPTED = "interrupted"
+SIGNATURE = "sweep"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -76,6 +80,22 @@ def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         for trial in study.get_trials(deepcopy=False, states=FINISHED)
         if not trial.user_attrs.get(INTERRUPTED)
     ]
+
+
+def hold_to(study: optuna.Study, signature: dict[str, Any], where: Path) -> None:
+    """A new study records what its trials score; an existing one must be continued with the
+    same (another space, metric, config or set of tuning seeds would mix incomparable scores
+    in one study): refused in one line naming the first difference, nothing written."""
+    recorded = study.user_attrs.get(SIGNATURE)
+    if recorded is None:
+        study.set_user_attr(SIGNATURE, signature)
+        return
+    for key, value in signature.items():
+        if recorded.get(key) != value:
+            raise UserError(
+                f"{where} holds a sweep with another {key.replace('_', ' ')} "
+                f"({recorded.get(key)!r}, asked {value!r}); use another NAME or OUTPUT_DIR"
+            )
 
 
 def requeue_interrupted(study: optuna.Study) -> list[int]:
