@@ -121,10 +121,12 @@ def claim(sweep: Sweep, arguments: argparse.Namespace) -> None:
     sweep.folder.mkdir(parents=True, exist_ok=True)
 
 
-def tune(sweep: Sweep, study: optuna.Study, trials: int) -> None:
-    """Trials until TRIALS count (finished ones are never run again)."""
+def tune(sweep: Sweep, study: optuna.Study, trials: int, worker: bool = False) -> None:
+    """Trials until TRIALS count (finished ones are never run again). A worker leaves RUNNING
+    trials alone: they may be another worker's, live; the sweep without WORKER, started when
+    no worker runs, holds the folder and requeues what a killed worker left."""
     hold_to(study, sweep.signature(), sweep.folder)
-    again = requeue_interrupted(study)
+    again = [] if worker else requeue_interrupted(study)
     if again:
         print(f"sweep: trial(s) {', '.join(map(str, again))} were interrupted: run again, resuming")
     while len(counted(study)) < trials:
@@ -173,7 +175,7 @@ def main() -> int:
     study = open_study(
         sweep.folder, direction(sweep.space.metric), arguments.journal, sweep.space.prune_from_epoch
     )
-    tune(sweep, study, arguments.trials)
+    tune(sweep, study, arguments.trials, arguments.worker)
     tuning_s = time.perf_counter() - started
     if arguments.worker:
         print(f"sweep worker: {len(counted(study))} trials counted; the coordinator reports")
