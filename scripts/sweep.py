@@ -51,6 +51,7 @@ from tools.sweep.study import (
     requeue_interrupted,
     sampler_for,
     storage_path,
+    worker_number,
 )
 
 DEFAULT_HELD_OUT = ["1000", "1001", "1002", "1003", "1004"]
@@ -130,7 +131,7 @@ def tune(sweep: Sweep, study: optuna.Study, trials: int, worker: bool = False) -
     if again:
         print(f"sweep: trial(s) {', '.join(map(str, again))} were interrupted: run again, resuming")
     while len(counted(study)) < trials:
-        study.sampler = sampler_for(len(counted(study)))
+        study.sampler = sampler_for(len(counted(study)), worker_number() if worker else None)
         trial = study.ask(sweep.space.params)
         params = trial.params
         print(

@@ -18,6 +18,7 @@ across a kill and a rerun, where a sampler seeded once per process would draw an
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,21 @@ def pruner(prune_from_epoch: int | None) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_from_epoch)
 
 
-def sampler_for(counted: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=SAMPLER_SEED + counted, n_startup_trials=STARTUP_TRIALS)
+def sampler_for(counted: int, worker: int | None = None) -> optuna.samplers.BaseSampler:
+    """The sampler for the next trial. Workers asking at the same count would propose the same
+    point and collide on its run folders, so each draws from its own stream (`worker`: its
+    SLURM task, or its PID); a worker's proposals are therefore not reproducible."""
+    seed = SAMPLER_SEED + counted + (0 if worker is None else 1_000_003 * (worker + 1))
+    return optuna.samplers.TPESampler(seed=seed % 2**32, n_startup_trials=STARTUP_TRIALS)
+
+
+def worker_number() -> int:
+    """This worker's number: its SLURM array task or process id, else its PID."""
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_PROCID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return os.getpid()
 
 
 def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
