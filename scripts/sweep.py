@@ -76,6 +76,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def checked(arguments: argparse.Namespace) -> tuple[Sweep, list[int]]:
     """Everything checked before anything is written: the space against the config, the seeds,
     the folder's name."""
+    if not arguments.space:
+        raise UserError("no space given: use SPACE=configs/sweeps/NAME.yaml (or --space)")
     if arguments.trials < 1:
         raise UserError("TRIALS must be at least 1")
     seeds, launch, common = seeds_and_launch(arguments)

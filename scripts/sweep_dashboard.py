@@ -23,6 +23,8 @@ def main() -> int:
     parser.add_argument("--sweep", required=True, help="the sweep's folder")
     parser.add_argument("--port", type=int, default=8080)
     arguments = parser.parse_args()
+    if not arguments.sweep:
+        raise UserError("no sweep given: use SWEEP=runs/sweeps/NAME (or --sweep)")
     folder = Path(arguments.sweep)
     if not 0 < arguments.port < 65536:
         raise UserError(f"PORT {arguments.port}: not a TCP port")

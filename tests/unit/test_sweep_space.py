@@ -64,6 +64,12 @@ def test_bad_input_is_one_error_naming_it_and_nothing_is_written(
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_no_space_is_one_line() -> None:
+    arguments = sweep_script.parse(["--space", "", "--trials", "3", "--seeds", "0"])
+    with pytest.raises(UserError, match=r"no space given: use SPACE=configs/sweeps/NAME.yaml"):
+        sweep_script.checked(arguments)
+
+
 def test_a_good_space_passes(tmp_path: Path) -> None:
     check(tmp_path, GOOD)
 
