@@ -6,7 +6,8 @@ How it is killed: as a user or a scheduler stops it, SIGTERM to the sweep's proc
 sweep process and the train.py run under way; the run checkpoints through the product's own
 signal path). The test waits until the third trial's first run has logged a step: a trial under
 way, before its first epoch report can prune it (PLANTED_SLEEP_PER_STEP slows each step by
-30 ms so that this moment is easy to catch; the numbers are the same)."""
+30 ms so that this moment is easy to catch, and so that a pruned run is still under way when
+the pruner's SIGTERM comes; the numbers are the same)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ metric: val_acc
 params:
   optim.lr: {low: 0.005, high: 0.2, log: true}
   model.dropout: {choices: [0.1, 0.3]}
+prune_from_epoch: 1  # the tiny job has 2 epochs: pruning after the first stops runs mid-way
 """
 PLANTED = "tests/helpers/planted_train.py"
 SLOW_STEPS = {"PLANTED_SLEEP_PER_STEP": "0.03"}
@@ -128,7 +130,7 @@ def killed_and_rerun(tmp_path_factory: pytest.TempPathFactory) -> KilledAndRerun
         if RunDirectory(path.parent).is_completed()
     }
     killed_at = time.perf_counter() - started
-    rerun = run_command(sweep_command(output, space), timeout=300)
+    rerun = run_command(sweep_command(output, space), env=SLOW_STEPS, timeout=300)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert len(finished) == 2, before
     seconds = {"until_killed": killed_at, "rerun": time.perf_counter() - started - killed_at}
@@ -195,6 +197,25 @@ def test_the_report_sets_the_tuning_score_beside_the_held_out_score(
     assert pruning["runs_planned"] == 12
     for name in ("history.png", "params.png", "heldout.png"):
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_s_stopped_run_is_left_resumable(killed_and_rerun: KilledAndRerun) -> None:
+    """SIGTERM from the pruner goes through the run's own stop path: a checkpoint, and a
+    manifest that says `interrupted` with where to resume; the seed after it never started."""
+    summary = read_json(killed_and_rerun.folder / "sweep.json")
+    assert summary["pruning"]["runs_stopped"] >= 1, summary["pruning"]
+    stopped = []
+    for trial in summary["trials"]:
+        if trial["state"] != "PRUNED":
+            continue
+        for seed in (0, 1):
+            run = RunDirectory.of(trial["runs"], "default", "eval", seed)
+            manifest = run.read_manifest() or {}
+            if manifest.get("status") == "interrupted":
+                stopped.append(run)
+                assert manifest.get("resume_from") and run.last_checkpoint.exists(), manifest
+    assert len(stopped) == summary["pruning"]["runs_stopped"]
 
 
 def dom_text(url: str, chromium: str) -> str:

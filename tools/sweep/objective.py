@@ -33,7 +33,7 @@ from tools.paired import higher_is_better
 from tools.seed_runs import Launch, Progress, Variant, run_variants
 from tools.sweep.space import Space
 
-POLL_S = 0.5
+POLL_S = 0.2  # how often the runs' metrics are read: the pruner's latency
 
 
 @dataclass(frozen=True)
@@ -116,17 +116,20 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, params: dict[str, Any]) -> Tria
     worker.start()
     reported = 0
     pruned = False
+    signaled: set[int] = set()
     try:
         while worker.is_alive():
             worker.join(POLL_S)
-            if pruned:
+            if pruned:  # a run that was starting when the trial was pruned: stop it too
+                _stop_runs(sweep, variant, progress, signaled)
                 continue
             for epoch, value in _new_reports(sweep, variant, progress, reported):
                 trial.report(value, epoch)
                 reported = epoch
                 if trial.should_prune():
                     pruned = True
-                    _stop_runs(sweep, variant, progress)
+                    progress.cancel()
+                    _stop_runs(sweep, variant, progress, signaled)
                     break
     except BaseException:
         # Ctrl-C reached the runs too (one process group): they checkpoint and end; no seed
@@ -137,7 +140,7 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, params: dict[str, Any]) -> Tria
     completed = [r for r in results if r["status"] == "completed"]
     not_started = sum(r["status"] == "cancelled" for r in results)
     # counted from how the runs ended: a SIGTERM that came as a run finished saved nothing
-    stopped = sum(r["status"] == "failed" for r in results) if pruned else 0
+    stopped = sum(_interrupted(r) for r in results) if pruned else 0
     outcome = TrialOutcome(
         optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE,
         None,
@@ -156,6 +159,11 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, params: dict[str, Any]) -> Tria
     values = [float(r["metrics"][sweep.space.metric]) for r in completed]
     outcome.value = sum(values) / len(values)
     return outcome
+
+
+def _interrupted(result: dict[str, Any]) -> bool:
+    manifest = RunDirectory(Path(result["run_dir"])).read_manifest() or {}
+    return manifest.get("status") == "interrupted"
 
 
 def _new_reports(
@@ -178,17 +186,20 @@ def _new_reports(
         epoch += 1
 
 
-def _stop_runs(sweep: Sweep, variant: Variant, progress: Progress) -> None:
-    """Start no further seed; SIGTERM each run under way (it checkpoints: resumable)."""
-    progress.cancel()
+def _stop_runs(sweep: Sweep, variant: Variant, progress: Progress, signaled: set[int]) -> None:
+    """SIGTERM each run under way that has not had it (it checkpoints: resumable). A run that
+    is still starting holds no writer lock yet: it is found at a later call."""
     with progress.lock:
         running = [seed for label, seed in progress.running if label == variant.label]
     for seed in running:
+        if seed in signaled:
+            continue
         writer = current_writer(variant.run_dir(sweep.launch.profile, seed)) or {}
         pid = int(writer.get("pid", "0") or 0) if str(writer.get("pid", "")).isdigit() else 0
         if pid > 0:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+            signaled.add(seed)
 
 
 def direction(metric: str) -> str:
