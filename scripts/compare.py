@@ -39,13 +39,14 @@ from tools.paired import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, compare_metric
 from tools.seed_runs import (
     METRICS,
     Launch,
+    Progress,
     Variant,
     add_seed_run_arguments,
     first_completed_manifest,
     run_variants,
     seeds_and_launch,
 )
-from tools.sequential import METHOD, Look, look_at, looks, nominal_levels
+from tools.sequential import METHOD, SPENT_SHARE, Look, look_at, looks, nominal_levels
 
 # Keys that group the same samples into other batches (they change no sample's draws).
 _BATCHING = {"data.batch_size", "data.global_batch_size"}
@@ -192,14 +193,15 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
             "- **left out of the pairs**: "
             + "; ".join(f"seed {s}: {why}" for s, why in report["excluded_seeds"].items())
         )
-    adjusted = (
-        " (fixed-design interval, not adjusted for the sequential stop)" if sequential else ""
-    )
     for metric, result in report["metrics"].items():
         better = "higher" if result["higher_is_better"] else "lower"
+        headline, decided_by, disagreement = decision(metric, result, sequential)
         lines += [
             "",
-            f"## {metric} ({better} is better): {result['verdict']}{adjusted}",
+            f"## {metric} ({better} is better): {headline}",
+            "",
+            f"- decided by: {decided_by}",
+            *([f"- {disagreement}"] if disagreement else []),
             "",
             "| seed | A | B | B − A |",
             "|---|---|---|---|",
@@ -222,6 +224,69 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
                 f"- P(B better than A) over seed pairs: {result['p_improvement']:.2f}",
             ]
     path.write_text("\n".join(lines) + "\n")
+
+
+def decision(
+    metric: str, result: dict[str, Any], sequential: dict[str, Any] | None
+) -> tuple[str, str, str]:
+    """(headline, the test that decides it, a sentence on why a printed check says otherwise,
+    or "").
+
+    One test decides each metric, so the headline never contradicts itself: the sequential
+    test for its metric, the paired t 95 % interval otherwise. The bootstrap interval and the
+    sign-flip p are checks printed beside it; where one says otherwise, the report says why in
+    one sentence, the reason belonging to that check and that direction."""
+    n = result["n_pairs"]
+    if sequential and sequential["metric"] == metric:
+        different = sequential["decision"].startswith("different")
+        last = sequential["looks"][-1]
+        headline = f"sequential: {sequential['decision']}"
+        decided_by = (
+            f"the group-sequential paired t-test (at most {sequential['max_seeds']} pairs); "
+            "the intervals below are fixed-design, not adjusted for the sequential stop"
+        )
+        stricter = (
+            f"the sequential test's levels are stricter than a fixed 95 % test's (its look at "
+            f"{last['pairs']} pairs needed p ≤ {last['level']:.4g}), which keeps its error "
+            "rate over every look at α"
+        )
+    else:
+        different = _excludes_zero(result.get("paired_ci95"))
+        headline = result["verdict"]
+        decided_by = "the paired t 95 % CI" + (
+            " (fixed design, not adjusted for the sequential stop)" if sequential else ""
+        )
+        stricter = (
+            "with few pairs the BCa bootstrap interval is too narrow (it cannot reach past the "
+            "observed differences), and the t interval, which widens for the unknown spread, "
+            "decides"
+        )
+    reasons = []
+    if _excludes_zero(result.get("bootstrap_ci95")) != different:
+        reasons.append(
+            f"the paired bootstrap 95 % CI excludes 0 but {stricter}"
+            if not different
+            else "the paired bootstrap 95 % CI holds 0: it is a check that assumes no "
+            "normality, and the deciding test's difference stands"
+        )
+    flip = result.get("sign_flip_p")
+    if flip is not None and (flip < 0.05) != different:
+        reasons.append(
+            f"the sign-flip p is {flip:.3g} but {stricter}"
+            if not different
+            else f"the sign-flip p is {flip:.3g}: with {n} pairs it cannot go below "
+            f"2/2^{n} = {2 / 2**n:.3g}, so it cannot confirm at 0.05"
+            if 2 / 2**n >= 0.05
+            else f"the sign-flip p is {flip:.3g}: it assumes no normality and sees less"
+        )
+    if not reasons or n < 2:
+        return headline, decided_by, ""
+    shows = "shows a difference" if different else "shows no difference"
+    return headline, decided_by, f"the deciding test {shows}; " + "; ".join(reasons)
+
+
+def _excludes_zero(interval: list[float] | None) -> bool:
+    return interval is not None and (interval[0] > 0 or interval[1] < 0)
 
 
 def _interval(interval: list[float] | None) -> str:
@@ -342,10 +407,14 @@ def sequential_runs(
     counts = looks(3, 2, len(comparison.seeds))
     metric = arguments.metrics[0]
     taken: list[Look] = []
-    results: dict[str, list[dict[str, Any]]] = {}
+    results: dict[str, list[dict[str, Any]]] = {label: [] for label in ("A", "B")}
+    progress = Progress(0)
     for k, count in enumerate(counts):
         seeds = comparison.seeds[:count]
-        results = run_variants(comparison.variants, seeds, comparison.launch, output / "logs")
+        # only this look's new seeds: a run is run (or said reused) once, not at every look
+        new = comparison.seeds[len(results["A"]) : count]
+        more = run_variants(comparison.variants, new, comparison.launch, output / "logs", progress)
+        results = {label: results[label] + more[label] for label in results}
         pairs = paired_values(results, metric)
         differences = np.array([pairs[s][1] - pairs[s][0] for s in seeds if s in pairs])
         look = look_at(differences, counts, k, arguments.alpha)
@@ -377,10 +446,12 @@ def sequential_runs(
             looks=", ".join(map(str, counts)),
             alpha=arguments.alpha,
             levels=", ".join(f"{level:.4g}" for level in levels),
+            spent_share=SPENT_SHARE,
         ),
         "guarantee": (
-            f"if A and B do not differ, the chance that any look says 'different' is {arguments.alpha} "
-            "(normal approximation; measured by simulation in tests/unit/test_sequential.py)"
+            f"if A and B do not differ, the chance that any look says 'different' is at most "
+            f"{arguments.alpha} (normal seed differences; measured by simulation: "
+            "make bench-sequential, tests/unit/test_sequential.py)"
         ),
     }
     return results, sequential

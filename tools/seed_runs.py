@@ -229,12 +229,22 @@ def collect(
 
 
 class Progress:
+    """Progress lines, and what a watcher of the runs needs: which runs are under way now
+    (`running`: (label, seed) pairs) and a way to start no more (`cancel`), as a sweep's
+    pruner does (tools/sweep/objective.py)."""
+
     def __init__(self, total: int) -> None:
         self.total = total
         self.done = 0
         self.failed = 0
         self.started = time.perf_counter()
         self.lock = threading.Lock()
+        self.running: set[tuple[str, int]] = set()
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Start no further run; those under way go on (their caller stops them)."""
+        self.cancelled.set()
 
     def say(self, message: str) -> None:
         with self.lock:
@@ -242,6 +252,7 @@ class Progress:
 
     def finish(self, label: str, result: dict[str, Any]) -> None:
         with self.lock:
+            self.running.discard((label.strip(), result["seed"]))
             self.done += 1
             self.failed += result["status"] == "failed"
             elapsed = time.perf_counter() - self.started
@@ -260,13 +271,21 @@ class Progress:
 
 
 def run_variants(
-    variants: list[Variant], seeds: list[int], launch: Launch, log_dir: Path
+    variants: list[Variant],
+    seeds: list[int],
+    launch: Launch,
+    log_dir: Path,
+    progress: Progress | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every (variant, seed) that is not already complete; results per variant label, in seed
-    order. Logs go to `log_dir/<label>seed<k>.log`."""
+    order. Logs go to `log_dir/<label>seed<k>.log`. A caller that runs several rounds (the
+    sequential comparison, a sweep) passes one `progress` for all of them: its count grows by
+    this round's runs."""
     refuse_other_configurations(variants, seeds, launch.profile)
     log_dir.mkdir(parents=True, exist_ok=True)
-    progress = Progress(len(variants) * len(seeds))
+    if progress is None:
+        progress = Progress(0)
+    progress.total += len(variants) * len(seeds)
     results: dict[tuple[str, int], dict[str, Any]] = {}
     pending: list[SeedJob] = []
     for variant in variants:
@@ -295,7 +314,11 @@ def _run_locally(
     pending: list[SeedJob], launch: Launch, progress: Progress
 ) -> dict[tuple[str, int], dict[str, Any]]:
     def run_one(job: SeedJob) -> dict[str, Any]:
+        if progress.cancelled.is_set():
+            return {**_not_run(job), "status": "cancelled", "error": "not started (cancelled)"}
         action = "resuming" if job.resume else "starting"
+        with progress.lock:
+            progress.running.add((job.variant.label, job.seed))
         progress.say(
             f"[{_prefix(job.variant)}seed {job.seed}] {action} -> {job.run_dir} (log: {job.log})"
         )
@@ -340,15 +363,18 @@ def _run_on_slurm(
 
     for task in run_tasks(arrays, tasks, launch.wait, progress.say, finished):
         job = jobs[task.key]
-        results[task.key] = {
-            "seed": job.seed,
-            "status": "pending",
-            "reused": False,
-            "run_dir": str(job.run_dir),
-            "log": str(job.log),
-            "error": "still queued or running on SLURM",
-        }
+        results[task.key] = {**_not_run(job), "error": "still queued or running on SLURM"}
     return results
+
+
+def _not_run(job: SeedJob) -> dict[str, Any]:
+    return {
+        "seed": job.seed,
+        "status": "pending",
+        "reused": False,
+        "run_dir": str(job.run_dir),
+        "log": str(job.log),
+    }
 
 
 def _prefix(variant: Variant) -> str:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+import scripts.compare as compare_script
 from configs import load_config
 from configs.keys import differing_keys
 from foundation.errors import UserError
 from runtime.rundir import RunDirectory
-from scripts.compare import checked, comparison_name, describe_differences, pairing
+from scripts.compare import checked, comparison_name, decision, describe_differences, pairing
 from tools import slurm_array
 from tools.seed_runs import parse_seeds
 from tools.slurm_array import abandoned
@@ -116,3 +117,93 @@ def test_a_slurm_that_does_not_answer_is_one_line(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(UserError) as caught:
         slurm_array.check_reachable()
     assert str(caught.value).startswith("LAUNCHER=slurm, but no SLURM answers within 1 s (sinfo: ")
+
+
+def test_each_look_runs_only_its_new_seeds_so_a_run_is_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sequential loop asks the runner for each look's new seeds only: a reused run is
+    printed once, not again at every look (12 runs over 3 looks: 12 run lines, not 26)."""
+    comparison = checked(
+        [
+            "--a",
+            "",
+            "--b",
+            "optim.lr=0.1",
+            "--sequential",
+            "--max-seeds",
+            "6",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
+    asked: list[list[int]] = []
+
+    def fake_run_variants(variants, seeds, launch, log_dir, progress=None):  # type: ignore[no-untyped-def]
+        asked.append(list(seeds))
+        return {
+            v.label: [
+                {
+                    "seed": s,
+                    "status": "completed",
+                    "metrics": {"val_acc": 0.5 + 0.001 * s * (v.label == "B")},
+                }
+                for s in seeds
+            ]
+            for v in variants
+        }
+
+    monkeypatch.setattr(compare_script, "run_variants", fake_run_variants)
+    results, sequential = compare_script.sequential_runs(comparison, tmp_path)
+    assert asked == [[0, 1, 2], [3, 4], [5]]
+    assert [r["seed"] for r in results["A"]] == [0, 1, 2, 3, 4, 5]
+    assert sequential["seeds_used"] == 6
+
+
+SEQUENTIAL_6 = {
+    "metric": "val_acc",
+    "decision": "no difference shown with 6 pairs",
+    "max_seeds": 6,
+    "looks": [
+        {"pairs": 3, "level": 0.0004},
+        {"pairs": 5, "level": 0.01},
+        {"pairs": 6, "level": 0.03},
+    ],
+}
+
+
+def test_the_headline_names_its_test_and_says_why_a_check_disagrees() -> None:
+    """The issue's case: the sequential test shows no difference with 6 pairs while the
+    bootstrap CI excludes 0 and the sign-flip p is 0.031: one sentence says why."""
+    accuracy = {
+        "n_pairs": 6,
+        "bootstrap_ci95": [-0.084, -0.014],
+        "sign_flip_p": 0.031,
+        "paired_ci95": [-0.09, 0.001],
+        "verdict": "no evidence of a difference at 95 %",
+    }
+    headline, decided_by, why = decision("val_acc", accuracy, SEQUENTIAL_6)
+    assert headline == "sequential: no difference shown with 6 pairs"
+    assert decided_by.startswith("the group-sequential paired t-test")
+    assert why.startswith(
+        "the deciding test shows no difference; the paired bootstrap 95 % CI excludes 0 but "
+        "the sequential test's levels are stricter than a fixed 95 % test's (its look at 6 "
+        "pairs needed p ≤ 0.03)"
+    )
+    assert "; the sign-flip p is 0.031 but the sequential test's levels are stricter" in why
+    loss = {
+        "n_pairs": 6,
+        "bootstrap_ci95": [0.01, 0.05],
+        "sign_flip_p": 0.031,
+        "paired_ci95": [0.005, 0.06],
+        "verdict": "B higher (worse), 95 % CI [+0.0050, +0.0600]",
+    }
+    headline, decided_by, why = decision("val_loss", loss, SEQUENTIAL_6)
+    assert headline.startswith("B higher (worse)") and why == ""
+    assert decided_by == "the paired t 95 % CI (fixed design, not adjusted for the sequential stop)"
+    # 5 pairs, all one way: the sign-flip p cannot go below 2/32, and the report says so
+    five = {**loss, "n_pairs": 5, "sign_flip_p": 0.0625}
+    assert decision("val_loss", five, None)[2] == (
+        "the deciding test shows a difference; the sign-flip p is 0.0625: with 5 pairs it "
+        "cannot go below 2/2^5 = 0.0625, so it cannot confirm at 0.05"
+    )
