@@ -112,7 +112,8 @@ class Config(Section):
     def _plain_name(cls, value: str) -> str:
         if not value or "/" in value or value.startswith(".") or not value.isprintable():
             raise ValueError("must be a plain directory name")
-        if len(value.encode()) > 100:  # room for -<profile>-seed<N>-step<N>-<W>proc.json in 255 bytes
+        # Room for "-<profile>-seed<N>-step<N>-<W>proc.json" in a file name's 255 bytes.
+        if len(value.encode()) > 100:
             raise ValueError("must be a plain directory name of at most 100 bytes")
         return value
 
