@@ -56,12 +56,14 @@ def main() -> None:
     parser.add_argument("--config", default="configs/default.yaml")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--profile", default="production", help="the speed path by default")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument("--output-dir", default=bench_folder("compile"))
     parser.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     arguments = parser.parse_args()
     common = [
+        f"--profile={arguments.profile}",
         f"trainer.epochs={arguments.epochs}",
         "trainer.log_every_steps=1000",
         *arguments.overrides,
@@ -76,9 +78,8 @@ def main() -> None:
                     nproc, layout_overrides = LAYOUTS[layout]
                     if nproc == 1:
                         key = f"{model} | {layout} | plain loop"
-                        measured.setdefault(key, []).append(
-                            {**run_plain_loop(arguments.config, base), "compile_s": None}
-                        )
+                        plain = run_plain_loop(arguments.config, base[1:])  # no --profile
+                        measured.setdefault(key, []).append({**plain, "compile_s": None})
                     for variant, extra in (
                         ("eager", []),
                         ("compiled", ["trainer.compile.enabled=true"]),
@@ -93,7 +94,8 @@ def main() -> None:
 
     rows = {key: _summary(runs) for key, runs in measured.items()}
     lines = [
-        f"{arguments.config}, {arguments.epochs} epochs, {arguments.repeats} interleaved repeats "
+        f"{arguments.config}, profile {arguments.profile}, {arguments.epochs} epochs, "
+        f"{arguments.repeats} interleaved repeats "
         f"(best samples/s of the epochs after the first; compile cold = first repeat)",
         "",
         "| model | layout | run | best samples/s | vs eager | compile cold (s) | compile warm (s) |",
