@@ -3,7 +3,8 @@
 For each model (the default small CNN; ResNet-18 on the same 32x32 images) and each layout (one
 process; DDP on 2; the world-size-invariant step on 2), train.py runs eager and compiled
 (`trainer.compile.enabled=true`); the plain loop (benchmarks/plain_loop.py) runs beside the
-one-process rows. Reported per run: steady-state samples/s (the epochs after the first, so
+one-process rows. The production profile (the speed path), except the invariant rows, which
+need exact numerics (eval). Reported per run: steady-state samples/s (the epochs after the first, so
 neither compile time nor start-up counts), and the compile time apart: cold (the first
 compile, into an empty Inductor cache) and warm (later repeats read the cache, as a benchmark's
 second seed does). Repetitions are interleaved, best-of-N (noise only ever slows a run down).
@@ -32,6 +33,7 @@ LAYOUTS = {
     "invariant 2": (
         2,
         [
+            "--profile=eval",  # the mode needs exact numerics: not the production profile
             "data.global_batch_size=128",
             "trainer.micro_batch_size=32",
             "trainer.world_size_invariant=true",
@@ -70,7 +72,7 @@ def main() -> None:
     ]
     measured: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        cache = Path(scratch) / "inductor"  # empty at the start: the first compile is cold
+        caches = Path(scratch) / "inductor"
         for repeat in range(arguments.repeats):
             for model in arguments.models:
                 base = [*common, *MODELS[model]]
@@ -85,6 +87,8 @@ def main() -> None:
                         ("compiled", ["trainer.compile.enabled=true"]),
                     ):
                         overrides = [*base, *layout_overrides, *extra]
+                        # One cache per model and layout: each row's first compile is cold.
+                        cache = caches / f"{model}-{nproc}-{layout.split()[0]}"
                         overrides.append(f"trainer.compile.cache_dir={cache}")
                         output = Path(scratch) / f"r{repeat}-{model}-{nproc}-{variant}"
                         key = f"{model} | {layout} | {variant}"

@@ -30,7 +30,10 @@ the nodes of a cluster) lets the second seed of a benchmark compile from it.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -55,29 +58,49 @@ class CompileConfig(Section):
     )
     cache_dir: str | None = Field(
         None,
-        description="Inductor's cache; null: $TORCHINDUCTOR_CACHE_DIR, else "
-        "~/.cache/reproducible-ddp-template/inductor (one per user)",
+        min_length=1,
+        description="Inductor's cache (a subfolder per CPU and compiler inside); null: "
+        "$TORCHINDUCTOR_CACHE_DIR, else ~/.cache/reproducible-ddp-template/inductor",
         json_schema_extra=RUNTIME,
     )
 
 
-def compiled(module: nn.Module, settings: CompileConfig, device: torch.device) -> nn.Module:
-    """`module` compiled as `settings` ask (it shares its parameters and buffers), or itself."""
+def compiled(
+    module: nn.Module,
+    settings: CompileConfig,
+    device: torch.device,
+    layout_without_cuda_graphs: str | None = None,
+) -> nn.Module:
+    """`module` compiled as `settings` ask (it shares its parameters and buffers), or itself.
+    `layout_without_cuda_graphs`: a parallel layout whose CUDA graphs (reduce-overhead) no
+    measurement covers yet, refused for now."""
     if not settings.enabled:
         return module
-    check_mode(settings.mode, device)
+    check_mode(settings.mode, device, layout_without_cuda_graphs)
+    check_compiler()
     use_cache(settings)
     if device.type == "cpu":
         cpu_kernels()
+    import torch._dynamo.config as dynamo
+
+    # Never fall back to eager in silence: a run that says it compiled, compiled.
+    dynamo.suppress_errors = False
+    dynamo.fail_on_recompile_limit_hit = True
     return torch.compile(module, mode=settings.mode, dynamic=False)  # type: ignore[return-value]
 
 
-def check_mode(mode: str, device: torch.device) -> None:
+def check_mode(mode: str, device: torch.device, layout_without_cuda_graphs: str | None) -> None:
     """Refuse, in one line, a compile mode that cannot keep the run's guarantees."""
     if mode == "reduce-overhead" and device.type != "cuda":
         raise UserError(
             "trainer.compile.mode=reduce-overhead replays CUDA graphs: a GPU run only; "
             "use trainer.compile.mode=default"
+        )
+    if mode == "reduce-overhead" and layout_without_cuda_graphs:
+        raise UserError(
+            f"trainer.compile.mode=reduce-overhead: CUDA graphs with {layout_without_cuda_graphs} "
+            "are not measured to keep this template's guarantees yet; use "
+            "trainer.compile.mode=default"
         )
     if mode == "max-autotune-no-cudagraphs" and torch.are_deterministic_algorithms_enabled():
         raise UserError(
@@ -103,10 +126,38 @@ def cpu_kernels() -> None:
     inductor.cpp.vec_isa_ok = False
 
 
+def check_compiler() -> None:
+    """Inductor's CPU kernels and Triton's launcher are built with a C/C++ compiler: without
+    one, the first step would end in a long traceback."""
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler) is None:
+        raise UserError(
+            f"trainer.compile.enabled=true needs a C++ compiler ({compiler} not found): install "
+            "g++ (Debian/Ubuntu: apt-get install g++), or train with trainer.compile.enabled=false"
+        )
+
+
+_CHOSEN_BY_ENVIRONMENT = os.environ.get(CACHE_ENVIRONMENT)  # before use_cache sets it
+
+
 def use_cache(settings: CompileConfig) -> Path:
-    """Point Inductor at the cache (before its first compile; it reads the variable then)."""
-    chosen = settings.cache_dir or os.environ.get(CACHE_ENVIRONMENT)
-    folder = Path(chosen) if chosen else default_cache()
+    """Point Inductor at the cache (before its first compile; it reads the variable then): the
+    chosen folder's subfolder for this machine's CPU and compiler.
+
+    Why a subfolder per machine: Inductor builds CPU kernels with `-march=native` and keys them
+    by their source and command line, neither of which names the CPU, so a cache shared by
+    nodes of two CPU generations could hand one of them code for the other's instructions."""
+    chosen = settings.cache_dir or _CHOSEN_BY_ENVIRONMENT
+    folder = (Path(chosen).expanduser() if chosen else default_cache()) / machine_key()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"{folder} is not writable")
+    except OSError as error:
+        raise UserError(
+            f"trainer.compile.cache_dir: cannot use {folder} for Inductor's cache "
+            f"({error.strerror or error}); name a writable folder"
+        ) from None
     os.environ[CACHE_ENVIRONMENT] = str(folder)
     return folder
 
@@ -116,9 +167,27 @@ def default_cache() -> Path:
     return Path(base) / "reproducible-ddp-template" / "inductor"
 
 
+def machine_key() -> str:
+    """`cpu-<12 hex>`: the CPU model and instruction-set flags, the C++ compiler's version."""
+    described = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags")) and line not in described:
+                described.append(line)
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler:
+        from torch._inductor.cpp_builder import get_compiler_version_info
+
+        described.append(get_compiler_version_info(compiler))
+    return "cpu-" + hashlib.sha256("\n".join(described).encode()).hexdigest()[:12]
+
+
 def compile_seconds() -> float:
-    """Seconds this process has spent compiling so far (Dynamo's tracing and Inductor's code
-    generation, cache hits included), as torch measures them."""
+    """Seconds this process has spent compiling so far: Dynamo's tracing and Inductor's code
+    generation of the forward, and AOTAutograd's of the backward (compiled lazily at the first
+    backward), cache hits included, as torch measures them. Triton's first-run autotuning on a
+    GPU is not in it."""
     from torch._dynamo.utils import compilation_time_metrics
 
-    return float(sum(compilation_time_metrics.get("_compile.compile_inner", [])))
+    keys = ("_compile.compile_inner", "backward._backward_impl")
+    return float(sum(sum(compilation_time_metrics.get(key, [])) for key in keys))

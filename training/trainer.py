@@ -34,7 +34,7 @@ from torch import nn
 from foundation.errors import UserError
 from foundation.section import RUNTIME, STOPPING, Section
 from seeding import capture_rng_state
-from training.compile import CompileConfig
+from training.compile import CompileConfig, compile_seconds
 from training.determinism import Precision
 from training.ema import EmaConfig, WeightAverage
 from training.events import (
@@ -259,12 +259,14 @@ class Trainer:
     # ----------------------------------------------------------------- loop
     def fit(self) -> None:
         while not self.finished():
-            epoch_start = time.perf_counter()
+            epoch_start, compiled_before = time.perf_counter(), compile_seconds()
             seen_before = self.totals.count
             completed = self.train_epoch()
             if not completed:
                 break
-            elapsed = time.perf_counter() - epoch_start
+            # Throughput of the steps: the time a compile took is reported apart.
+            compiling = compile_seconds() - compiled_before
+            elapsed = time.perf_counter() - epoch_start - compiling
             metrics = self.epoch_metrics(seen_before, elapsed)
             self.position = Position(self.position.epoch + 1, 0, self.position.step)
             self.totals = EpochTotals.zeros(self.device)

@@ -124,6 +124,7 @@ def test_compiled_world_size_invariant_mode_gives_one_result_on_1_and_2_processe
         run_train(tmp_path / f"w{nproc}", *INVARIANT, *compiling, nproc=nproc) for nproc in (1, 2)
     ]
     assert_same_weights(runs[0].weights(), runs[1].weights())
+    assert all(run.manifest()["compile_s"] > 0 for run in runs)  # the step compiled
 
 
 class _TwoKindsOfDropout(nn.Module):
@@ -184,3 +185,20 @@ def test_a_traced_run_writes_a_profile_and_computes_what_an_untraced_one_does(
     scalars.Reload()
     memory = scalars.Scalars("memory/peak_mb")
     assert len(memory) == len(traced.metrics("step")) and all(m.value > 0 for m in memory)
+
+
+@pytest.mark.parametrize(
+    ("override", "why"),
+    [
+        ("trainer.compile.cache_dir=/proc/no-such-folder", "cannot use /proc/no-such-folder/"),
+        ("trainer.compile.cache_dir=", "trainer.compile.cache_dir"),
+    ],
+)
+def test_a_cache_folder_that_cannot_be_used_is_refused_in_one_line(
+    override: str, why: str, tmp_path: Path
+) -> None:
+    refused = run_train(tmp_path, "trainer.compile.enabled=true", override, check=False)
+    assert refused.returncode == 2
+    assert refused.process.stderr.strip().splitlines() == [refused.process.stderr.strip()]
+    assert why in refused.process.stderr
+    assert not any(path.is_file() for path in tmp_path.rglob("*"))

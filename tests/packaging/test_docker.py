@@ -168,6 +168,7 @@ def test_a_compiled_job_in_the_container_reproduces_the_host_s_bit_for_bit(
             "SEED=42",
             "PROFILE=debug",
             "GPUS=none",
+            "OMP_NUM_THREADS=1",  # the host's reference ran with one thread (launch_env)
             f"OUTPUT_DIR={tmp_path}",
             f"ARGS={' '.join(overrides)}",
         )

@@ -85,7 +85,9 @@ class FullyShardedStep(ReplicaTotals):
         from torch.distributed.fsdp import fully_shard
 
         self.model = fully_shard(parts.model, mesh=mode.mesh)
-        self.forward = parts.compiled(self.model)  # fully_shard, then compile
+        self.forward = parts.compiled(
+            self.model, "FSDP2 (parallel.shard)"
+        )  # fully_shard, then compile
         self.scale = mode.scale
         self.parts = parts
         self.topology = parts.topology

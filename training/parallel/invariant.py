@@ -104,7 +104,7 @@ class InvariantStep:
         fold into the micro-batches (a step is A global batches)."""
         model = parts.model
         self.model = model
-        self.forward = parts.compiled(model)
+        self.forward = parts.compiled(model, "the world-size-invariant step")
         self.objective = parts.objective
         self.layout = mode.layout
         self.micro_batch_seed = mode.micro_batch_seed

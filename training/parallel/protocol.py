@@ -75,10 +75,13 @@ class StepParts:
         of each replica has its own."""
         return lambda micro: replica * self.accumulate_steps + micro
 
-    def compiled(self, module: nn.Module) -> nn.Module:
+    def compiled(
+        self, module: nn.Module, layout_without_cuda_graphs: str | None = None
+    ) -> nn.Module:
         """`module` as the step runs its passes through it: compiled when `trainer.compile`
-        asks (training/compile.py), else itself."""
-        return compiled(module, self.compile, self.topology.device)
+        asks (training/compile.py), else itself. `layout_without_cuda_graphs`: the layout's
+        name where CUDA graphs are not measured yet (reduce-overhead is refused there)."""
+        return compiled(module, self.compile, self.topology.device, layout_without_cuda_graphs)
 
 
 class ParallelMode(Protocol):

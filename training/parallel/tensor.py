@@ -94,7 +94,7 @@ class TensorParallelStep:
         split_model(parts.model, mode)
         self.mode = mode
         self.model = parts.model
-        self.forward = parts.compiled(parts.model)  # split, then compile
+        self.forward = parts.compiled(parts.model, "tensor parallelism")  # split, then compile
         self.parts = parts
         self.topology = parts.topology
         self.dp_group = mode.mesh["dp"].get_group()
