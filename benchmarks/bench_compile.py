@@ -90,7 +90,10 @@ def main() -> None:
                         # One cache per model and layout: each row's first compile is cold.
                         cache = caches / f"{model}-{nproc}-{layout.split()[0]}"
                         overrides.append(f"trainer.compile.cache_dir={cache}")
-                        output = Path(scratch) / f"r{repeat}-{model}-{nproc}-{variant}"
+                        output = (
+                            Path(scratch)
+                            / f"r{repeat}-{model}-{layout.replace(' ', '-')}-{variant}"
+                        )
                         key = f"{model} | {layout} | {variant}"
                         result = run_template(nproc, arguments.config, overrides, output)
                         measured.setdefault(key, []).append(result)
