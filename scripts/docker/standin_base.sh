@@ -7,8 +7,9 @@
 #
 # Debian bookworm from Debian's packages (debootstrap), Python 3.11 in a venv at /opt/conda (the
 # official image's interpreter path), torch, torchvision and what they require at the lock's pins
-# (downloaded with the host's pip configuration), g++ (torch.compile's Inductor builds its CPU
-# kernels with it; the official -runtime image has none, the Dockerfile adds it there),
+# (downloaded with the host's pip configuration), g++ and Python's headers (torch.compile's
+# Inductor builds its CPU kernels with them; the official image's conda Python has the headers
+# but no compiler, which the Dockerfile adds there),
 # `docker import`-ed as TAG. Nothing is built if
 # TAG exists already; the Makefile puts the hash of the lock and of this script into TAG, so
 # it is rebuilt only when either changes. Needs root (debootstrap, chroot, mount) and about 15 GB of free disk while it runs.
@@ -44,7 +45,7 @@ debootstrap --variant=minbase --include=python3.11,ca-certificates bookworm "$ro
     >"$work/debootstrap.log" 2>&1 || keep_log debootstrap
 cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
 chroot "$rootfs" sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
-    --no-install-recommends python3.11-venv make git procps g++ && apt-get clean' \
+    --no-install-recommends python3.11-venv python3.11-dev make git procps g++ && apt-get clean' \
     >"$work/apt.log" 2>&1 || keep_log apt
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs/etc/resolv.conf"
 echo "[3/4] a venv at /opt/conda with the wheels, installed offline"

@@ -208,6 +208,8 @@ def test_a_write_error_while_checkpointing_keeps_the_previous_checkpoint(
 def test_sigint_or_sighup_checkpoints_at_the_next_step_and_says_how_to_resume(
     references: ReferenceRuns, tmp_path: Path, name: str
 ) -> None:
+    if name == "HUP" and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        pytest.skip("the suite runs under nohup: the run keeps ignoring SIGHUP, as it should")
     stopped = planted(tmp_path, 1, EVERY_2, PLANTED_SIGNAL_AT_STEP="5", PLANTED_SIGNAL=name)
     assert stopped.returncode == 128 + signal.Signals[f"SIG{name}"]
     assert f"received SIG{name}: stopping after this step with a checkpoint" in stopped.output
