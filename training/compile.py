@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -190,6 +191,8 @@ def compile_seconds() -> float:
     generation of the forward, and AOTAutograd's of the backward (compiled lazily at the first
     backward), cache hits included, as torch measures them. Triton's first-run autotuning on a
     GPU is not in it."""
+    if "torch._dynamo.utils" not in sys.modules:
+        return 0.0  # nothing compiled, and an eager run does not pay for importing Dynamo
     from torch._dynamo.utils import compilation_time_metrics
 
     keys = ("_compile.compile_inner", "backward._backward_impl")
