@@ -183,9 +183,17 @@ def validated(tree: dict[str, Any]) -> Config:
     return resolve_augmentation(config)
 
 
-def migrate_moved_keys(tree: dict[str, Any]) -> dict[str, Any]:
-    """A config saved by an earlier version (a run's config.yaml, a checkpoint's config) with
-    its moved keys put where they live now: a user cannot edit a checkpoint."""
+# Keys a saved config never sets: only this machine's command line or config file does. A
+# compile cache holds code that Inductor loads and runs (Python modules, shared objects), so a
+# run directory or checkpoint from someone else naming one (inside the folder they shipped, or
+# on a shared filesystem they write) would run their code here.
+MACHINE_LOCAL_KEYS = ("trainer.compile.cache_dir",)
+
+
+def read_saved_config(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config saved elsewhere (a run's config.yaml, a checkpoint's config), as this version
+    reads it: moved keys put where they live now (a user cannot edit a checkpoint), and the
+    machine-local keys left out (they take their defaults unless the command sets them)."""
     tree = copy.deepcopy(tree)
     for old, new in MOVED_KEYS.items():
         section, key = old.split(".")
@@ -193,6 +201,13 @@ def migrate_moved_keys(tree: dict[str, Any]) -> dict[str, Any]:
         if isinstance(node, dict) and key in node:
             new_section, new_key = new.split(".")
             tree.setdefault(new_section, {}).setdefault(new_key, node.pop(key))
+    for dotted in MACHINE_LOCAL_KEYS:
+        *sections, key = dotted.split(".")
+        node: Any = tree
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
     return tree
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from configs.keys import differing_keys, keys_in_role
-from configs.loading import apply_override, migrate_moved_keys, validated
+from configs.loading import apply_override, read_saved_config, validated
 from configs.schema import Config
 from foundation.errors import UserError
 
@@ -35,7 +35,7 @@ def config_for_resume(
     than the `checkpoint`'s schedule was planned for, is refused in one line."""
     if saved is None:
         return as_loaded, []
-    saved = migrate_moved_keys(saved)  # a run started by an earlier version
+    saved = read_saved_config(saved)  # moved keys, machine-local keys (configs/loading.py)
     config, changes = _resumed(saved, overrides)
     refuse_a_run_past_its_schedule(config, checkpoint)
     ignored = sorted(set(differing_keys(saved, as_loaded)) - set(differing_keys(saved, config)))

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from configs.loading import apply_override, migrate_moved_keys, validated
+from configs.loading import apply_override, read_saved_config, validated
 from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
 from runtime.assembly import build_run, plan_run
@@ -43,7 +43,7 @@ def main() -> None:
         raise UserError("no checkpoint given: make evaluate CHECKPOINT=runs/<…>/last.pt")
     path = Path(arguments.checkpoint)
     checkpoint = load_checkpoint(path, whole_tensors=False)  # read into the run's layout
-    tree = migrate_moved_keys(checkpoint["config"])
+    tree = read_saved_config(checkpoint["config"])
     for assignment in arguments.overrides:
         tree = apply_override(tree, assignment)
     config = validated(tree)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from configs.loading import apply_override, migrate_moved_keys, validated
+from configs.loading import apply_override, read_saved_config, validated
 from foundation.errors import UserError
 from foundation.exit import run_reporting_user_errors
 from runtime.assembly import build_run, plan_run
@@ -76,7 +76,7 @@ def main() -> None:
     arguments = parser.parse_args()
     images = images_under(arguments.images)
     checkpoint = load_checkpoint(Path(arguments.checkpoint))
-    tree = migrate_moved_keys(checkpoint["config"])
+    tree = read_saved_config(checkpoint["config"])
     for assignment in arguments.overrides:
         tree = apply_override(tree, assignment)
     config = validated(tree)

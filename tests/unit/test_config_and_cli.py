@@ -9,6 +9,7 @@ import pytest
 
 import train
 from configs import Config, load_config
+from configs.loading import read_saved_config
 from configs.resume import config_for_resume, refuse_a_run_past_its_schedule
 from foundation.errors import UserError
 from tests.helpers.runs import REPO_ROOT
@@ -274,3 +275,19 @@ def test_a_resume_that_turns_sharding_on_says_whether_it_is_bit_for_bit(
     assert config.parallel.shard
     (note,) = notes
     assert note.startswith(f"resuming with changes: parallel.shard: False -> True {said}")
+
+
+def test_a_saved_config_never_names_the_compile_cache(tmp_path: Path) -> None:
+    """A run's config.yaml or a checkpoint from someone else naming a compile cache (code
+    Inductor loads and runs) is read without it: only this machine's command names one."""
+    theirs = str(tmp_path / "their-run" / "cache")
+    saved = load_config(
+        "configs/default.yaml", None, None, [f"trainer.compile.cache_dir={theirs}"]
+    ).model_dump(mode="json")
+    as_loaded = load_config("configs/default.yaml", None, None, [])
+    resumed, _ = config_for_resume(saved, as_loaded, [], None)
+    assert resumed.trainer.compile.cache_dir is None
+    mine = str(tmp_path / "my-cache")
+    again, _ = config_for_resume(saved, as_loaded, [f"trainer.compile.cache_dir={mine}"], None)
+    assert again.trainer.compile.cache_dir == mine
+    assert "cache_dir" not in read_saved_config(saved)["trainer"]["compile"]
