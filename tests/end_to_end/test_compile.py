@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,13 +29,12 @@ from runtime.rundir import RunDirectory
 from seeding.regions import enter_sharded_stream, sharded_randomness
 from tests.end_to_end.test_world_size_invariance import INVARIANT
 from tests.helpers.runs import (
-    REPO_ROOT,
     SHORT_LAST_BATCH,
     TINY,
     RunResult,
     assert_same_weights,
-    launch_env,
     run_train,
+    start_train_to_kill,
     weights_differ,
 )
 from training.compile import CompileConfig, compiled
@@ -74,16 +71,7 @@ def test_compiled_training_repeats_bitwise_and_is_not_eager_s(
 def test_compiled_run_killed_then_resumed_equals_compiled_uninterrupted(
     compiled_run: RunResult, compiling: tuple[str, ...], tmp_path: Path
 ) -> None:
-    command = [sys.executable, "train.py", "--output-dir", str(tmp_path), *TINY]
-    command += [*SHORT_LAST_BATCH, *compiling]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        env=launch_env(),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_train_to_kill(tmp_path, *TINY, *SHORT_LAST_BATCH, *compiling)
     run_dir = RunDirectory.of(tmp_path, "default", "debug", 42)
     deadline = time.monotonic() + 240
     while not list(run_dir.checkpoint_dir.glob("step-*.pt.sha256")):

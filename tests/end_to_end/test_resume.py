@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,14 +12,13 @@ import pytest
 from runtime.checkpoint.files import newest_complete
 from runtime.rundir import RunDirectory
 from tests.helpers.runs import (
-    REPO_ROOT,
     TINY,
     ReferenceRuns,
     RunResult,
     assert_same_weights,
-    launch_env,
     run_command,
     run_train,
+    start_train_to_kill,
     torchrun,
     written_by_a_run,
 )
@@ -73,23 +70,7 @@ def test_resume_equals_uninterrupted(
 
 
 def test_sigkill_at_any_moment_then_resume_auto(references: ReferenceRuns, tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "train.py",
-        "--output-dir",
-        str(tmp_path),
-        *TINY,
-        "checkpoint.every_steps=2",
-        "data.num_workers=2",
-    ]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        env=launch_env(),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_train_to_kill(tmp_path, *TINY, "checkpoint.every_steps=2", "data.num_workers=2")
     checkpoints = RunDirectory.of(tmp_path, "default", "debug", 42).checkpoint_dir
     deadline = time.monotonic() + 120
     while not list(checkpoints.glob("step-*.pt.sha256")) and time.monotonic() < deadline:

@@ -152,6 +152,19 @@ def start_command(command: list[str], env: dict[str, str] | None = None) -> subp
     )
 
 
+def start_train_to_kill(output_dir: Path, *args: str) -> subprocess.Popen[bytes]:
+    """train.py on one process with `args`, in a process group of its own so that a test can
+    SIGKILL it with its DataLoader workers (`os.killpg`), as a lost node would; output dropped."""
+    return subprocess.Popen(
+        [sys.executable, "train.py", "--output-dir", str(output_dir), *args],
+        cwd=REPO_ROOT,
+        env=launch_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def two_node_command(node_rank: int, port: int, *args: str) -> list[str]:
     return [
         sys.executable,
